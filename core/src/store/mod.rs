@@ -1,0 +1,272 @@
+//! The device's store: one SQLite file (WAL, foreign keys, bundled SQLite) holding the replica's
+//! identity and clock, documents with every op of every field, the outbox of unacknowledged local
+//! changes, the sync cursor, and attachments as content-addressed files beside the database.
+//!
+//! Every public write is one transaction, so a process killed at any moment leaves the last
+//! committed state. SQL lives in this module's files only; the rest of the code calls methods.
+
+mod attachments;
+mod local;
+mod read;
+mod remote;
+pub mod schema;
+mod sql;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+use uuid::Uuid;
+
+use crate::crdt::{ChangeError, DocId, FieldPathError, Hlc, HybridClock, ReplicaId, SystemClock, WallClock};
+
+pub use attachments::{attachment_ref, parse_attachment_ref, AttachmentInfo};
+pub use read::{
+    ConflictValue, Document, DocumentConflicts, FieldState, StatusFilter, SubmissionStatus, SubmissionSummary,
+};
+pub use remote::{ApplyReport, PendingChange};
+
+/// Everything that can go wrong in the store. Messages name documents and fields, never answers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("there is no store at {0}")]
+    Missing(PathBuf),
+    #[error("{0} is not a readable database: the file is corrupt or not SQLite")]
+    Corrupt(PathBuf),
+    #[error("{0} is a SQLite database but not a Tejido store")]
+    NotATejidoStore(PathBuf),
+    #[error(
+        "the store was written by a newer Tejido (schema version {found}; this build knows up to {known})"
+    )]
+    TooNew { found: u32, known: u32 },
+    #[error("there is no document {0}")]
+    UnknownDocument(DocId),
+    #[error("document {0} is not a submission")]
+    NotASubmission(DocId),
+    #[error("document {0} has been deleted; restore it before editing")]
+    Deleted(DocId),
+    #[error("submission {0} is already finalized")]
+    AlreadyFinalized(DocId),
+    #[error("invalid field path: {0}")]
+    FieldPath(#[from] FieldPathError),
+    #[error("repeat row {row} does not exist in {repeat}")]
+    UnknownRow { repeat: String, row: Uuid },
+    #[error("field {0} has no open conflict")]
+    NoConflict(String),
+    #[error("a change for document {doc} was refused: {reason}")]
+    InvalidChange { doc: DocId, reason: ChangeError },
+    #[error("document {doc} is a {existing}, not a {received}")]
+    CollectionMismatch { doc: DocId, existing: String, received: String },
+    #[error("attachments are not available in an in-memory store")]
+    NoAttachmentDir,
+    #[error("there is no attachment {0}")]
+    UnknownAttachment(String),
+    #[error("file system error on {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// How to open a store.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// The physical clock the store's hybrid logical clock reads.
+    pub wall_clock: Arc<dyn WallClock>,
+    /// Create the store if the file does not exist (the default); otherwise a missing file is
+    /// an error.
+    pub create: bool,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { wall_clock: Arc::new(SystemClock), create: true }
+    }
+}
+
+struct Inner {
+    conn: Connection,
+    clock: HybridClock,
+}
+
+/// A device's store. Safe to share between threads (a UI thread and a sync worker): calls are
+/// serialised on one connection.
+pub struct Store {
+    inner: Mutex<Inner>,
+    replica: ReplicaId,
+    path: Option<PathBuf>,
+    attachment_dir: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("replica", &self.replica).field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens the store at `path`, creating it if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Store> {
+        Store::open_with(path, StoreOptions::default())
+    }
+
+    pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
+        let path = path.as_ref().to_path_buf();
+        if !options.create && !path.exists() {
+            return Err(StoreError::Missing(path));
+        }
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| classify_open_error(e, &path))?;
+        let attachment_dir = attachment_dir_for(&path);
+        Store::init(conn, Some(path), Some(attachment_dir), options)
+    }
+
+    /// A store that lives only in memory (tests, simulations); it cannot hold attachments.
+    pub fn open_in_memory() -> Result<Store> {
+        Store::open_in_memory_with(StoreOptions::default())
+    }
+
+    pub fn open_in_memory_with(options: StoreOptions) -> Result<Store> {
+        let conn = Connection::open_in_memory()?;
+        Store::init(conn, None, None, options)
+    }
+
+    fn init(
+        mut conn: Connection,
+        path: Option<PathBuf>,
+        attachment_dir: Option<PathBuf>,
+        options: StoreOptions,
+    ) -> Result<Store> {
+        let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
+        let kind = schema::inspect(&conn).map_err(|e| classify_open_error(e, &shown))?;
+        let version = match kind {
+            schema::FileKind::Foreign => return Err(StoreError::NotATejidoStore(shown)),
+            schema::FileKind::Empty => 0,
+            schema::FileKind::Tejido(v) if v > schema::LATEST => {
+                return Err(StoreError::TooNew { found: v, known: schema::LATEST })
+            }
+            schema::FileKind::Tejido(v) => v,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // WAL with synchronous=NORMAL: a committed write survives the app being killed; only a
+        // power cut can lose the last moments, and never corrupts the file.
+        if path.is_some() {
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+        }
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        if version < schema::LATEST {
+            schema::migrate(&mut conn, version, schema::LATEST)?;
+        }
+        let wall = options.wall_clock.clone();
+        let existing: Option<(Vec<u8>, i64)> = conn
+            .query_row("SELECT replica_id, clock FROM replica WHERE id = 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        let (replica, last) = match existing {
+            Some((bytes, clock)) => {
+                let uuid = Uuid::from_slice(&bytes).map_err(|_| StoreError::Corrupt(shown.clone()))?;
+                (ReplicaId(uuid), sql::hlc_from_sql(clock))
+            }
+            None => {
+                let replica = ReplicaId::random();
+                conn.execute(
+                    "INSERT INTO replica (id, replica_id, clock, created_ms) VALUES (1, ?1, ?2, ?3)",
+                    rusqlite::params![
+                        replica.0.as_bytes().as_slice(),
+                        sql::hlc_to_sql(Hlc::ZERO),
+                        wall.now_ms() as i64
+                    ],
+                )?;
+                (replica, Hlc::ZERO)
+            }
+        };
+        Ok(Store {
+            inner: Mutex::new(Inner { conn, clock: HybridClock::new(wall, last) }),
+            replica,
+            path,
+            attachment_dir,
+        })
+    }
+
+    /// This store's replica id.
+    pub fn replica_id(&self) -> ReplicaId {
+        self.replica
+    }
+
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// The greatest timestamp this replica has issued or observed.
+    pub fn clock(&self) -> Hlc {
+        self.lock().clock.last()
+    }
+
+    /// Runs SQLite's integrity check and the store's own consistency checks; returns the
+    /// problems found (empty when the store is sound).
+    pub fn check_integrity(&self) -> Result<Vec<String>> {
+        let inner = self.lock();
+        let mut problems = Vec::new();
+        let mut stmt = inner.conn.prepare("PRAGMA integrity_check")?;
+        for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+            let row = row?;
+            if row != "ok" {
+                problems.push(row);
+            }
+        }
+        let fk: i64 =
+            inner.conn.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0))?;
+        if fk > 0 {
+            problems.push(format!("{fk} rows break foreign keys"));
+        }
+        let bad_leaves: i64 = inner.conn.query_row(
+            "SELECT count(*) FROM field_ops WHERE (known = 0 AND (leaf = 1 OR value IS NOT NULL)) OR (known = 1 AND value IS NULL)",
+            [],
+            |r| r.get(0),
+        )?;
+        if bad_leaves > 0 {
+            problems.push(format!("{bad_leaves} op rows are inconsistent"));
+        }
+        let max_clock: Option<i64> = inner.conn.query_row(
+            "SELECT max(hlc) FROM field_ops WHERE replica = ?1",
+            [self.replica.0.as_bytes().as_slice()],
+            |r| r.get(0),
+        )?;
+        if let Some(max) = max_clock {
+            if sql::hlc_from_sql(max) > inner.clock.last() {
+                problems.push("the stored clock is behind this replica's own ops".into());
+            }
+        }
+        Ok(problems)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave a half-written transaction behind (rusqlite
+        // rolls back on drop), so a poisoned lock is safe to keep using.
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+fn attachment_dir_for(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".attachments");
+    path.with_file_name(name)
+}
+
+fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {
+    match e.sqlite_error_code() {
+        Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
+            StoreError::Corrupt(path.to_path_buf())
+        }
+        Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing(path.to_path_buf()),
+        _ => StoreError::Sqlite(e),
+    }
+}

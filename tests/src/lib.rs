@@ -1,0 +1,1 @@
+//! Shared helpers for Tejido's end-to-end tests and benchmarks.
