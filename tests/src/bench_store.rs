@@ -1,0 +1,5 @@
+//! `tejido-bench store`.
+
+pub fn run(_args: &[String]) -> Result<(), String> {
+    Err("the store benchmark is not built yet".into())
+}
