@@ -56,7 +56,13 @@ fn action(replicas: usize) -> impl Strategy<Value = Action> {
 fn scenario() -> impl Strategy<Value = (Vec<i64>, Vec<Action>, u64)> {
     (2usize..=5).prop_flat_map(|n| {
         let skews = prop::collection::vec(
-            prop_oneof![Just(0i64), Just(-YEAR_MS), Just(YEAR_MS), -5_000i64..5_000, Just(3 * 24 * 3600 * 1000)],
+            prop_oneof![
+                Just(0i64),
+                Just(-YEAR_MS),
+                Just(YEAR_MS),
+                -5_000i64..5_000,
+                Just(3 * 24 * 3600 * 1000)
+            ],
             n,
         );
         (skews, prop::collection::vec(action(n), 1..80), any::<u64>())
@@ -70,7 +76,8 @@ fn visible(state: &FieldState) -> (OpId, serde_json::Value, Vec<(OpId, serde_jso
     (state.op, state.value.clone(), conflicts)
 }
 
-type Snapshot = BTreeMap<DocId, BTreeMap<FieldPath, (OpId, serde_json::Value, Vec<(OpId, serde_json::Value)>)>>;
+type Snapshot =
+    BTreeMap<DocId, BTreeMap<FieldPath, (OpId, serde_json::Value, Vec<(OpId, serde_json::Value)>)>>;
 
 fn snapshot(store: &Store, docs: &[DocId]) -> Snapshot {
     docs.iter()
@@ -106,7 +113,8 @@ fn run((skews, actions, seed): (Vec<i64>, Vec<Action>, u64)) -> Result<(), TestC
     for action in actions {
         match action {
             Action::Create { replica } => {
-                let doc = stores[replica].create_document(Collection::Entity, &[("name", json!("site"))]).unwrap();
+                let doc =
+                    stores[replica].create_document(Collection::Entity, &[("name", json!("site"))]).unwrap();
                 docs.push(doc);
                 drain(&stores[replica], &mut log);
             }
