@@ -1,2 +1,18 @@
 //! Forms: the form model, XLSForm import, the expression language and form sessions.
-//! (Filled by the forms work; see issue "Forms".)
+//!
+//! - [`model`]: [`Form`] and its parts, serialisable as JSON.
+//! - [`import`]: XLSForm (.xlsx, .xls, .ods) to [`Form`], reporting every error at once.
+//! - [`expr`]: the ODK XPath subset: parser, printer and evaluator.
+//! - [`engine`]: a pure form engine over answers in memory, recomputing along a dependency graph.
+//! - [`session`]: a [`FormSession`] over a draft in the device store.
+
+pub mod engine;
+pub mod expr;
+pub mod import;
+pub mod model;
+pub mod session;
+
+pub use engine::Engine;
+pub use import::{import_xlsform, import_xlsform_bytes, ImportError, ImportErrors};
+pub use model::{Choice, Form, Node, QuestionType, Settings, Translations};
+pub use session::{ChoiceView, FormError, FormSession, QuestionView, ValidationError, ValidationKind};
