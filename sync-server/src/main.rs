@@ -1,6 +1,391 @@
-//! `tejido-server`: the sync server and admin CLI. (Filled by the sync work.)
+//! `tejido-server`: the sync server and the admin CLI, one binary.
 
-fn main() {
-    eprintln!("tejido-server: the sync server is not built yet");
-    std::process::exit(2);
+mod form_cli;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use tejido_core::sync::wire::Role;
+use tejido_server::api::{router, AppState};
+use tejido_server::blobs::BlobStore;
+use tejido_server::secrets::{enrollment_link, hash_code, new_code};
+use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm, SqliteStorage, Storage, StorageError};
+
+#[derive(Debug, Parser)]
+#[command(name = "tejido-server", version, about = "Tejido's sync server and admin commands")]
+struct Cli {
+    /// The deployment's folder: the database (tejido.db) and blobs.
+    #[arg(long, global = true, env = "TEJIDO_DATA", default_value = "./tejido-data")]
+    data: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the API; prints `listening on http://ADDR` once it accepts connections.
+    Serve {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// A token that may run every admin operation over HTTP.
+        #[arg(long, env = "TEJIDO_ADMIN_TOKEN", hide_env_values = true)]
+        admin_token: Option<String>,
+        /// The address phones use, for enrollment links (default: the request's Host).
+        #[arg(long, env = "TEJIDO_PUBLIC_URL")]
+        public_url: Option<String>,
+    },
+    /// Projects.
+    #[command(subcommand)]
+    Project(ProjectCommand),
+    /// Make an enrollment code (and its setup link and QR code) for a role in a project.
+    Enroll {
+        #[arg(long)]
+        project: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// How many devices may use it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid, e.g. 7d or 12h.
+        #[arg(long)]
+        expires: Option<String>,
+        /// The server address to put in the link.
+        #[arg(long, env = "TEJIDO_PUBLIC_URL", default_value = "http://localhost:8080")]
+        server: String,
+    },
+    /// Enrolled devices.
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// Forms: check, preview, publish.
+    #[command(subcommand)]
+    Form(FormCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ProjectCommand {
+    Create { name: String },
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    List {
+        #[arg(long)]
+        project: String,
+    },
+    Revoke {
+        device: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum FormCommand {
+    /// Check an XLSForm and report every error.
+    Check { file: PathBuf },
+    /// Run a form against answers and show what the form session computes.
+    Preview {
+        file: PathBuf,
+        #[arg(long)]
+        answers: PathBuf,
+        #[arg(long)]
+        lang: Option<String>,
+    },
+    /// Publish a form version to the devices of some roles. Published versions are immutable.
+    Publish {
+        #[arg(long)]
+        project: String,
+        file: PathBuf,
+        #[arg(long, value_delimiter = ',', value_parser = parse_role, default_value = "enumerator,youth")]
+        roles: Vec<Role>,
+    },
+}
+
+fn parse_role(s: &str) -> Result<Role, String> {
+    Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: enumerator, youth or coordinator"))
+}
+
+/// A command's failure: the message, and the exit code.
+struct Failure(String, u8);
+
+impl From<StorageError> for Failure {
+    fn from(e: StorageError) -> Failure {
+        Failure(e.to_string(), 1)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let result = match cli.command {
+        Command::Form(FormCommand::Check { file }) => {
+            return ExitCode::from(clamp_code(form_cli::check(&file, json)));
+        }
+        Command::Form(FormCommand::Preview { file, answers, lang }) => {
+            return ExitCode::from(clamp_code(form_cli::preview(&file, &answers, lang.as_deref(), json)));
+        }
+        command => run(&cli.data, json, command),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure(message, code)) => {
+            if json {
+                println!("{}", json!({ "error": message }));
+            } else {
+                eprintln!("tejido-server: {message}");
+            }
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn clamp_code(code: i32) -> u8 {
+    u8::try_from(code).unwrap_or(1)
+}
+
+fn open_storage(data: &Path) -> Result<SqliteStorage, Failure> {
+    std::fs::create_dir_all(data)
+        .map_err(|e| Failure(format!("cannot create the data folder {}: {e}", data.display()), 1))?;
+    Ok(SqliteStorage::open(data.join("tejido.db"))?)
+}
+
+fn project(storage: &SqliteStorage, p: &str) -> Result<Project, Failure> {
+    storage.find_project(p)?.ok_or_else(|| Failure(format!("there is no project {p:?}"), 1))
+}
+
+fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
+    let out = if json { value.to_string() } else { text() };
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{out}");
+    let _ = stdout.flush();
+}
+
+fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Serve { listen, admin_token, public_url } => serve(data, &listen, admin_token, public_url),
+        Command::Project(ProjectCommand::Create { name }) => {
+            let storage = open_storage(data)?;
+            let p = storage.create_project(&name, tejido_server::now_ms())?;
+            print(json, json!({ "id": p.id, "name": p.name }), || {
+                format!("created project {} ({})", p.name, p.id)
+            });
+            Ok(())
+        }
+        Command::Project(ProjectCommand::List) => {
+            let storage = open_storage(data)?;
+            let projects = storage.list_projects()?;
+            let list: Vec<_> = projects.iter().map(|p| json!({ "id": p.id, "name": p.name })).collect();
+            print(json, json!({ "projects": list }), || {
+                projects.iter().map(|p| format!("{}  {}", p.id, p.name)).collect::<Vec<_>>().join("\n")
+            });
+            Ok(())
+        }
+        Command::Enroll { project: p, role, uses, expires, server } => {
+            let storage = open_storage(data)?;
+            let p = project(&storage, &p)?;
+            if uses == 0 {
+                return Err(Failure("--uses must be at least 1".into(), 2));
+            }
+            let expires_ms = expires
+                .as_deref()
+                .map(tejido_server::api::parse_expiry)
+                .transpose()
+                .map_err(|m| Failure(m, 2))?;
+            let code = new_code();
+            storage.create_enrollment_code(&NewEnrollmentCode {
+                code_hash: hash_code(&code),
+                project: p.id,
+                role,
+                uses,
+                expires_ms,
+                now_ms: tejido_server::now_ms(),
+            })?;
+            let link = enrollment_link(&server, &code);
+            print(
+                json,
+                json!({ "code": code, "link": link, "project": p.id, "role": role.as_str(), "uses": uses, "expires_ms": expires_ms }),
+                || {
+                    let qr = qrcode::QrCode::new(link.as_bytes())
+                        .map(|q| {
+                            q.render::<qrcode::render::unicode::Dense1x2>()
+                                .dark_color(qrcode::render::unicode::Dense1x2::Light)
+                                .light_color(qrcode::render::unicode::Dense1x2::Dark)
+                                .quiet_zone(true)
+                                .build()
+                        })
+                        .unwrap_or_default();
+                    format!(
+                        "enrollment code for a {} in {}: {code}\n(usable {uses} time(s){})\nsetup link: {link}\n{qr}",
+                        role.as_str(),
+                        p.name,
+                        expires_ms.map(|_| format!(", expires in {}", expires.as_deref().unwrap_or(""))).unwrap_or_default()
+                    )
+                },
+            );
+            Ok(())
+        }
+        Command::Devices(DevicesCommand::List { project: p }) => {
+            let storage = open_storage(data)?;
+            let p = project(&storage, &p)?;
+            let devices = storage.list_devices(p.id)?;
+            print(json, json!({ "devices": devices }), || {
+                if devices.is_empty() {
+                    return format!("no devices in {}", p.name);
+                }
+                devices
+                    .iter()
+                    .map(|d| {
+                        format!(
+                            "{}  {:<11}  {}{}{}",
+                            d.id,
+                            d.role.as_str(),
+                            d.name.as_deref().unwrap_or("-"),
+                            if d.is_revoked() { "  (revoked)" } else { "" },
+                            if d.far_future_ms.is_some() { "  (clock far ahead)" } else { "" }
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        Command::Devices(DevicesCommand::Revoke { device }) => {
+            let storage = open_storage(data)?;
+            let id = uuid::Uuid::try_parse(&device)
+                .map_err(|_| Failure(format!("{device:?} is not a device id"), 2))?;
+            let revoked = storage.revoke_device(id, tejido_server::now_ms())?;
+            print(json, json!({ "device": id, "revoked": revoked }), || {
+                if revoked {
+                    format!("revoked device {id}")
+                } else {
+                    format!("device {id} was already revoked")
+                }
+            });
+            Ok(())
+        }
+        Command::Form(FormCommand::Publish { project: p, file, roles }) => {
+            let storage = open_storage(data)?;
+            let p = project(&storage, &p)?;
+            let (form_id, version, form) = load_form(&file)?;
+            let outcome = storage.publish_form(&PublishForm {
+                project: p.id,
+                form_id: form_id.clone(),
+                version: version.clone(),
+                roles: roles.clone(),
+                form,
+                now_ms: tejido_server::now_ms().max(0) as u64,
+            })?;
+            let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            print(
+                json,
+                json!({ "doc": outcome.doc, "form_id": form_id, "version": version, "roles": roles, "published": outcome.published }),
+                || {
+                    if outcome.published {
+                        format!("published {form_id} version {version} to {} in {}", roles.join(", "), p.name)
+                    } else {
+                        format!("{form_id} version {version} was already published; nothing changed")
+                    }
+                },
+            );
+            Ok(())
+        }
+        Command::Form(FormCommand::Check { .. } | FormCommand::Preview { .. }) => Ok(()),
+    }
+}
+
+/// Reads a form for publishing: the form model as JSON (`{"id", "version", …}`), as the forms
+/// work serialises it.
+fn load_form(file: &Path) -> Result<(String, String, serde_json::Value), Failure> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Failure(format!("cannot read {}: {e}", file.display()), 1))?;
+    let form: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure(format!("{} is not a form in JSON: {e}", file.display()), 1))?;
+    let field = |names: &[&str]| {
+        names.iter().find_map(|n| match form.get(*n) {
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+            _ => None,
+        })
+    };
+    let id = field(&["id", "form_id"]).ok_or_else(|| Failure("the form has no id".into(), 1))?;
+    let version = field(&["version"]).ok_or_else(|| Failure("the form has no version".into(), 1))?;
+    Ok((id, version, form))
+}
+
+fn serve(
+    data: &Path,
+    listen: &str,
+    admin_token: Option<String>,
+    public_url: Option<String>,
+) -> Result<(), Failure> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TEJIDO_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .init();
+    let storage = open_storage(data)?;
+    let blobs = BlobStore::new(data.join("blobs"));
+    std::fs::create_dir_all(blobs.root())
+        .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
+    let mut state = AppState::new(Arc::new(storage), blobs);
+    if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
+        state = state.with_admin_token(&t);
+    }
+    if let Some(u) = public_url {
+        state = state.with_public_url(u);
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
+    runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| Failure(format!("cannot listen on {listen}: {e}"), 1))?;
+        let addr = listener.local_addr().map_err(|e| Failure(format!("cannot listen: {e}"), 1))?;
+        {
+            let mut stdout = std::io::stdout().lock();
+            let _ = writeln!(stdout, "listening on http://{addr}");
+            let _ = stdout.flush();
+        }
+        tracing::info!(%addr, data = %data.display(), "serving");
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(shutdown_signal())
+            .await
+            .map_err(|e| Failure(format!("the server failed: {e}"), 1))?;
+        tracing::info!("stopped");
+        Ok(())
+    })
+}
+
+/// Ctrl-C or SIGTERM: stop accepting, finish the requests in flight, then exit.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
 }

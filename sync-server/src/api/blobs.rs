@@ -1,0 +1,270 @@
+//! Resumable, content-addressed blob upload (`HEAD`/`PATCH`) and download (`GET`).
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use tejido_core::sync::wire::{MAX_BLOB_BYTES, UPLOAD_LENGTH_HEADER, UPLOAD_OFFSET_HEADER};
+use tokio_util::io::ReaderStream;
+
+use super::openapi::docs;
+use super::{blocking, ApiError, AppState, DeviceAuth};
+use crate::blobs::{valid_sha256, BlobStore};
+
+/// Where an upload stands.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct BlobStatus {
+    pub sha256: String,
+    /// Bytes the server holds.
+    pub offset: u64,
+    /// The blob's full length.
+    pub length: u64,
+    pub complete: bool,
+}
+
+fn check_name(sha256: &str) -> Result<(), ApiError> {
+    if valid_sha256(sha256) {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request("a blob is named by its SHA-256: 64 lowercase hex digits"))
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Result<Option<u64>, ApiError> {
+    match headers.get(name) {
+        None => Ok(None),
+        Some(v) => v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()).map(Some).ok_or_else(|| {
+            ApiError::bad_request(format!("the {name} header must be a whole number of bytes"))
+        }),
+    }
+}
+
+fn io_error(e: std::io::Error) -> ApiError {
+    tracing::error!(error = %e, "blob storage failed");
+    ApiError::internal()
+}
+
+fn status_response(status: StatusCode, s: BlobStatus) -> Response {
+    let offset = s.offset;
+    let length = s.length;
+    let mut res = (status, Json(s)).into_response();
+    let h = res.headers_mut();
+    h.insert(UPLOAD_OFFSET_HEADER, offset.into());
+    h.insert(UPLOAD_LENGTH_HEADER, length.into());
+    res
+}
+
+/// How many bytes of a blob the server holds for this device's project.
+#[utoipa::path(head, path = "/v1/blobs/{sha256}", tag = "blobs",
+    params(docs::ProtocolHeader, ("sha256" = String, Path, description = "The blob's SHA-256 in hex")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "upload-offset: bytes held; upload-length: the length, once known"),
+        (status = 400, description = "A malformed name"),
+        (status = 401, description = "Missing, unknown or revoked token"),
+    ))]
+pub(crate) async fn status(
+    State(state): State<AppState>,
+    DeviceAuth(device): DeviceAuth,
+    Path(sha256): Path<String>,
+) -> Result<Response, ApiError> {
+    check_name(&sha256)?;
+    let project = device.project;
+    let name = sha256.clone();
+    let owned = blocking(&state, move |s| s.blob_owned(project, &name)).await?;
+    if owned {
+        if let Some(size) = state.blobs.complete_size(&sha256) {
+            return Ok(status_response(
+                StatusCode::OK,
+                BlobStatus { sha256, offset: size, length: size, complete: true },
+            ));
+        }
+    }
+    let name = sha256.clone();
+    let upload = blocking(&state, move |s| s.upload(project, &name)).await?;
+    let offset = state.blobs.partial_len(project, &sha256);
+    let mut res = StatusCode::OK.into_response();
+    res.headers_mut().insert(UPLOAD_OFFSET_HEADER, offset.into());
+    if let Some(u) = upload {
+        res.headers_mut().insert(UPLOAD_LENGTH_HEADER, u.length.into());
+    }
+    Ok(res)
+}
+
+/// Append bytes to an upload at `upload-offset`; the upload completes when `upload-length`
+/// bytes arrived and they hash to the name.
+#[utoipa::path(patch, path = "/v1/blobs/{sha256}", tag = "blobs",
+    params(
+        docs::ProtocolHeader,
+        ("sha256" = String, Path, description = "The blob's SHA-256 in hex"),
+        ("upload-offset" = u64, Header, description = "Where these bytes start (the offset HEAD gave)"),
+        ("upload-length" = u64, Header, description = "The blob's full length"),
+    ),
+    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, body = BlobStatus, description = "The bytes are stored; `complete` once verified"),
+        (status = 400, body = docs::ErrorBody, description = "Missing headers or more bytes than upload-length"),
+        (status = 409, body = docs::ErrorBody, description = "upload-offset is not where the upload stands (see the upload-offset header)"),
+        (status = 413, body = docs::ErrorBody, description = "The blob is larger than the limit"),
+        (status = 422, body = docs::ErrorBody, description = "The bytes do not hash to the name; the upload is discarded"),
+    ))]
+pub(crate) async fn upload(
+    State(state): State<AppState>,
+    DeviceAuth(device): DeviceAuth,
+    Path(sha256): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    check_name(&sha256)?;
+    let offset = header_u64(&headers, UPLOAD_OFFSET_HEADER)?
+        .ok_or_else(|| ApiError::bad_request(format!("a PATCH needs the {UPLOAD_OFFSET_HEADER} header")))?;
+    let length = header_u64(&headers, UPLOAD_LENGTH_HEADER)?
+        .ok_or_else(|| ApiError::bad_request(format!("a PATCH needs the {UPLOAD_LENGTH_HEADER} header")))?;
+    if length > MAX_BLOB_BYTES {
+        return Err(ApiError::too_large(format!("a blob may have at most {MAX_BLOB_BYTES} bytes")));
+    }
+    let project = device.project;
+    let lock = state.blobs.upload_lock(project, &sha256);
+    let _guard = lock.lock().await;
+
+    let name = sha256.clone();
+    let owned = blocking(&state, move |s| s.blob_owned(project, &name)).await?;
+    if owned {
+        if let Some(size) = state.blobs.complete_size(&sha256) {
+            if size != length {
+                return Err(ApiError::bad_request("upload-length differs from the blob's length"));
+            }
+            return Ok(status_response(
+                StatusCode::OK,
+                BlobStatus { sha256, offset: size, length: size, complete: true },
+            ));
+        }
+    }
+    let name = sha256.clone();
+    match blocking(&state, move |s| s.upload(project, &name)).await? {
+        Some(u) if u.length != length => {
+            return Err(ApiError::conflict(format!(
+                "this upload was started with upload-length {}; send that length",
+                u.length
+            ))
+            .with_header(UPLOAD_LENGTH_HEADER, u.length))
+        }
+        Some(_) => {}
+        None => {
+            let name = sha256.clone();
+            blocking(&state, move |s| s.start_upload(project, &name, length)).await?;
+        }
+    }
+    let held = state.blobs.partial_len(project, &sha256);
+    if offset != held {
+        return Err(ApiError::conflict(format!("the upload stands at byte {held}; resume from there"))
+            .with_header(UPLOAD_OFFSET_HEADER, held));
+    }
+
+    let (received, cut) = receive(&state.blobs, project, &sha256, held, length, body).await?;
+    if received > length {
+        state.blobs.truncate_partial(project, &sha256, held).map_err(io_error)?;
+        return Err(ApiError::bad_request("the body runs past upload-length; nothing of it was kept"));
+    }
+    if cut {
+        // The client went away mid-body: keep what arrived so the next PATCH resumes after it.
+        return Err(ApiError::bad_request("the request body was cut off; resume from upload-offset")
+            .with_header(UPLOAD_OFFSET_HEADER, received));
+    }
+    if received < length {
+        return Ok(status_response(
+            StatusCode::OK,
+            BlobStatus { sha256, offset: received, length, complete: false },
+        ));
+    }
+    let blobs = state.blobs.clone();
+    let name = sha256.clone();
+    let verified = tokio::task::spawn_blocking(move || blobs.complete(project, &name))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(io_error)?;
+    if !verified {
+        let name = sha256.clone();
+        blocking(&state, move |s| s.end_upload(project, &name)).await?;
+        tracing::warn!(device = %device.id, blob = %sha256, "blob hash mismatch");
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "hash_mismatch",
+            "the uploaded bytes do not hash to the blob's name; the upload was discarded, start again",
+        )
+        .with_header(UPLOAD_OFFSET_HEADER, 0));
+    }
+    let name = sha256.clone();
+    let device_id = device.id;
+    blocking(&state, move |s| s.record_blob(&device, &name, length, crate::now_ms())).await?;
+    tracing::info!(device = %device_id, blob = %sha256, bytes = length, "blob stored");
+    Ok(status_response(StatusCode::OK, BlobStatus { sha256, offset: length, length, complete: true }))
+}
+
+/// Streams the body onto the partial file. Returns the bytes held afterwards (more than
+/// `length` means the body ran past the end) and whether the stream broke off.
+async fn receive(
+    blobs: &BlobStore,
+    project: uuid::Uuid,
+    sha256: &str,
+    held: u64,
+    length: u64,
+    body: Body,
+) -> Result<(u64, bool), ApiError> {
+    use futures_util::StreamExt;
+    use tokio::io::AsyncWriteExt;
+    let mut file = tokio::fs::File::from_std(blobs.open_partial(project, sha256).map_err(io_error)?);
+    let mut stream = body.into_data_stream();
+    let mut total = held;
+    let mut cut = false;
+    while let Some(frame) = stream.next().await {
+        match frame {
+            Ok(bytes) => {
+                let room = length.saturating_sub(total);
+                if bytes.len() as u64 > room {
+                    return Ok((length + 1, false));
+                }
+                file.write_all(&bytes).await.map_err(io_error)?;
+                total += bytes.len() as u64;
+            }
+            Err(_) => {
+                cut = true;
+                break;
+            }
+        }
+    }
+    file.flush().await.map_err(io_error)?;
+    file.sync_all().await.map_err(io_error)?;
+    Ok((total, cut))
+}
+
+/// Download a blob this device may see.
+#[utoipa::path(get, path = "/v1/blobs/{sha256}", tag = "blobs",
+    params(docs::ProtocolHeader, ("sha256" = String, Path, description = "The blob's SHA-256 in hex")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, content_type = "application/octet-stream", description = "The bytes"),
+        (status = 404, body = docs::ErrorBody, description = "No such blob within the device's scope"),
+    ))]
+pub(crate) async fn download(
+    State(state): State<AppState>,
+    DeviceAuth(device): DeviceAuth,
+    Path(sha256): Path<String>,
+) -> Result<Response, ApiError> {
+    check_name(&sha256)?;
+    let name = sha256.clone();
+    let visible = blocking(&state, move |s| s.blob_visible(&device, &name)).await?;
+    let size = state.blobs.complete_size(&sha256);
+    let (true, Some(size)) = (visible, size) else {
+        return Err(ApiError::not_found("no such blob"));
+    };
+    let file = tokio::fs::File::open(state.blobs.complete_path(&sha256)).await.map_err(io_error)?;
+    let mut res = Body::from_stream(ReaderStream::new(file)).into_response();
+    res.headers_mut().insert(CONTENT_TYPE, axum::http::HeaderValue::from_static("application/octet-stream"));
+    res.headers_mut().insert(CONTENT_LENGTH, size.into());
+    Ok(res)
+}

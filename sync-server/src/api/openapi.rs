@@ -1,0 +1,140 @@
+//! The OpenAPI document, generated from the handlers' annotations, served at `/openapi.json`.
+
+use axum::Json;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use super::{admin, blobs, sync};
+
+/// Schemas of the wire types (which live in `tejido-core`, free of server dependencies),
+/// described here for the document.
+pub mod docs {
+    #![allow(dead_code)]
+    use utoipa::{IntoParams, ToSchema};
+    use uuid::Uuid;
+
+    /// `tejido-protocol: 1` is required on every `/v1` request.
+    #[derive(IntoParams)]
+    #[into_params(parameter_in = Header)]
+    pub struct ProtocolHeader {
+        /// The protocol version the client speaks; this server speaks 1.
+        #[param(rename = "tejido-protocol", example = 1)]
+        pub tejido_protocol: u32,
+    }
+
+    #[derive(ToSchema)]
+    pub struct ErrorBody {
+        /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `too_large`,
+        /// `protocol_mismatch`, `hash_mismatch`, `conflict` or `internal`.
+        pub error: String,
+        /// What went wrong, for people. Never contains answers.
+        pub message: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct EnrollRequest {
+        pub code: String,
+        /// The device store's replica id; every change it pushes must carry it.
+        pub replica: Uuid,
+        pub device_name: Option<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct EnrollResponse {
+        pub device_id: Uuid,
+        /// The bearer token for every later request; shown once.
+        pub token: String,
+        pub project_id: Uuid,
+        pub project_name: String,
+        /// `enumerator`, `youth` or `coordinator`.
+        pub role: String,
+    }
+
+    #[derive(ToSchema)]
+    pub struct FieldOp {
+        /// A field path such as `household/size` or `members/<row uuid>/age`.
+        pub field: String,
+        /// Any JSON value.
+        #[schema(value_type = Object)]
+        pub value: serde_json::Value,
+        /// Op ids (`<hlc hex>@<replica>`) of the values the writer saw and replaces.
+        pub seen: Vec<String>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct Change {
+        pub doc: Uuid,
+        /// `submission`, `entity`, `comment` or `form`.
+        pub collection: String,
+        pub replica: Uuid,
+        /// The hybrid logical clock, 16 hex digits.
+        pub hlc: String,
+        pub ops: Vec<FieldOp>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PushRequest {
+        /// At most 500 changes.
+        pub changes: Vec<Change>,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PushResponse {
+        pub accepted_ops: u64,
+        pub duplicate_ops: u64,
+    }
+
+    #[derive(ToSchema)]
+    pub struct PullResponse {
+        pub changes: Vec<Change>,
+        /// Pass back on the next pull; store it with the page.
+        pub cursor: String,
+        /// More pages wait.
+        pub more: bool,
+    }
+
+    #[derive(ToSchema)]
+    pub struct FieldConflict {
+        pub doc: Uuid,
+        pub field: String,
+        /// The open values' op ids, the winner first.
+        pub ops: Vec<String>,
+    }
+}
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Tejido sync server", description = "The sync protocol; see docs/protocol.md."),
+    paths(
+        super::healthz,
+        sync::enroll, sync::push, sync::pull,
+        blobs::status, blobs::upload, blobs::download,
+        admin::create_project, admin::create_enrollment_code, admin::list_devices,
+        admin::revoke_device, admin::review_submission, admin::list_conflicts,
+    ),
+    components(schemas(
+        docs::ErrorBody, docs::EnrollRequest, docs::EnrollResponse, docs::FieldOp, docs::Change,
+        docs::PushRequest, docs::PushResponse, docs::PullResponse, docs::FieldConflict,
+        blobs::BlobStatus, admin::NewProject, admin::ProjectView, admin::NewEnrollmentCodeRequest,
+        admin::EnrollmentCodeView, admin::DeviceView, admin::RevokeView, admin::ReviewRequest,
+        admin::ReviewView,
+    )),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}

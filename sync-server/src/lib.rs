@@ -1,0 +1,15 @@
+//! `tejido-server`: the sync server (axum on tokio) and the storage it keeps.
+//! The binary (`main.rs`) adds the admin CLI on top of this library.
+
+pub mod api;
+pub mod blobs;
+pub mod secrets;
+pub mod storage;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

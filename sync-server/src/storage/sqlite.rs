@@ -1,0 +1,1103 @@
+//! The embedded storage: one SQLite file (WAL, synchronous=FULL, so an acknowledged push
+//! survives a crash), one writer connection and a small pool of readers.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
+use sha2::{Digest, Sha256};
+use tejido_core::crdt::{HybridClock, SystemClock};
+use tejido_core::store::parse_attachment_ref;
+use tejido_core::sync::wire::Role;
+use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, OpId, ReplicaId};
+use uuid::Uuid;
+
+use super::*;
+
+/// 'TJSV': marks a SQLite file as a Tejido server database.
+const APPLICATION_ID: i32 = 0x544A_5356;
+const SCHEMA: &str = include_str!("schema.sql");
+const SCHEMA_VERSION: u32 = 1;
+/// A pull page stops growing past this many bytes of changes.
+const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+const MAX_READERS: usize = 8;
+
+pub struct SqliteStorage {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+    replica: ReplicaId,
+    clock: Mutex<HybridClock>,
+}
+
+impl std::fmt::Debug for SqliteStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStorage").field("path", &self.path).finish()
+    }
+}
+
+fn hlc_to_sql(h: Hlc) -> i64 {
+    (h.0 ^ (1 << 63)) as i64
+}
+
+fn hlc_from_sql(v: i64) -> Hlc {
+    Hlc((v as u64) ^ (1 << 63))
+}
+
+fn uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Uuid> {
+    let bytes: Vec<u8> = row.get(idx)?;
+    Uuid::from_slice(&bytes)
+        .map_err(|e| rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, Box::new(e)))
+}
+
+fn opt_uuid_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Option<Uuid>> {
+    let bytes: Option<Vec<u8>> = row.get(idx)?;
+    bytes
+        .map(|b| {
+            Uuid::from_slice(&b).map_err(|e| {
+                rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, Box::new(e))
+            })
+        })
+        .transpose()
+}
+
+fn role_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Role> {
+    let s: String = row.get(idx)?;
+    Role::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("unknown role {s}").into(),
+        )
+    })
+}
+
+fn collection_col(row: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<Collection> {
+    let s: String = row.get(idx)?;
+    Collection::parse(&s).ok_or_else(|| {
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            rusqlite::types::Type::Text,
+            format!("unknown collection {s}").into(),
+        )
+    })
+}
+
+const DEVICE_COLUMNS: &str = "id, project, role, replica, name, created_ms, revoked_ms, far_future_ms";
+
+fn device_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: uuid_col(row, 0)?,
+        project: uuid_col(row, 1)?,
+        role: role_col(row, 2)?,
+        replica: ReplicaId(uuid_col(row, 3)?),
+        name: row.get(4)?,
+        created_ms: row.get(5)?,
+        revoked_ms: row.get(6)?,
+        far_future_ms: row.get(7)?,
+    })
+}
+
+fn project_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
+    Ok(Project { id: uuid_col(row, 0)?, name: row.get(1)?, created_ms: row.get(2)? })
+}
+
+/// The documents a device may see, as a condition on `d` (a row of `documents`). Parameters:
+/// ?1 project, ?2 device id, ?3 ',role,' for form audiences, ?4 1 for a coordinator.
+const SCOPE: &str = "d.project = ?1 AND (?4 = 1 OR d.collection = 'entity'
+    OR (d.collection = 'form' AND instr(d.audience, ?3) > 0)
+    OR d.author_device = ?2
+    OR (d.collection = 'comment' AND d.parent IN (SELECT doc FROM documents WHERE author_device = ?2)))";
+
+struct ScopeParams {
+    project: [u8; 16],
+    device: [u8; 16],
+    audience: String,
+    coordinator: i64,
+}
+
+impl ScopeParams {
+    fn of(device: &Device) -> ScopeParams {
+        ScopeParams {
+            project: *device.project.as_bytes(),
+            device: *device.id.as_bytes(),
+            audience: format!(",{},", device.role.as_str()),
+            coordinator: i64::from(device.role == Role::Coordinator),
+        }
+    }
+}
+
+/// A document as the server records it.
+struct DocRow {
+    project: Uuid,
+    collection: Collection,
+    author: Option<Uuid>,
+    parent: Option<Uuid>,
+}
+
+fn load_doc(tx: &Connection, doc: &Uuid) -> rusqlite::Result<Option<DocRow>> {
+    tx.prepare_cached("SELECT project, collection, author_device, parent FROM documents WHERE doc = ?1")?
+        .query_row([doc.as_bytes().as_slice()], |r| {
+            Ok(DocRow {
+                project: uuid_col(r, 0)?,
+                collection: collection_col(r, 1)?,
+                author: opt_uuid_col(r, 2)?,
+                parent: opt_uuid_col(r, 3)?,
+            })
+        })
+        .optional()
+}
+
+/// Applies one op to the field's history with the device store's rules: insert it, or fill the
+/// placeholder left when another op saw it first, then retire what it saw.
+fn merge_op(
+    tx: &Transaction<'_>,
+    doc: &[u8],
+    field: &str,
+    id: OpId,
+    value: &str,
+    seen: &[OpId],
+) -> rusqlite::Result<bool> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1)
+         ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET value = excluded.value, known = 1 WHERE known = 0",
+    )?;
+    let new =
+        insert.execute(params![doc, field, hlc_to_sql(id.hlc), id.replica.0.as_bytes().as_slice(), value])?
+            > 0;
+    if new && !seen.is_empty() {
+        let mut retire = tx.prepare_cached(
+            "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, NULL, 0, 0)
+             ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET leaf = 0 WHERE leaf = 1",
+        )?;
+        for s in seen {
+            retire.execute(params![doc, field, hlc_to_sql(s.hlc), s.replica.0.as_bytes().as_slice()])?;
+        }
+    }
+    Ok(new)
+}
+
+/// Merges a change and logs its new ops (if any) as one log entry. Returns (new, known) ops.
+fn apply_change(
+    tx: &Transaction<'_>,
+    project: &Uuid,
+    device: Option<&Uuid>,
+    change: &Change,
+    now_ms: i64,
+) -> Result<(u64, u64)> {
+    let doc = change.doc.0.as_bytes();
+    let id = change.op_id();
+    let mut fresh: Vec<usize> = Vec::with_capacity(change.ops.len());
+    let mut value = String::new();
+    for (i, op) in change.ops.iter().enumerate() {
+        value.clear();
+        let _ = write!(value, "{}", op.value);
+        if merge_op(tx, doc, op.field.as_str(), id, &value, &op.seen)? {
+            fresh.push(i);
+            if let Some(sha) = parse_attachment_ref(&op.value) {
+                tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (sha256, doc) VALUES (?1, ?2)")?
+                    .execute(params![sha, doc.as_slice()])?;
+            }
+        }
+    }
+    let known = (change.ops.len() - fresh.len()) as u64;
+    if fresh.is_empty() {
+        return Ok((0, known));
+    }
+    let body = if fresh.len() == change.ops.len() {
+        serde_json::to_string(change)
+    } else {
+        let partial = Change {
+            ops: fresh.iter().filter_map(|&i| change.ops.get(i).cloned()).collect(),
+            ..change.clone()
+        };
+        serde_json::to_string(&partial)
+    }
+    .map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))?;
+    tx.prepare_cached(
+        "INSERT INTO changes (project, doc, hlc, replica, device, body, received_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        project.as_bytes().as_slice(),
+        doc.as_slice(),
+        hlc_to_sql(change.hlc),
+        change.replica.0.as_bytes().as_slice(),
+        device.map(|d| d.as_bytes().to_vec()),
+        body,
+        now_ms
+    ])?;
+    Ok((fresh.len() as u64, known))
+}
+
+fn insert_document(
+    tx: &Transaction<'_>,
+    doc: &Uuid,
+    project: &Uuid,
+    collection: Collection,
+    author: Option<&Uuid>,
+    parent: Option<&Uuid>,
+    audience: Option<&str>,
+) -> rusqlite::Result<()> {
+    tx.prepare_cached(
+        "INSERT INTO documents (doc, project, collection, author_device, parent, audience)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    )?
+    .execute(params![
+        doc.as_bytes().as_slice(),
+        project.as_bytes().as_slice(),
+        collection.as_str(),
+        author.map(|a| a.as_bytes().to_vec()),
+        parent.map(|p| p.as_bytes().to_vec()),
+        audience
+    ])?;
+    Ok(())
+}
+
+/// The submission a comment change names in its `submission` field, if it writes one.
+fn comment_target(change: &Change) -> Result<Option<Uuid>> {
+    let Some(op) = change.ops.iter().find(|op| op.field.as_str() == "submission") else {
+        return Ok(None);
+    };
+    op.value
+        .as_str()
+        .and_then(|s| Uuid::try_parse(s).ok())
+        .map(Some)
+        .ok_or_else(|| StorageError::Invalid("a comment's `submission` field must hold a document id".into()))
+}
+
+/// Checks one change against the pushing device's scope and records a new document. Every
+/// refusal leaves the transaction to be rolled back.
+fn admit_change(tx: &Transaction<'_>, device: &Device, change: &Change) -> Result<()> {
+    let doc_id = change.doc.0;
+    change.validate().map_err(|e| StorageError::Invalid(format!("change to document {doc_id}: {e}")))?;
+    if change.replica != device.replica {
+        return Err(StorageError::Forbidden(format!(
+            "change to document {doc_id} carries replica {}, not this device's enrolled replica",
+            change.replica
+        )));
+    }
+    let coordinator = device.role == Role::Coordinator;
+    match change.collection {
+        Collection::Form => {
+            return Err(StorageError::Forbidden("forms are published by the server, not pushed".into()))
+        }
+        Collection::Entity if !coordinator => {
+            return Err(StorageError::Forbidden(format!(
+                "a {} may write only its own submissions and comments",
+                device.role.as_str()
+            )))
+        }
+        _ => {}
+    }
+    let existing = load_doc(tx, &doc_id)?;
+    if let Some(row) = &existing {
+        if row.project != device.project {
+            return Err(StorageError::Forbidden(format!("document {doc_id} belongs to another project")));
+        }
+        if row.collection != change.collection {
+            return Err(StorageError::Invalid(format!(
+                "document {doc_id} is a {}, not a {}",
+                row.collection.as_str(),
+                change.collection.as_str()
+            )));
+        }
+        if !coordinator && row.author != Some(device.id) {
+            return Err(StorageError::Forbidden(format!("document {doc_id} was not created by this device")));
+        }
+    }
+    let mut parent = None;
+    if change.collection == Collection::Comment {
+        if let Some(target) = comment_target(change)? {
+            let sub = load_doc(tx, &target)?;
+            let allowed = match &sub {
+                Some(s) => {
+                    s.project == device.project
+                        && s.collection == Collection::Submission
+                        && (coordinator || s.author == Some(device.id))
+                }
+                None => false,
+            };
+            if !allowed {
+                return Err(StorageError::Forbidden(format!(
+                    "comment {doc_id} names submission {target}, which this device cannot see"
+                )));
+            }
+            if let Some(Some(p)) = existing.as_ref().map(|e| e.parent) {
+                if p != target {
+                    return Err(StorageError::Invalid(format!(
+                        "comment {doc_id} is about submission {p}; it cannot move to another"
+                    )));
+                }
+            }
+            parent = Some(target);
+        }
+    }
+    match existing {
+        None => insert_document(
+            tx,
+            &doc_id,
+            &device.project,
+            change.collection,
+            Some(&device.id),
+            parent.as_ref(),
+            None,
+        )?,
+        Some(row) if row.parent.is_none() && parent.is_some() => {
+            tx.prepare_cached("UPDATE documents SET parent = ?2 WHERE doc = ?1")?
+                .execute(params![doc_id.as_bytes().as_slice(), parent.map(|p| p.as_bytes().to_vec())])?;
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+/// One field's ops as a snapshot needs them.
+#[derive(Default)]
+struct FieldHistory {
+    /// Open values, greatest first (the winner first).
+    leaves: Vec<(OpId, Option<String>)>,
+    /// Every op (known or a placeholder) that some op has seen.
+    seen: Vec<OpId>,
+}
+
+/// A document's current state as snapshot changes: its open values grouped by op id, with the
+/// winner of each field naming every op of the field that is not a leaf, so a device that gets
+/// only the snapshot still knows which late ops have already been replaced.
+fn snapshot_changes(conn: &Connection, doc: Uuid, collection: Collection) -> Result<Vec<Change>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT field, hlc, replica, value, known, leaf FROM field_ops WHERE doc = ?1
+         ORDER BY field, hlc DESC, replica DESC",
+    )?;
+    let mut rows = stmt.query([doc.as_bytes().as_slice()])?;
+    let mut fields: BTreeMap<String, FieldHistory> = BTreeMap::new();
+    while let Some(row) = rows.next()? {
+        let field: String = row.get(0)?;
+        let id = OpId { hlc: hlc_from_sql(row.get(1)?), replica: ReplicaId(uuid_col(row, 2)?) };
+        let value: Option<String> = row.get(3)?;
+        let known: bool = row.get(4)?;
+        let leaf: bool = row.get(5)?;
+        let entry = fields.entry(field).or_default();
+        if known && leaf {
+            entry.leaves.push((id, value));
+        } else {
+            entry.seen.push(id);
+        }
+    }
+    let mut by_op: BTreeMap<OpId, Vec<FieldOp>> = BTreeMap::new();
+    for (field, FieldHistory { leaves, seen }) in fields {
+        let path = FieldPath::parse(&field)
+            .map_err(|e| StorageError::Other(format!("stored field path is invalid: {e}")))?;
+        for (i, (id, value)) in leaves.into_iter().enumerate() {
+            let value = match value {
+                Some(v) => serde_json::from_str(&v)
+                    .map_err(|e| StorageError::Other(format!("stored value is not JSON: {e}")))?,
+                None => serde_json::Value::Null,
+            };
+            let seen = if i == 0 { seen.clone() } else { Vec::new() };
+            by_op.entry(id).or_default().push(FieldOp { field: path.clone(), value, seen });
+        }
+    }
+    Ok(by_op
+        .into_iter()
+        .map(|(id, ops)| Change { doc: DocId(doc), collection, replica: id.replica, hlc: id.hlc, ops })
+        .collect())
+}
+
+fn max_seq(conn: &Connection) -> rusqlite::Result<i64> {
+    conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))
+}
+
+fn content_hash(value: &serde_json::Value) -> String {
+    hex::encode(Sha256::digest(value.to_string().as_bytes()))
+}
+
+impl SqliteStorage {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<SqliteStorage> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // FULL: a commit is on disk before the push is acknowledged.
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
+        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        match (app_id, version) {
+            (0, 0) if tables == 0 => {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                // Another process may have initialised the file meanwhile.
+                let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+                if tables == 0 {
+                    tx.execute_batch(SCHEMA)?;
+                    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+                    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+                    tx.execute(
+                        "INSERT INTO meta (key, value) VALUES ('replica', ?1), ('clock', '0')",
+                        [Uuid::new_v4().to_string()],
+                    )?;
+                }
+                tx.commit()?;
+            }
+            (APPLICATION_ID, SCHEMA_VERSION) => {}
+            (APPLICATION_ID, v) => {
+                return Err(StorageError::Other(format!(
+                    "{} has schema version {v}; this server knows {SCHEMA_VERSION}",
+                    path.display()
+                )))
+            }
+            _ => {
+                return Err(StorageError::Other(format!(
+                    "{} is not a tejido-server database",
+                    path.display()
+                )))
+            }
+        }
+        let replica: String =
+            conn.query_row("SELECT value FROM meta WHERE key = 'replica'", [], |r| r.get(0))?;
+        let replica = Uuid::try_parse(&replica)
+            .map_err(|_| StorageError::Other("the server's replica id is corrupt".into()))?;
+        let clock: String = conn.query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| r.get(0))?;
+        let clock = Hlc(clock.parse().unwrap_or(0));
+        Ok(SqliteStorage {
+            path,
+            writer: Mutex::new(conn),
+            readers: Mutex::new(Vec::new()),
+            replica: ReplicaId(replica),
+            clock: Mutex::new(HybridClock::new(Arc::new(SystemClock), clock)),
+        })
+    }
+
+    /// The server's own replica id, which stamps reviews and published forms.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+    }
+
+    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let mut conn = lock(&self.writer);
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+        let pooled = lock(&self.readers).pop();
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => {
+                let c = Connection::open(&self.path)?;
+                c.busy_timeout(std::time::Duration::from_secs(30))?;
+                c.pragma_update(None, "query_only", "ON")?;
+                c
+            }
+        };
+        let out = (|| {
+            let tx = conn.transaction()?;
+            let out = f(&tx)?;
+            tx.finish()?;
+            Ok(out)
+        })();
+        let mut pool = lock(&self.readers);
+        if pool.len() < MAX_READERS {
+            pool.push(conn);
+        }
+        out
+    }
+
+    /// A fresh server timestamp after everything in the document.
+    fn tick_after(&self, tx: &Transaction<'_>, doc: &Uuid) -> Result<Hlc> {
+        let max: Option<i64> = tx
+            .prepare_cached("SELECT max(hlc) FROM field_ops WHERE doc = ?1")?
+            .query_row([doc.as_bytes().as_slice()], |r| r.get(0))?;
+        let mut clock = lock(&self.clock);
+        if let Some(m) = max {
+            clock.observe(hlc_from_sql(m));
+        }
+        let hlc = clock.tick();
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'clock'", [hlc.0.to_string()])?;
+        Ok(hlc)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave SQLite inconsistent (transactions roll back).
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Storage for SqliteStorage {
+    fn create_project(&self, name: &str, now_ms: i64) -> Result<Project> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(StorageError::Invalid("a project name has 1 to 200 characters".into()));
+        }
+        self.write(|tx| {
+            let exists: bool =
+                tx.query_row("SELECT EXISTS (SELECT 1 FROM projects WHERE name = ?1)", [name], |r| r.get(0))?;
+            if exists {
+                return Err(StorageError::Conflict(format!("a project named {name:?} exists already")));
+            }
+            let id = Uuid::new_v4();
+            tx.execute(
+                "INSERT INTO projects (id, name, created_ms) VALUES (?1, ?2, ?3)",
+                params![id.as_bytes().as_slice(), name, now_ms],
+            )?;
+            Ok(Project { id, name: name.to_owned(), created_ms: now_ms })
+        })
+    }
+
+    fn find_project(&self, id_or_name: &str) -> Result<Option<Project>> {
+        self.read(|tx| {
+            let by_id = match Uuid::try_parse(id_or_name) {
+                Ok(id) => tx
+                    .query_row(
+                        "SELECT id, name, created_ms FROM projects WHERE id = ?1",
+                        [id.as_bytes().as_slice()],
+                        project_from_row,
+                    )
+                    .optional()?,
+                Err(_) => None,
+            };
+            match by_id {
+                Some(p) => Ok(Some(p)),
+                None => Ok(tx
+                    .query_row(
+                        "SELECT id, name, created_ms FROM projects WHERE name = ?1",
+                        [id_or_name],
+                        project_from_row,
+                    )
+                    .optional()?),
+            }
+        })
+    }
+
+    fn list_projects(&self) -> Result<Vec<Project>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare("SELECT id, name, created_ms FROM projects ORDER BY name")?;
+            let rows = stmt.query_map([], project_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn create_enrollment_code(&self, code: &NewEnrollmentCode) -> Result<()> {
+        if code.uses == 0 {
+            return Err(StorageError::Invalid("an enrollment code must allow at least one use".into()));
+        }
+        self.write(|tx| {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM projects WHERE id = ?1)",
+                [code.project.as_bytes().as_slice()],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Err(StorageError::NotFound(format!("project {}", code.project)));
+            }
+            tx.execute(
+                "INSERT INTO enrollment_codes (code_hash, project, role, uses_left, expires_ms, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    code.code_hash.as_slice(),
+                    code.project.as_bytes().as_slice(),
+                    code.role.as_str(),
+                    code.uses,
+                    code.expires_ms,
+                    code.now_ms
+                ],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn redeem_enrollment_code(&self, redeem: &Redeem) -> Result<Enrolled> {
+        self.write(|tx| {
+            let code: Option<(Uuid, Role, i64, Option<i64>)> = tx
+                .query_row(
+                    "SELECT project, role, uses_left, expires_ms FROM enrollment_codes WHERE code_hash = ?1",
+                    [redeem.code_hash.as_slice()],
+                    |r| Ok((uuid_col(r, 0)?, role_col(r, 1)?, r.get(2)?, r.get(3)?)),
+                )
+                .optional()?;
+            let Some((project_id, role, uses_left, expires_ms)) = code else {
+                return Err(StorageError::BadCode);
+            };
+            if expires_ms.is_some_and(|e| e <= redeem.now_ms) {
+                return Err(StorageError::BadCode);
+            }
+            let replica = redeem.replica.0.as_bytes().as_slice();
+            let active: Option<(Uuid, Option<Vec<u8>>)> = tx
+                .query_row(
+                    "SELECT id, code_hash FROM devices WHERE replica = ?1 AND revoked_ms IS NULL",
+                    [replica],
+                    |r| Ok((uuid_col(r, 0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let device_id = match active {
+                // A retried enrollment (the answer was lost): a new token, the same device.
+                Some((id, Some(hash))) if hash == redeem.code_hash.as_slice() => {
+                    tx.execute(
+                        "UPDATE devices SET token_hash = ?2 WHERE id = ?1",
+                        params![id.as_bytes().as_slice(), redeem.token_hash.as_slice()],
+                    )?;
+                    id
+                }
+                Some(_) => {
+                    return Err(StorageError::Conflict(
+                        "this replica is already enrolled; revoke that device first".into(),
+                    ))
+                }
+                None => {
+                    if uses_left <= 0 {
+                        return Err(StorageError::BadCode);
+                    }
+                    tx.execute(
+                        "UPDATE enrollment_codes SET uses_left = uses_left - 1 WHERE code_hash = ?1",
+                        [redeem.code_hash.as_slice()],
+                    )?;
+                    tx.execute(
+                        "INSERT INTO devices (id, project, role, replica, name, token_hash, code_hash, created_ms)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                        params![
+                            redeem.device_id.as_bytes().as_slice(),
+                            project_id.as_bytes().as_slice(),
+                            role.as_str(),
+                            replica,
+                            redeem.device_name,
+                            redeem.token_hash.as_slice(),
+                            redeem.code_hash.as_slice(),
+                            redeem.now_ms
+                        ],
+                    )?;
+                    redeem.device_id
+                }
+            };
+            let device = tx.query_row(
+                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
+                [device_id.as_bytes().as_slice()],
+                device_from_row,
+            )?;
+            let project = tx.query_row(
+                "SELECT id, name, created_ms FROM projects WHERE id = ?1",
+                [project_id.as_bytes().as_slice()],
+                project_from_row,
+            )?;
+            Ok(Enrolled { device, project })
+        })
+    }
+
+    fn device_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Device>> {
+        self.read(|tx| {
+            Ok(tx
+                .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = ?1"))?
+                .query_row([token_hash.as_slice()], device_from_row)
+                .optional()?)
+        })
+    }
+
+    fn device(&self, id: Uuid) -> Result<Option<Device>> {
+        self.read(|tx| {
+            Ok(tx
+                .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"))?
+                .query_row([id.as_bytes().as_slice()], device_from_row)
+                .optional()?)
+        })
+    }
+
+    fn list_devices(&self, project: Uuid) -> Result<Vec<Device>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(&format!(
+                "SELECT {DEVICE_COLUMNS} FROM devices WHERE project = ?1 ORDER BY created_ms, id"
+            ))?;
+            let rows = stmt.query_map([project.as_bytes().as_slice()], device_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
+        })
+    }
+
+    fn revoke_device(&self, id: Uuid, now_ms: i64) -> Result<bool> {
+        self.write(|tx| {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)",
+                [id.as_bytes().as_slice()],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Err(StorageError::NotFound(format!("device {id}")));
+            }
+            let n = tx.execute(
+                "UPDATE devices SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+                params![id.as_bytes().as_slice(), now_ms],
+            )?;
+            Ok(n > 0)
+        })
+    }
+
+    fn push(&self, device: &Device, changes: &[Change], now_ms: u64) -> Result<PushOutcome> {
+        let far = now_ms.saturating_add(tejido_core::crdt::FAR_FUTURE_MS);
+        self.write(|tx| {
+            // Revocation is checked inside the transaction: a push racing a revoke loses.
+            let revoked: Option<Option<i64>> = tx
+                .prepare_cached("SELECT revoked_ms FROM devices WHERE id = ?1")?
+                .query_row([device.id.as_bytes().as_slice()], |r| r.get(0))
+                .optional()?;
+            if !matches!(revoked, Some(None)) {
+                return Err(StorageError::Forbidden("the device is revoked".into()));
+            }
+            let mut outcome = PushOutcome::default();
+            let mut far_future = false;
+            for change in changes {
+                admit_change(tx, device, change)?;
+                let (new, known) =
+                    apply_change(tx, &device.project, Some(&device.id), change, now_ms as i64)?;
+                outcome.accepted_ops += new;
+                outcome.duplicate_ops += known;
+                far_future |= change.hlc.ms() > far;
+            }
+            if far_future {
+                tx.execute(
+                    "UPDATE devices SET far_future_ms = ?2 WHERE id = ?1",
+                    params![device.id.as_bytes().as_slice(), now_ms as i64],
+                )?;
+            }
+            Ok(outcome)
+        })
+    }
+
+    fn pull(&self, device: &Device, cursor: Cursor, limit: usize) -> Result<PullPage> {
+        let limit = limit.clamp(1, 5_000);
+        let scope = ScopeParams::of(device);
+        self.read(|tx| {
+            let (upto, after) = match cursor {
+                Cursor::Log(after) => return log_page(tx, &scope, after, limit),
+                Cursor::Start => (max_seq(tx)?, Uuid::nil()),
+                Cursor::Snapshot { upto, after } => (upto, after),
+            };
+            let mut stmt = tx.prepare_cached(&format!(
+                "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND d.doc > ?5 ORDER BY d.doc LIMIT ?6"
+            ))?;
+            let docs: Vec<(Uuid, Collection)> = stmt
+                .query_map(
+                    params![
+                        scope.project.as_slice(),
+                        scope.device.as_slice(),
+                        scope.audience,
+                        scope.coordinator,
+                        after.as_bytes().as_slice(),
+                        limit as i64
+                    ],
+                    |r| Ok((uuid_col(r, 0)?, collection_col(r, 1)?)),
+                )?
+                .collect::<rusqlite::Result<_>>()?;
+            let exhausted = docs.len() < limit;
+            let mut changes = Vec::new();
+            let mut bytes = 0;
+            let mut last = after;
+            for (i, (doc, collection)) in docs.iter().enumerate() {
+                for change in snapshot_changes(tx, *doc, *collection)? {
+                    let json = serde_json::to_string(&change)
+                        .map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))?;
+                    bytes += json.len();
+                    changes.push(json);
+                }
+                last = *doc;
+                if (changes.len() >= limit || bytes >= MAX_PAGE_BYTES) && i + 1 < docs.len() {
+                    return Ok(PullPage { changes, cursor: Cursor::Snapshot { upto, after: last }, more: true });
+                }
+            }
+            if exhausted {
+                let more = max_seq(tx)? > upto;
+                Ok(PullPage { changes, cursor: Cursor::Log(upto), more })
+            } else {
+                Ok(PullPage { changes, cursor: Cursor::Snapshot { upto, after: last }, more: true })
+            }
+        })
+    }
+
+    fn document(&self, doc: DocId) -> Result<Option<DocumentInfo>> {
+        self.read(|tx| {
+            Ok(load_doc(tx, &doc.0)?.map(|row| DocumentInfo {
+                doc,
+                project: row.project,
+                collection: row.collection,
+                author: row.author,
+            }))
+        })
+    }
+
+    fn review(&self, review: &Review) -> Result<ReviewOutcome> {
+        let state_field =
+            FieldPath::parse("_review/state").map_err(|e| StorageError::Other(e.to_string()))?;
+        self.write(|tx| {
+            let sub = review.submission.0;
+            let row = load_doc(tx, &sub)?;
+            match row {
+                Some(r) if r.project == review.project && r.collection == Collection::Submission => {}
+                _ => return Err(StorageError::NotFound(format!("submission {sub}"))),
+            }
+            let hlc = self.tick_after(tx, &sub)?;
+            let open: Vec<OpId> = tx
+                .prepare_cached(
+                    "SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = '_review/state' AND leaf = 1",
+                )?
+                .query_map([sub.as_bytes().as_slice()], |r| {
+                    Ok(OpId { hlc: hlc_from_sql(r.get(0)?), replica: ReplicaId(uuid_col(r, 1)?) })
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            let change = Change {
+                doc: review.submission,
+                collection: Collection::Submission,
+                replica: self.replica,
+                hlc,
+                ops: vec![FieldOp { field: state_field.clone(), value: review.state.clone().into(), seen: open }],
+            };
+            apply_change(tx, &review.project, None, &change, review.now_ms as i64)?;
+            let mut comment_doc = None;
+            if let Some(text) = &review.comment {
+                let doc = DocId::new();
+                insert_document(
+                    tx,
+                    &doc.0,
+                    &review.project,
+                    Collection::Comment,
+                    review.author.as_ref(),
+                    Some(&sub),
+                    None,
+                )?;
+                let field = |s: &str| FieldPath::parse(s).map_err(|e| StorageError::Other(e.to_string()));
+                let change = Change {
+                    doc,
+                    collection: Collection::Comment,
+                    replica: self.replica,
+                    hlc,
+                    ops: vec![
+                        FieldOp { field: field("submission")?, value: sub.to_string().into(), seen: vec![] },
+                        FieldOp { field: field("text")?, value: text.clone().into(), seen: vec![] },
+                        FieldOp { field: field("author")?, value: review.author_label.clone().into(), seen: vec![] },
+                        FieldOp { field: field("review_state")?, value: review.state.clone().into(), seen: vec![] },
+                    ],
+                };
+                apply_change(tx, &review.project, None, &change, review.now_ms as i64)?;
+                comment_doc = Some(doc);
+            }
+            Ok(ReviewOutcome { submission: review.submission, state: review.state.clone(), comment: comment_doc })
+        })
+    }
+
+    fn publish_form(&self, form: &PublishForm) -> Result<PublishOutcome> {
+        let hash = content_hash(&form.form);
+        self.write(|tx| {
+            let exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM projects WHERE id = ?1)",
+                [form.project.as_bytes().as_slice()],
+                |r| r.get(0),
+            )?;
+            if !exists {
+                return Err(StorageError::NotFound(format!("project {}", form.project)));
+            }
+            let existing: Option<(String, Uuid)> = tx
+                .query_row(
+                    "SELECT content_hash, doc FROM forms WHERE project = ?1 AND form_id = ?2 AND version = ?3",
+                    params![form.project.as_bytes().as_slice(), form.form_id, form.version],
+                    |r| Ok((r.get(0)?, uuid_col(r, 1)?)),
+                )
+                .optional()?;
+            match existing {
+                Some((h, doc)) if h == hash => return Ok(PublishOutcome { doc: DocId(doc), published: false }),
+                Some(_) => {
+                    return Err(StorageError::Conflict(format!(
+                        "form {} version {} is already published with other content; published versions \
+                         are immutable, so give the change a new version",
+                        form.form_id, form.version
+                    )))
+                }
+                None => {}
+            }
+            let doc = DocId::new();
+            let mut audience = String::from(",");
+            for r in &form.roles {
+                audience.push_str(r.as_str());
+                audience.push(',');
+            }
+            insert_document(tx, &doc.0, &form.project, Collection::Form, None, None, Some(&audience))?;
+            let hlc = self.tick_after(tx, &doc.0)?;
+            let field = |s: &str| FieldPath::parse(s).map_err(|e| StorageError::Other(e.to_string()));
+            let roles: Vec<&str> = form.roles.iter().map(|r| r.as_str()).collect();
+            let change = Change {
+                doc,
+                collection: Collection::Form,
+                replica: self.replica,
+                hlc,
+                ops: vec![
+                    FieldOp { field: field("form_id")?, value: form.form_id.clone().into(), seen: vec![] },
+                    FieldOp { field: field("version")?, value: form.version.clone().into(), seen: vec![] },
+                    FieldOp { field: field("roles")?, value: serde_json::json!(roles), seen: vec![] },
+                    FieldOp { field: field("form")?, value: form.form.clone(), seen: vec![] },
+                ],
+            };
+            apply_change(tx, &form.project, None, &change, form.now_ms as i64)?;
+            tx.execute(
+                "INSERT INTO forms (project, form_id, version, content_hash, doc, published_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    form.project.as_bytes().as_slice(),
+                    form.form_id,
+                    form.version,
+                    hash,
+                    doc.0.as_bytes().as_slice(),
+                    form.now_ms as i64
+                ],
+            )?;
+            Ok(PublishOutcome { doc, published: true })
+        })
+    }
+
+    fn conflicts(&self, project: Uuid) -> Result<Vec<FieldConflict>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare(
+                "SELECT f.doc, f.field, f.hlc, f.replica FROM field_ops f JOIN conflicts c
+                   ON c.doc = f.doc AND c.field = f.field
+                 JOIN documents d ON d.doc = f.doc
+                 WHERE d.project = ?1 AND f.leaf = 1 AND f.known = 1
+                 ORDER BY f.doc, f.field, f.hlc DESC, f.replica DESC",
+            )?;
+            let mut rows = stmt.query([project.as_bytes().as_slice()])?;
+            let mut out: Vec<FieldConflict> = Vec::new();
+            while let Some(row) = rows.next()? {
+                let doc = DocId(uuid_col(row, 0)?);
+                let field: String = row.get(1)?;
+                let id = OpId { hlc: hlc_from_sql(row.get(2)?), replica: ReplicaId(uuid_col(row, 3)?) };
+                match out.last_mut() {
+                    Some(c) if c.doc == doc && c.field == field => c.ops.push(id.to_string()),
+                    _ => out.push(FieldConflict { doc, field, ops: vec![id.to_string()] }),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn blob_visible(&self, device: &Device, sha256: &str) -> Result<bool> {
+        let scope = ScopeParams::of(device);
+        self.read(|tx| {
+            let owned: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2 AND (?4 = 1 OR device = ?3))",
+                params![sha256, scope.project.as_slice(), scope.device.as_slice(), scope.coordinator],
+                |r| r.get(0),
+            )?;
+            if owned {
+                return Ok(true);
+            }
+            let referenced: bool = tx.query_row(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM blob_refs r JOIN documents d ON d.doc = r.doc
+                     WHERE r.sha256 = ?5 AND {SCOPE})"
+                ),
+                params![
+                    scope.project.as_slice(),
+                    scope.device.as_slice(),
+                    scope.audience,
+                    scope.coordinator,
+                    sha256
+                ],
+                |r| r.get(0),
+            )?;
+            Ok(referenced)
+        })
+    }
+
+    fn blob_owned(&self, project: Uuid, sha256: &str) -> Result<bool> {
+        self.read(|tx| {
+            Ok(tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2)",
+                params![sha256, project.as_bytes().as_slice()],
+                |r| r.get(0),
+            )?)
+        })
+    }
+
+    fn record_blob(&self, device: &Device, sha256: &str, size: u64, now_ms: i64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT OR IGNORE INTO blob_owners (sha256, project, device, size, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    sha256,
+                    device.project.as_bytes().as_slice(),
+                    device.id.as_bytes().as_slice(),
+                    size as i64,
+                    now_ms
+                ],
+            )?;
+            tx.execute(
+                "DELETE FROM uploads WHERE project = ?1 AND sha256 = ?2",
+                params![device.project.as_bytes().as_slice(), sha256],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn upload(&self, project: Uuid, sha256: &str) -> Result<Option<UploadInfo>> {
+        self.read(|tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT length FROM uploads WHERE project = ?1 AND sha256 = ?2",
+                    params![project.as_bytes().as_slice(), sha256],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .map(|length| UploadInfo { length: length as u64 }))
+        })
+    }
+
+    fn start_upload(&self, project: Uuid, sha256: &str, length: u64) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "INSERT INTO uploads (project, sha256, length) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (project, sha256) DO UPDATE SET length = excluded.length",
+                params![project.as_bytes().as_slice(), sha256, length as i64],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn end_upload(&self, project: Uuid, sha256: &str) -> Result<()> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM uploads WHERE project = ?1 AND sha256 = ?2",
+                params![project.as_bytes().as_slice(), sha256],
+            )?;
+            Ok(())
+        })
+    }
+}
+
+fn log_page(tx: &Transaction<'_>, scope: &ScopeParams, after: i64, limit: usize) -> Result<PullPage> {
+    let mut stmt = tx.prepare_cached(&format!(
+        "SELECT c.seq, c.body FROM changes c JOIN documents d ON d.doc = c.doc
+         WHERE c.project = ?1 AND c.seq > ?5 AND {SCOPE} ORDER BY c.seq LIMIT ?6"
+    ))?;
+    let mut rows = stmt.query(params![
+        scope.project.as_slice(),
+        scope.device.as_slice(),
+        scope.audience,
+        scope.coordinator,
+        after,
+        limit as i64
+    ])?;
+    let mut changes = Vec::new();
+    let mut bytes = 0;
+    let mut last = after;
+    while let Some(row) = rows.next()? {
+        last = row.get(0)?;
+        let body: String = row.get(1)?;
+        bytes += body.len();
+        changes.push(body);
+        if changes.len() >= limit || bytes >= MAX_PAGE_BYTES {
+            return Ok(PullPage { changes, cursor: Cursor::Log(last), more: true });
+        }
+    }
+    // Everything up to the end of the log as this transaction sees it has been scanned.
+    let end = max_seq(tx)?.max(last);
+    Ok(PullPage { changes, cursor: Cursor::Log(end), more: false })
+}
