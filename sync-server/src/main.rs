@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use tejido_core::form::{import_xlsform, Form};
 use tejido_core::sync::wire::Role;
 use tejido_server::api::{router, AppState};
 use tejido_server::blobs::BlobStore;
@@ -299,23 +300,39 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
     }
 }
 
-/// Reads a form for publishing: the form model as JSON (`{"id", "version", …}`), as the forms
-/// work serialises it.
+/// Reads a form for publishing: an XLSForm (.xlsx, .xls, .ods), imported with every problem
+/// reported, or the form model already serialised as JSON.
 fn load_form(file: &Path) -> Result<(String, String, serde_json::Value), Failure> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| Failure(format!("cannot read {}: {e}", file.display()), 1))?;
-    let form: serde_json::Value = serde_json::from_str(&text)
-        .map_err(|e| Failure(format!("{} is not a form in JSON: {e}", file.display()), 1))?;
-    let field = |names: &[&str]| {
-        names.iter().find_map(|n| match form.get(*n) {
-            Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
-            Some(serde_json::Value::Number(n)) => Some(n.to_string()),
-            _ => None,
-        })
+    let is_json = file.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
+    let form: Form = if is_json {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| Failure(format!("cannot read {}: {e}", file.display()), 1))?;
+        serde_json::from_str(&text).map_err(|e| {
+            Failure(
+                format!(
+                    "{} is not a Tejido form in JSON (line {}, column {})",
+                    file.display(),
+                    e.line(),
+                    e.column()
+                ),
+                1,
+            )
+        })?
+    } else {
+        import_xlsform(file)
+            .map_err(|errors| Failure(format!("{} has errors:\n{errors}", file.display()), 1))?
     };
-    let id = field(&["id", "form_id"]).ok_or_else(|| Failure("the form has no id".into(), 1))?;
-    let version = field(&["version"]).ok_or_else(|| Failure("the form has no version".into(), 1))?;
-    Ok((id, version, form))
+    let id = form.settings.form_id.clone();
+    let version = form.settings.version.clone();
+    if id.is_empty() || version.is_empty() {
+        return Err(Failure(
+            "a form needs a form_id and a version (settings sheet) to be published".into(),
+            1,
+        ));
+    }
+    let value =
+        serde_json::to_value(&form).map_err(|e| Failure(format!("cannot encode the form: {e}"), 1))?;
+    Ok((id, version, value))
 }
 
 fn serve(

@@ -14,6 +14,9 @@ use super::openapi::docs;
 use super::{blocking, ApiError, AppState, DeviceAuth};
 use crate::blobs::{valid_sha256, BlobStore};
 
+/// The header naming an attachment's media type on upload and download (as the client sends it).
+pub const MEDIA_TYPE_HEADER: &str = "upload-media-type";
+
 /// Where an upload stands.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub(crate) struct BlobStatus {
@@ -102,6 +105,7 @@ pub(crate) async fn status(
         ("sha256" = String, Path, description = "The blob's SHA-256 in hex"),
         ("upload-offset" = u64, Header, description = "Where these bytes start (the offset HEAD gave)"),
         ("upload-length" = u64, Header, description = "The blob's full length"),
+        ("upload-media-type" = Option<String>, Header, description = "The attachment's media type, returned on download"),
     ),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     security(("bearer" = [])),
@@ -145,7 +149,15 @@ pub(crate) async fn upload(
         }
     }
     let name = sha256.clone();
-    match blocking(&state, move |s| s.upload(project, &name)).await? {
+    let media_type = headers
+        .get(MEDIA_TYPE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|m| !m.is_empty() && m.len() <= 200)
+        .unwrap_or("application/octet-stream")
+        .to_owned();
+    let upload = blocking(&state, move |s| s.upload(project, &name)).await?;
+    let media_type = match upload {
         Some(u) if u.length != length => {
             return Err(ApiError::conflict(format!(
                 "this upload was started with upload-length {}; send that length",
@@ -153,12 +165,14 @@ pub(crate) async fn upload(
             ))
             .with_header(UPLOAD_LENGTH_HEADER, u.length))
         }
-        Some(_) => {}
+        Some(u) => u.media_type,
         None => {
             let name = sha256.clone();
-            blocking(&state, move |s| s.start_upload(project, &name, length)).await?;
+            let m = media_type.clone();
+            blocking(&state, move |s| s.start_upload(project, &name, length, &m)).await?;
+            media_type
         }
-    }
+    };
     let held = state.blobs.partial_len(project, &sha256);
     if offset != held {
         return Err(ApiError::conflict(format!("the upload stands at byte {held}; resume from there"))
@@ -200,7 +214,7 @@ pub(crate) async fn upload(
     }
     let name = sha256.clone();
     let device_id = device.id;
-    blocking(&state, move |s| s.record_blob(&device, &name, length, crate::now_ms())).await?;
+    blocking(&state, move |s| s.record_blob(&device, &name, length, &media_type, crate::now_ms())).await?;
     tracing::info!(device = %device_id, blob = %sha256, bytes = length, "blob stored");
     Ok(status_response(StatusCode::OK, BlobStatus { sha256, offset: length, length, complete: true }))
 }
@@ -257,14 +271,17 @@ pub(crate) async fn download(
 ) -> Result<Response, ApiError> {
     check_name(&sha256)?;
     let name = sha256.clone();
-    let visible = blocking(&state, move |s| s.blob_visible(&device, &name)).await?;
+    let media_type = blocking(&state, move |s| s.blob_access(&device, &name)).await?;
     let size = state.blobs.complete_size(&sha256);
-    let (true, Some(size)) = (visible, size) else {
+    let (Some(media_type), Some(size)) = (media_type, size) else {
         return Err(ApiError::not_found("no such blob"));
     };
     let file = tokio::fs::File::open(state.blobs.complete_path(&sha256)).await.map_err(io_error)?;
     let mut res = Body::from_stream(ReaderStream::new(file)).into_response();
-    res.headers_mut().insert(CONTENT_TYPE, axum::http::HeaderValue::from_static("application/octet-stream"));
+    let media = axum::http::HeaderValue::from_str(&media_type)
+        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("application/octet-stream"));
+    res.headers_mut().insert(CONTENT_TYPE, media.clone());
+    res.headers_mut().insert(MEDIA_TYPE_HEADER, media);
     res.headers_mut().insert(CONTENT_LENGTH, size.into());
     Ok(res)
 }

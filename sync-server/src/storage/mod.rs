@@ -2,6 +2,8 @@
 //! SQL (and its dialect) lives only in the implementations: [`sqlite`] now, PostgreSQL later.
 
 pub mod sqlite;
+#[cfg(test)]
+mod tests;
 
 use serde::Serialize;
 use tejido_core::sync::wire::Role;
@@ -176,9 +178,10 @@ pub struct FieldConflict {
 }
 
 /// A partial or complete blob upload's recorded length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UploadInfo {
     pub length: u64,
+    pub media_type: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,14 +234,21 @@ pub trait Storage: Send + Sync + 'static {
     fn publish_form(&self, form: &PublishForm) -> Result<PublishOutcome>;
     fn conflicts(&self, project: Uuid) -> Result<Vec<FieldConflict>>;
 
-    /// Whether a device may download a blob: it uploaded it, or a document it can see refers
-    /// to it (a coordinator: any document of its project).
-    fn blob_visible(&self, device: &Device, sha256: &str) -> Result<bool>;
+    /// Whether a device may download a blob (it uploaded it, or a document it can see refers
+    /// to it; a coordinator: anything of its project): its media type if so.
+    fn blob_access(&self, device: &Device, sha256: &str) -> Result<Option<String>>;
     /// Whether the device's project already holds the complete blob (uploaded by it).
     fn blob_owned(&self, project: Uuid, sha256: &str) -> Result<bool>;
     /// Records a verified, complete blob as held for this project and device.
-    fn record_blob(&self, device: &Device, sha256: &str, size: u64, now_ms: i64) -> Result<()>;
+    fn record_blob(
+        &self,
+        device: &Device,
+        sha256: &str,
+        size: u64,
+        media_type: &str,
+        now_ms: i64,
+    ) -> Result<()>;
     fn upload(&self, project: Uuid, sha256: &str) -> Result<Option<UploadInfo>>;
-    fn start_upload(&self, project: Uuid, sha256: &str, length: u64) -> Result<()>;
+    fn start_upload(&self, project: Uuid, sha256: &str, length: u64, media_type: &str) -> Result<()>;
     fn end_upload(&self, project: Uuid, sha256: &str) -> Result<()>;
 }

@@ -101,6 +101,7 @@ CREATE TABLE blob_owners (
     project    BLOB    NOT NULL,
     device     BLOB    NOT NULL,
     size       INTEGER NOT NULL,
+    media_type TEXT    NOT NULL,
     created_ms INTEGER NOT NULL,
     PRIMARY KEY (sha256, project, device)
 ) WITHOUT ROWID;
@@ -114,6 +115,7 @@ CREATE TABLE blob_refs (
 CREATE TABLE uploads (
     project BLOB    NOT NULL,
     sha256  TEXT    NOT NULL,
-    length  INTEGER NOT NULL,
+    length     INTEGER NOT NULL,
+    media_type TEXT    NOT NULL,
     PRIMARY KEY (project, sha256)
 ) WITHOUT ROWID;

@@ -977,16 +977,24 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn blob_visible(&self, device: &Device, sha256: &str) -> Result<bool> {
+    fn blob_access(&self, device: &Device, sha256: &str) -> Result<Option<String>> {
         let scope = ScopeParams::of(device);
         self.read(|tx| {
+            let media_type: Option<String> = tx
+                .query_row(
+                    "SELECT media_type FROM blob_owners WHERE sha256 = ?1 AND project = ?2 LIMIT 1",
+                    params![sha256, scope.project.as_slice()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(media_type) = media_type else { return Ok(None) };
             let owned: bool = tx.query_row(
                 "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2 AND (?4 = 1 OR device = ?3))",
                 params![sha256, scope.project.as_slice(), scope.device.as_slice(), scope.coordinator],
                 |r| r.get(0),
             )?;
             if owned {
-                return Ok(true);
+                return Ok(Some(media_type));
             }
             let referenced: bool = tx.query_row(
                 &format!(
@@ -1002,7 +1010,7 @@ impl Storage for SqliteStorage {
                 ],
                 |r| r.get(0),
             )?;
-            Ok(referenced)
+            Ok(referenced.then_some(media_type))
         })
     }
 
@@ -1016,16 +1024,24 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn record_blob(&self, device: &Device, sha256: &str, size: u64, now_ms: i64) -> Result<()> {
+    fn record_blob(
+        &self,
+        device: &Device,
+        sha256: &str,
+        size: u64,
+        media_type: &str,
+        now_ms: i64,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT OR IGNORE INTO blob_owners (sha256, project, device, size, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT OR IGNORE INTO blob_owners (sha256, project, device, size, media_type, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                 params![
                     sha256,
                     device.project.as_bytes().as_slice(),
                     device.id.as_bytes().as_slice(),
                     size as i64,
+                    media_type,
                     now_ms
                 ],
             )?;
@@ -1041,21 +1057,20 @@ impl Storage for SqliteStorage {
         self.read(|tx| {
             Ok(tx
                 .query_row(
-                    "SELECT length FROM uploads WHERE project = ?1 AND sha256 = ?2",
+                    "SELECT length, media_type FROM uploads WHERE project = ?1 AND sha256 = ?2",
                     params![project.as_bytes().as_slice(), sha256],
-                    |r| r.get::<_, i64>(0),
+                    |r| Ok(UploadInfo { length: r.get::<_, i64>(0)? as u64, media_type: r.get(1)? }),
                 )
-                .optional()?
-                .map(|length| UploadInfo { length: length as u64 }))
+                .optional()?)
         })
     }
 
-    fn start_upload(&self, project: Uuid, sha256: &str, length: u64) -> Result<()> {
+    fn start_upload(&self, project: Uuid, sha256: &str, length: u64, media_type: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO uploads (project, sha256, length) VALUES (?1, ?2, ?3)
+                "INSERT INTO uploads (project, sha256, length, media_type) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT (project, sha256) DO UPDATE SET length = excluded.length",
-                params![project.as_bytes().as_slice(), sha256, length as i64],
+                params![project.as_bytes().as_slice(), sha256, length as i64, media_type],
             )?;
             Ok(())
         })

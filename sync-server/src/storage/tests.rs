@@ -1,0 +1,574 @@
+//! The storage conformance suite: the same tests for every implementation of [`Storage`]
+//! (SQLite now; PostgreSQL runs them too when it lands).
+
+use std::collections::BTreeMap;
+
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+use tejido_core::crdt::register::Replica;
+use tejido_core::sync::wire::Role;
+use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, OpId, ReplicaId, Store};
+use uuid::Uuid;
+
+use super::*;
+
+pub(crate) fn sqlite() -> (tempfile::TempDir, Box<dyn Storage>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
+    (dir, Box::new(s))
+}
+
+macro_rules! conformance {
+    ($make:path => $($name:ident),* $(,)?) => {
+        $(
+            #[test]
+            fn $name() {
+                let (_dir, storage) = $make();
+                super::$name(storage.as_ref());
+            }
+        )*
+    };
+}
+
+mod sqlite_backend {
+    conformance!(super::sqlite =>
+        push_is_idempotent_and_logged_once,
+        concurrent_overwrites_are_conflicts_matching_the_reference_register,
+        snapshot_and_log_paging_reach_the_same_state_as_the_full_history,
+        a_snapshot_remembers_seen_ops_that_arrive_later,
+        scope_refusals_write_nothing,
+        pull_scope_by_role,
+        enrollment_codes_count_uses_and_expire,
+        reviews_and_forms_are_written_by_the_server_replica,
+    );
+}
+
+fn device(s: &dyn Storage, project: Uuid, role: Role) -> Device {
+    let code: [u8; 32] = rand::random();
+    s.create_enrollment_code(&NewEnrollmentCode {
+        code_hash: code,
+        project,
+        role,
+        uses: 1,
+        expires_ms: None,
+        now_ms: 1,
+    })
+    .unwrap();
+    s.redeem_enrollment_code(&Redeem {
+        code_hash: code,
+        replica: ReplicaId::random(),
+        device_name: None,
+        device_id: Uuid::new_v4(),
+        token_hash: rand::random(),
+        now_ms: 2,
+    })
+    .unwrap()
+    .device
+}
+
+fn project(s: &dyn Storage) -> Uuid {
+    s.create_project(&format!("p-{}", Uuid::new_v4()), 1).unwrap().id
+}
+
+fn change(
+    d: &Device,
+    doc: DocId,
+    collection: Collection,
+    hlc: u64,
+    fields: &[(&str, Value, Vec<OpId>)],
+) -> Change {
+    Change {
+        doc,
+        collection,
+        replica: d.replica,
+        hlc: Hlc(hlc),
+        ops: fields
+            .iter()
+            .map(|(f, v, seen)| FieldOp {
+                field: FieldPath::parse(f).unwrap(),
+                value: v.clone(),
+                seen: seen.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// Pulls everything from `cursor` on, `limit` at a time.
+fn pull_all(s: &dyn Storage, d: &Device, mut cursor: Cursor, limit: usize) -> (Vec<Change>, Cursor) {
+    let mut out = Vec::new();
+    for _ in 0..10_000 {
+        let page = s.pull(d, cursor, limit).unwrap();
+        out.extend(page.changes.iter().map(|c| serde_json::from_str::<Change>(c).unwrap()));
+        cursor = page.cursor;
+        if !page.more {
+            return (out, cursor);
+        }
+    }
+    panic!("the pull never finished");
+}
+
+fn now() -> u64 {
+    crate::now_ms() as u64
+}
+
+fn push_is_idempotent_and_logged_once(s: &dyn Storage) {
+    let p = project(s);
+    let e = device(s, p, Role::Enumerator);
+    let c = device(s, p, Role::Coordinator);
+    let doc = DocId::new();
+    let batch = vec![change(
+        &e,
+        doc,
+        Collection::Submission,
+        10,
+        &[("a", json!(1), vec![]), ("b", json!("x"), vec![])],
+    )];
+    assert_eq!(s.push(&e, &batch, now()).unwrap(), PushOutcome { accepted_ops: 2, duplicate_ops: 0 });
+    assert_eq!(s.push(&e, &batch, now()).unwrap(), PushOutcome { accepted_ops: 0, duplicate_ops: 2 });
+    let (log, _) = pull_all(s, &c, Cursor::Log(0), 100);
+    assert_eq!(log, batch, "the change is in the log exactly once");
+    // A change carrying one known and one new op logs only the new one.
+    let mixed = vec![change(
+        &e,
+        doc,
+        Collection::Submission,
+        10,
+        &[("a", json!(1), vec![]), ("c", json!(3), vec![])],
+    )];
+    assert_eq!(s.push(&e, &mixed, now()).unwrap(), PushOutcome { accepted_ops: 1, duplicate_ops: 1 });
+    let (log, _) = pull_all(s, &c, Cursor::Log(0), 100);
+    assert_eq!(log.len(), 2);
+    assert_eq!(log[1].ops.len(), 1);
+    assert_eq!(log[1].ops[0].field.as_str(), "c");
+}
+
+fn concurrent_overwrites_are_conflicts_matching_the_reference_register(s: &dyn Storage) {
+    let p = project(s);
+    let coords: Vec<Device> = (0..3).map(|_| device(s, p, Role::Coordinator)).collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+    let docs: Vec<DocId> = (0..4).map(|_| DocId::new()).collect();
+    // Each writer edits having seen a random subset of what exists so far.
+    let mut written: Vec<(Change, usize)> = Vec::new();
+    let mut reference = Replica::default();
+    let mut hlc = 100u64;
+    for _ in 0..120 {
+        let w = rng.random_range(0..coords.len());
+        let doc = docs[rng.random_range(0..docs.len())];
+        let field = ["x", "y"][rng.random_range(0..2)];
+        hlc += rng.random_range(1..4);
+        let seen: Vec<OpId> = written
+            .iter()
+            .filter(|(c, _)| c.doc == doc && c.ops[0].field.as_str() == field && rng.random_bool(0.5))
+            .map(|(c, _)| c.op_id())
+            .collect();
+        let c = change(&coords[w], doc, Collection::Entity, hlc, &[(field, json!(hlc), seen)]);
+        reference.apply(&c);
+        written.push((c, w));
+    }
+    // Pushed in a random order, in random batches, some twice.
+    written.shuffle(&mut rng);
+    for chunk in written.chunks(7) {
+        for (c, w) in chunk {
+            s.push(&coords[*w], std::slice::from_ref(c), now()).unwrap();
+            if rng.random_bool(0.2) {
+                s.push(&coords[*w], std::slice::from_ref(c), now()).unwrap();
+            }
+        }
+    }
+    let mut expected: Vec<FieldConflict> = Vec::new();
+    for (doc, fields) in &reference.docs {
+        for (field, reg) in fields {
+            let leaves = reg.leaves();
+            if leaves.len() > 1 {
+                expected.push(FieldConflict {
+                    doc: *doc,
+                    field: field.to_string(),
+                    ops: leaves.iter().map(|(id, _)| id.to_string()).collect(),
+                });
+            }
+        }
+    }
+    expected.sort_by(|a, b| (a.doc, &a.field).cmp(&(b.doc, &b.field)));
+    let got = s.conflicts(p).unwrap();
+    assert!(!expected.is_empty(), "the random history has concurrent edits");
+    assert_eq!(got, expected);
+}
+
+/// Applies pulled changes to a device store and returns its documents as plain maps.
+fn device_view(changes: &[Change]) -> BTreeMap<DocId, BTreeMap<String, (Value, Vec<Value>)>> {
+    let store = Store::open_in_memory().unwrap();
+    store.apply_remote(changes).unwrap();
+    let mut out = BTreeMap::new();
+    for collection in [Collection::Submission, Collection::Entity, Collection::Comment, Collection::Form] {
+        for doc in store.list_documents(collection).unwrap() {
+            let d = store.read_document(doc).unwrap();
+            let fields = d
+                .fields
+                .iter()
+                .map(|(f, st)| {
+                    (
+                        f.to_string(),
+                        (st.value.clone(), st.conflicts.iter().map(|c| c.value.clone()).collect()),
+                    )
+                })
+                .collect();
+            out.insert(doc, fields);
+        }
+    }
+    out
+}
+
+fn snapshot_and_log_paging_reach_the_same_state_as_the_full_history(s: &dyn Storage) {
+    let p = project(s);
+    let a = device(s, p, Role::Coordinator);
+    let b = device(s, p, Role::Coordinator);
+    let reader = device(s, p, Role::Coordinator);
+    let mut all = Vec::new();
+    let mut hlc = 1_000;
+    let docs: Vec<DocId> = (0..25).map(|_| DocId::new()).collect();
+    for (i, doc) in docs.iter().enumerate() {
+        hlc += 1;
+        let first =
+            change(&a, *doc, Collection::Entity, hlc, &[("n", json!(i), vec![]), ("m", json!("a"), vec![])]);
+        let first_id = first.op_id();
+        // Two concurrent edits of `n` on every third document: a conflict to carry over.
+        let mut batch = vec![first];
+        if i % 3 == 0 {
+            batch.push(change(
+                &a,
+                *doc,
+                Collection::Entity,
+                hlc + 1,
+                &[("n", json!("a-edit"), vec![first_id])],
+            ));
+        }
+        s.push(&a, &batch, now()).unwrap();
+        all.extend(batch);
+        if i % 3 == 0 {
+            let other =
+                change(&b, *doc, Collection::Entity, hlc + 2, &[("n", json!("b-edit"), vec![first_id])]);
+            s.push(&b, std::slice::from_ref(&other), now()).unwrap();
+            all.push(other);
+        }
+        hlc += 3;
+    }
+    // A fresh device pages through the snapshot while writes keep coming.
+    let mut cursor = Cursor::Start;
+    let mut got = Vec::new();
+    let mut pages = 0;
+    loop {
+        let page = s.pull(&reader, cursor, 4).unwrap();
+        pages += 1;
+        got.extend(page.changes.iter().map(|c| serde_json::from_str::<Change>(c).unwrap()));
+        cursor = page.cursor;
+        if pages == 2 {
+            hlc += 1;
+            let late = change(&a, docs[0], Collection::Entity, hlc, &[("late", json!(true), vec![])]);
+            let newdoc = change(&b, DocId(Uuid::nil()), Collection::Entity, hlc, &[("z", json!(0), vec![])]);
+            s.push(&a, std::slice::from_ref(&late), now()).unwrap();
+            s.push(&b, std::slice::from_ref(&newdoc), now()).unwrap();
+            all.push(late);
+            all.push(newdoc);
+        }
+        if !page.more {
+            break;
+        }
+    }
+    assert!(pages > 5, "the snapshot came in bounded pages ({pages})");
+    assert!(matches!(cursor, Cursor::Log(_)));
+    assert_eq!(device_view(&got), device_view(&all));
+    // Nothing more after catching up; then new writes arrive through the log.
+    let page = s.pull(&reader, cursor, 100).unwrap();
+    assert!(page.changes.is_empty() && !page.more);
+    let next = change(&a, docs[1], Collection::Entity, hlc + 10, &[("m", json!("again"), vec![])]);
+    s.push(&a, std::slice::from_ref(&next), now()).unwrap();
+    let page = s.pull(&reader, page.cursor, 100).unwrap();
+    assert_eq!(page.changes.len(), 1);
+}
+
+fn a_snapshot_remembers_seen_ops_that_arrive_later(s: &dyn Storage) {
+    let p = project(s);
+    let a = device(s, p, Role::Coordinator);
+    let b = device(s, p, Role::Coordinator);
+    let reader = device(s, p, Role::Coordinator);
+    let doc = DocId::new();
+    // b's edit saw a's value, which has not reached the server yet.
+    let old = change(&a, doc, Collection::Entity, 10, &[("f", json!("old"), vec![])]);
+    let new = change(&b, doc, Collection::Entity, 20, &[("f", json!("new"), vec![old.op_id()])]);
+    s.push(&b, std::slice::from_ref(&new), now()).unwrap();
+    let (snapshot, cursor) = pull_all(s, &reader, Cursor::Start, 10);
+    s.push(&a, std::slice::from_ref(&old), now()).unwrap();
+    let (rest, _) = pull_all(s, &reader, cursor, 10);
+    let mut got = snapshot;
+    got.extend(rest);
+    let view = device_view(&got);
+    assert_eq!(view[&doc]["f"], (json!("new"), vec![]), "the late op is not an open value");
+    assert!(s.conflicts(p).unwrap().is_empty());
+}
+
+fn scope_refusals_write_nothing(s: &dyn Storage) {
+    let p = project(s);
+    let other_project = project(s);
+    let e1 = device(s, p, Role::Enumerator);
+    let e2 = device(s, p, Role::Enumerator);
+    let outsider = device(s, other_project, Role::Coordinator);
+    let coord = device(s, p, Role::Coordinator);
+    let mine = DocId::new();
+    s.push(&e1, &[change(&e1, mine, Collection::Submission, 10, &[("a", json!(1), vec![])])], now()).unwrap();
+    let ok = change(&e2, DocId::new(), Collection::Submission, 11, &[("a", json!(2), vec![])]);
+    let refusals: Vec<(&str, &Device, Change)> = vec![
+        (
+            "another enumerator's submission",
+            &e2,
+            change(&e2, mine, Collection::Submission, 12, &[("a", json!(3), vec![])]),
+        ),
+        (
+            "another project's document",
+            &outsider,
+            change(&outsider, mine, Collection::Submission, 12, &[("a", json!(3), vec![])]),
+        ),
+        (
+            "an entity by an enumerator",
+            &e2,
+            change(&e2, DocId::new(), Collection::Entity, 12, &[("a", json!(3), vec![])]),
+        ),
+        (
+            "a form by a coordinator",
+            &coord,
+            change(&coord, DocId::new(), Collection::Form, 12, &[("a", json!(3), vec![])]),
+        ),
+        (
+            "a replica not the device's",
+            &e2,
+            change(&e1, DocId::new(), Collection::Submission, 12, &[("a", json!(3), vec![])]),
+        ),
+        (
+            "a wrong collection",
+            &coord,
+            change(&coord, mine, Collection::Entity, 12, &[("a", json!(3), vec![])]),
+        ),
+        (
+            "a comment on another's submission",
+            &e2,
+            change(
+                &e2,
+                DocId::new(),
+                Collection::Comment,
+                12,
+                &[("submission", json!(mine.to_string()), vec![])],
+            ),
+        ),
+        (
+            "a self-seen op",
+            &e2,
+            change(
+                &e2,
+                DocId::new(),
+                Collection::Submission,
+                12,
+                &[("a", json!(3), vec![OpId { hlc: Hlc(12), replica: e2.replica }])],
+            ),
+        ),
+    ];
+    for (what, d, bad) in refusals {
+        // The good change before the bad one must not survive either.
+        let ok = Change { replica: d.replica, ..ok.clone() };
+        let err = s.push(d, &[ok, bad], now()).expect_err(what);
+        assert!(matches!(err, StorageError::Forbidden(_) | StorageError::Invalid(_)), "{what}: {err}");
+    }
+    let (log, _) = pull_all(s, &coord, Cursor::Log(0), 100);
+    assert_eq!(log.len(), 1, "only the first, allowed change is stored");
+    let (other_log, _) = pull_all(s, &outsider, Cursor::Start, 100);
+    assert!(other_log.is_empty());
+    // A revoked device's push is refused inside the transaction.
+    s.revoke_device(e1.id, 5).unwrap();
+    assert!(s
+        .push(&e1, &[change(&e1, mine, Collection::Submission, 20, &[("b", json!(1), vec![])])], now())
+        .is_err());
+}
+
+fn pull_scope_by_role(s: &dyn Storage) {
+    let p = project(s);
+    let other = project(s);
+    let e1 = device(s, p, Role::Enumerator);
+    let e2 = device(s, p, Role::Enumerator);
+    let y = device(s, p, Role::Youth);
+    let coord = device(s, p, Role::Coordinator);
+    let outsider = device(s, other, Role::Coordinator);
+    let sub1 = DocId::new();
+    let sub2 = DocId::new();
+    let entity = DocId::new();
+    let note = DocId::new();
+    s.push(&e1, &[change(&e1, sub1, Collection::Submission, 10, &[("a", json!(1), vec![])])], now()).unwrap();
+    s.push(&e2, &[change(&e2, sub2, Collection::Submission, 10, &[("a", json!(2), vec![])])], now()).unwrap();
+    s.push(
+        &coord,
+        &[change(&coord, entity, Collection::Entity, 11, &[("name", json!("school"), vec![])])],
+        now(),
+    )
+    .unwrap();
+    s.push(
+        &coord,
+        &[change(
+            &coord,
+            note,
+            Collection::Comment,
+            12,
+            &[("submission", json!(sub1.to_string()), vec![]), ("text", json!("ok"), vec![])],
+        )],
+        now(),
+    )
+    .unwrap();
+    s.push(
+        &outsider,
+        &[change(&outsider, DocId::new(), Collection::Entity, 13, &[("x", json!(1), vec![])])],
+        now(),
+    )
+    .unwrap();
+    let form = s
+        .publish_form(&PublishForm {
+            project: p,
+            form_id: "victim".into(),
+            version: "1".into(),
+            roles: vec![Role::Enumerator],
+            form: json!({"settings": {}}),
+            now_ms: now(),
+        })
+        .unwrap()
+        .doc;
+    let docs_of = |d: &Device, cursor: Cursor| {
+        let (changes, _) = pull_all(s, d, cursor, 2);
+        let mut docs: Vec<DocId> = changes.iter().map(|c| c.doc).collect();
+        docs.sort();
+        docs.dedup();
+        docs
+    };
+    let sorted = |mut v: Vec<DocId>| {
+        v.sort();
+        v
+    };
+    for cursor in [Cursor::Start, Cursor::Log(0)] {
+        assert_eq!(docs_of(&e1, cursor), sorted(vec![sub1, entity, note, form]));
+        assert_eq!(docs_of(&e2, cursor), sorted(vec![sub2, entity, form]));
+        assert_eq!(docs_of(&y, cursor), sorted(vec![entity]), "the form is for enumerators only");
+        assert_eq!(docs_of(&coord, cursor), sorted(vec![sub1, sub2, entity, note, form]));
+        assert_eq!(docs_of(&outsider, cursor).len(), 1);
+    }
+}
+
+fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
+    let p = project(s);
+    let code: [u8; 32] = rand::random();
+    s.create_enrollment_code(&NewEnrollmentCode {
+        code_hash: code,
+        project: p,
+        role: Role::Youth,
+        uses: 2,
+        expires_ms: Some(1_000),
+        now_ms: 1,
+    })
+    .unwrap();
+    let redeem = |replica: ReplicaId, now_ms: i64| {
+        s.redeem_enrollment_code(&Redeem {
+            code_hash: code,
+            replica,
+            device_name: Some("phone".into()),
+            device_id: Uuid::new_v4(),
+            token_hash: rand::random(),
+            now_ms,
+        })
+    };
+    let r1 = ReplicaId::random();
+    let first = redeem(r1, 10).unwrap();
+    assert_eq!(first.device.role, Role::Youth);
+    // A retry by the same replica (its answer was lost) re-issues, without using the code.
+    let retry = redeem(r1, 11).unwrap();
+    assert_eq!(retry.device.id, first.device.id);
+    redeem(ReplicaId::random(), 12).unwrap();
+    assert!(matches!(redeem(ReplicaId::random(), 13), Err(StorageError::BadCode)), "used up");
+    assert_eq!(s.list_devices(p).unwrap().len(), 2);
+
+    let late: [u8; 32] = rand::random();
+    s.create_enrollment_code(&NewEnrollmentCode {
+        code_hash: late,
+        project: p,
+        role: Role::Youth,
+        uses: 5,
+        expires_ms: Some(100),
+        now_ms: 1,
+    })
+    .unwrap();
+    let expired = s.redeem_enrollment_code(&Redeem {
+        code_hash: late,
+        replica: ReplicaId::random(),
+        device_name: None,
+        device_id: Uuid::new_v4(),
+        token_hash: rand::random(),
+        now_ms: 100,
+    });
+    assert!(matches!(expired, Err(StorageError::BadCode)));
+    assert!(s.revoke_device(first.device.id, 20).unwrap());
+    assert!(!s.revoke_device(first.device.id, 21).unwrap());
+    assert!(s.device(first.device.id).unwrap().unwrap().is_revoked());
+}
+
+fn reviews_and_forms_are_written_by_the_server_replica(s: &dyn Storage) {
+    let p = project(s);
+    let e = device(s, p, Role::Enumerator);
+    let sub = DocId::new();
+    s.push(&e, &[change(&e, sub, Collection::Submission, 10, &[("a", json!(1), vec![])])], now()).unwrap();
+    let review = |state: &str, comment: Option<&str>| {
+        s.review(&Review {
+            project: p,
+            submission: sub,
+            state: state.into(),
+            comment: comment.map(str::to_owned),
+            author: None,
+            author_label: "admin".into(),
+            now_ms: now(),
+        })
+        .unwrap()
+    };
+    let first = review("has_issues", Some("check the age"));
+    review("approved", None);
+    let (changes, _) = pull_all(s, &e, Cursor::Start, 100);
+    let view = device_view(&changes);
+    assert_eq!(
+        view[&sub]["_review/state"],
+        (json!("approved"), vec![]),
+        "the second review replaced the first"
+    );
+    let comment = first.comment.unwrap();
+    assert_eq!(view[&comment]["text"].0, json!("check the age"));
+    assert_eq!(view[&comment]["submission"].0, json!(sub.to_string()));
+    // Someone else's project cannot be reviewed through this one.
+    let other = project(s);
+    assert!(matches!(
+        s.review(&Review {
+            project: other,
+            submission: sub,
+            state: "approved".into(),
+            comment: None,
+            author: None,
+            author_label: "x".into(),
+            now_ms: now()
+        }),
+        Err(StorageError::NotFound(_))
+    ));
+    let form = |content: Value| PublishForm {
+        project: p,
+        form_id: "f".into(),
+        version: "2024".into(),
+        roles: vec![Role::Enumerator, Role::Youth],
+        form: content,
+        now_ms: now(),
+    };
+    let published = s.publish_form(&form(json!({"a": 1}))).unwrap();
+    assert!(published.published);
+    assert_eq!(
+        s.publish_form(&form(json!({"a": 1}))).unwrap(),
+        PublishOutcome { doc: published.doc, published: false }
+    );
+    assert!(matches!(s.publish_form(&form(json!({"a": 2}))), Err(StorageError::Conflict(_))));
+}
