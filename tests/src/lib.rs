@@ -4,6 +4,9 @@
 pub mod bench_forms;
 pub mod bench_store;
 pub mod bench_sync;
+pub mod device;
+pub mod proxy;
+pub mod server;
 
 /// One benchmark figure, printed as `<name> = <value> <unit>`.
 pub fn report(name: &str, value: f64, unit: &str) {

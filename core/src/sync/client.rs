@@ -173,6 +173,8 @@ pub struct SyncReport {
     pub changes_pulled: u64,
     /// Pulled ops this store did not have.
     pub ops_new: u64,
+    /// Pulled ops this store already had (its own, echoed back, or a page pulled again).
+    pub ops_known: u64,
     pub attachments_downloaded: u64,
     /// Request and response body bytes, as they went over the wire (compressed).
     pub bytes_sent: u64,
@@ -665,6 +667,7 @@ impl SyncClient {
             report.pull_pages += 1;
             report.changes_pulled += page.changes.len() as u64;
             report.ops_new += applied.new_ops as u64;
+            report.ops_known += applied.known_ops as u64;
             for f in applied.far_future {
                 if !report.far_future.iter().any(|(r, _)| *r == f.0) {
                     report.far_future.push(f);
