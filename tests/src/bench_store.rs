@@ -84,7 +84,15 @@ fn answer_writes(dir: &tempfile::TempDir, writes: usize) -> Result<(), String> {
         let t = Instant::now();
         let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
         tx.prepare_cached("INSERT INTO plain VALUES (?1, ?2, ?3, ?4, ?5)")
-            .and_then(|mut s| s.execute(params![docb.0.as_bytes().as_slice(), field, i as i64, [0u8; 16].as_slice(), i.to_string()]))
+            .and_then(|mut s| {
+                s.execute(params![
+                    docb.0.as_bytes().as_slice(),
+                    field,
+                    i as i64,
+                    [0u8; 16].as_slice(),
+                    i.to_string()
+                ])
+            })
             .map_err(|e| e.to_string())?;
         tx.commit().map_err(|e| e.to_string())?;
         base.push(t.elapsed().as_secs_f64() * 1e3);
@@ -108,7 +116,8 @@ fn finalize(dir: &tempfile::TempDir) -> Result<(), String> {
         let doc = store.start_submission("bench", "1").map_err(|e| e.to_string())?;
         let fields: Vec<(String, serde_json::Value)> =
             (0..250).map(|i| (format!("s{}/q{i}", i / 25), json!(format!("answer {i}")))).collect();
-        let refs: Vec<(&str, serde_json::Value)> = fields.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
+        let refs: Vec<(&str, serde_json::Value)> =
+            fields.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
         store.set_fields(doc, &refs).map_err(|e| e.to_string())?;
         let t = Instant::now();
         store.finalize(doc).map_err(|e| e.to_string())?;
@@ -149,7 +158,10 @@ fn remote_changes(ops: usize) -> Vec<Change> {
             collection: Collection::Submission,
             replica,
             hlc: Hlc::new(base_ms + (fresh + j) as u64, 1),
-            ops: fields.iter().map(|f| FieldOp { field: f.clone(), value: json!(j), seen: seen.clone() }).collect(),
+            ops: fields
+                .iter()
+                .map(|f| FieldOp { field: f.clone(), value: json!(j), seen: seen.clone() })
+                .collect(),
         });
     }
     changes
@@ -163,7 +175,8 @@ fn merge(dir: &tempfile::TempDir, ops: usize) -> Result<(), String> {
     let t = Instant::now();
     {
         let tx = conn.unchecked_transaction().map_err(|e| e.to_string())?;
-        let mut stmt = tx.prepare("INSERT INTO plain VALUES (?1, ?2, ?3, ?4, ?5)").map_err(|e| e.to_string())?;
+        let mut stmt =
+            tx.prepare("INSERT INTO plain VALUES (?1, ?2, ?3, ?4, ?5)").map_err(|e| e.to_string())?;
         let mut buf = String::new();
         for c in &changes {
             let id: OpId = c.op_id();

@@ -11,8 +11,9 @@ pub mod expr;
 pub mod import;
 pub mod model;
 pub mod session;
+pub mod synthetic;
 
-pub use engine::Engine;
+pub use engine::{Engine, Key};
 pub use import::{import_xlsform, import_xlsform_bytes, ImportError, ImportErrors};
 pub use model::{Choice, Form, Node, QuestionType, Settings, Translations};
 pub use session::{ChoiceView, FormError, FormSession, QuestionView, ValidationError, ValidationKind};

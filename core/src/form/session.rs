@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::engine::Engine;
+use super::engine::FieldChange;
 use super::model::{Form, QuestionType};
 use crate::crdt::DocId;
 use crate::store::{Store, StoreError};
@@ -27,6 +28,8 @@ pub enum FormError {
     ReadOnly(String),
     #[error("{0} is not a repeat of the form")]
     NotARepeat(String),
+    #[error("question {question} is inside repeat {repeat}: name it by its path, {repeat}/<row id>/…")]
+    InRepeat { question: String, repeat: String },
     #[error("repeat {repeat} has no row {row}")]
     UnknownRow { repeat: String, row: Uuid },
     #[error("document {doc} is a submission of form {found:?}, not of {expected:?}")]
@@ -67,6 +70,8 @@ pub struct QuestionView {
 pub enum ValidationKind {
     Required,
     Constraint,
+    /// The checks passed but the store could not finalize (the message says why).
+    Store,
 }
 
 /// A failed check on one answer.
@@ -100,15 +105,87 @@ pub struct FormSession<'s> {
     engine: Engine,
 }
 
+impl std::fmt::Debug for FormSession<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FormSession")
+            .field("doc", &self.doc)
+            .field("form", &self.form().settings.form_id)
+            .finish()
+    }
+}
+
+fn now_iso() -> String {
+    chrono::Local::now().format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
+}
+
 impl<'s> FormSession<'s> {
-    /// Opens a session over draft `doc`, loading its answers.
+    /// Opens a session over submission `doc`, loading its answers; on a draft, fills the
+    /// metadata (start, today, deviceid, instanceID), defaults and calculations.
     pub fn open(store: &'s Store, form: &Form, doc: DocId) -> Result<FormSession<'s>, FormError> {
         FormSession::open_with(StoreRef::Borrowed(store), form, doc)
     }
 
     fn open_with(store: StoreRef<'s>, form: &Form, doc: DocId) -> Result<FormSession<'s>, FormError> {
-        store.read_document(doc)?;
-        Ok(FormSession { store, doc, engine: Engine::new(form) })
+        let document = store.read_document(doc)?;
+        if let Some(found) = document.text("_form") {
+            if found != form.settings.form_id {
+                return Err(FormError::WrongForm {
+                    doc,
+                    expected: form.settings.form_id.clone(),
+                    found: found.to_owned(),
+                });
+            }
+        }
+        let mut engine = Engine::new(form)?;
+        let answers: Vec<(String, serde_json::Value)> =
+            document.answers().map(|(p, v)| (p.as_str().to_owned(), v.clone())).collect();
+        let mut changes = engine.load(&answers, &|repeat| document.rows(repeat));
+        if document.draft {
+            changes.extend(engine.apply_defaults(&|path| document.value(path).is_some()));
+            let today = chrono::Local::now().format("%Y-%m-%d").to_string();
+            changes.extend(engine.set_metadata(QuestionType::Start, &now_iso(), true));
+            changes.extend(engine.set_metadata(QuestionType::Today, &today, true));
+            changes.extend(engine.set_metadata(
+                QuestionType::DeviceId,
+                &store.replica_id().to_string(),
+                true,
+            ));
+            changes.extend(engine.set_metadata(QuestionType::InstanceId, &format!("uuid:{}", doc.0), true));
+        }
+        let mut session = FormSession { store, doc, engine };
+        session.write(changes)?;
+        Ok(session)
+    }
+
+    /// Writes changed fields as one change; on failure, reloads the engine from the store so
+    /// memory never claims what the store does not hold.
+    fn write(&mut self, changes: Vec<FieldChange>) -> Result<(), FormError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        // Later changes of a field replace earlier ones within one write.
+        let mut last: Vec<(String, serde_json::Value)> = Vec::with_capacity(changes.len());
+        for (path, value) in changes {
+            match last.iter_mut().find(|(p, _)| *p == path) {
+                Some(slot) => slot.1 = value,
+                None => last.push((path, value)),
+            }
+        }
+        let fields: Vec<(&str, serde_json::Value)> =
+            last.iter().map(|(p, v)| (p.as_str(), v.clone())).collect();
+        if let Err(e) = self.store.set_fields(self.doc, &fields) {
+            self.reload()?;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    fn reload(&mut self) -> Result<(), FormError> {
+        let document = self.store.read_document(self.doc)?;
+        let answers: Vec<(String, serde_json::Value)> =
+            document.answers().map(|(p, v)| (p.as_str().to_owned(), v.clone())).collect();
+        self.engine.load(&answers, &|repeat| document.rows(repeat));
+        Ok(())
     }
 
     /// The store the draft lives in.
@@ -124,36 +201,89 @@ impl<'s> FormSession<'s> {
         self.engine.form()
     }
 
-    /// Sets an answer by question name (outside repeats) or field path, writes it to the store
-    /// and recomputes what depends on it. `null` clears it.
-    pub fn set_answer(&mut self, name_or_path: &str, _value: serde_json::Value) -> Result<(), FormError> {
-        Err(FormError::UnknownQuestion(name_or_path.to_owned()))
+    /// The engine (answers in memory) behind this session.
+    pub fn engine(&self) -> &Engine {
+        &self.engine
     }
 
-    /// Adds a row to a repeat (by name or path) and returns its id.
+    /// Sets an answer by question name (outside repeats) or field path
+    /// (`repeat/<row>/question`), writes it to the store with the calculations it changes, and
+    /// recomputes what depends on it. `null` clears it. A value of the wrong type, an unknown
+    /// question or a read-only one is refused and nothing changes.
+    pub fn set_answer(&mut self, name_or_path: &str, value: serde_json::Value) -> Result<(), FormError> {
+        let changes = self.engine.set_answer(name_or_path, &value)?;
+        self.write(changes)
+    }
+
+    /// The current value of a question (by name or path), as stored.
+    pub fn value(&self, name_or_path: &str) -> Result<serde_json::Value, FormError> {
+        self.engine.value(name_or_path)
+    }
+
+    /// Adds a row to a repeat (by name, or path for a nested repeat) and returns its id.
     pub fn add_repeat_row(&mut self, repeat: &str) -> Result<Uuid, FormError> {
-        Err(FormError::NotARepeat(repeat.to_owned()))
+        let path = self.engine.repeat_field_path(repeat)?;
+        let row = self.store.add_repeat_row(self.doc, &path)?;
+        let changes = match self.engine.add_row(&path, row) {
+            Ok(c) => c,
+            Err(e) => {
+                self.reload()?;
+                return Err(e);
+            }
+        };
+        self.write(changes)?;
+        Ok(row)
     }
 
-    /// Removes a repeat row.
-    pub fn remove_repeat_row(&mut self, repeat: &str, _row: Uuid) -> Result<(), FormError> {
-        Err(FormError::NotARepeat(repeat.to_owned()))
+    /// Removes a repeat row; its answers leave the submission.
+    pub fn remove_repeat_row(&mut self, repeat: &str, row: Uuid) -> Result<(), FormError> {
+        let path = self.engine.repeat_field_path(repeat)?;
+        if !self.engine.rows(&path)?.contains(&row) {
+            return Err(FormError::UnknownRow { repeat: path, row });
+        }
+        self.store.remove_repeat_row(self.doc, &path, row)?;
+        let changes = self.engine.remove_row(&path, row)?;
+        self.write(changes)
     }
 
-    /// The questions to show now, in order, in language `lang` (a code, a name, or `None` for
-    /// the form's default).
-    pub fn visible_questions(&self, _lang: Option<&str>) -> Vec<QuestionView> {
-        Vec::new()
+    /// The rows of a repeat, in order.
+    pub fn repeat_rows(&self, repeat: &str) -> Result<Vec<Uuid>, FormError> {
+        self.engine.rows(repeat)
+    }
+
+    /// The questions to show now, in order, in language `lang` (a code such as `es`, a name,
+    /// or `None` for the form's default).
+    pub fn visible_questions(&self, lang: Option<&str>) -> Vec<QuestionView> {
+        self.engine.visible_questions(lang)
     }
 
     /// Every failed check (required, constraint) among relevant questions.
-    pub fn errors(&self, _lang: Option<&str>) -> Vec<ValidationError> {
-        Vec::new()
+    pub fn errors(&self, lang: Option<&str>) -> Vec<ValidationError> {
+        self.engine.errors(lang)
     }
 
-    /// Finalizes the draft, leaving non-relevant answers out; refuses while errors remain.
+    /// Finalizes the draft, leaving non-relevant answers (and removed rows) out of the
+    /// submission while the draft's history keeps them. Refuses, returning every error, while
+    /// checks fail; a store failure comes back as one error of kind `Store`.
     pub fn finalize(&mut self) -> Result<(), Vec<ValidationError>> {
-        Err(Vec::new())
+        let errors = self.engine.errors(None);
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let store_error = |e: FormError| {
+            vec![ValidationError {
+                path: String::new(),
+                name: String::new(),
+                kind: ValidationKind::Store,
+                message: e.to_string(),
+            }]
+        };
+        let end = self.engine.set_metadata(QuestionType::End, &now_iso(), false);
+        self.write(end).map_err(store_error)?;
+        let engine = &self.engine;
+        self.store
+            .finalize_omitting(self.doc, &|path| !engine.keeps_field(path.as_str()))
+            .map_err(|e| store_error(e.into()))
     }
 }
 

@@ -1,0 +1,433 @@
+//! Form sessions: answers through the store, incremental recomputation, repeats, errors in
+//! the chosen language, and finalizing without non-relevant answers.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+use tejido_core::form::model::DEFAULT_LANGUAGE;
+use tejido_core::form::synthetic::generated_form;
+use tejido_core::form::{
+    Choice, Engine, Form, FormError, FormSession, Node, QuestionType, Settings, ValidationKind,
+};
+use tejido_core::Store;
+
+type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+type List<'a> = (&'a str, &'a [(&'a str, &'a str, &'a str)]);
+
+/// A form from rows of (type, name, [(column, value)]); `begin_group`/`begin_repeat` open a
+/// container and `end` closes it. Labels are given as `label` (Spanish) and `label_en`.
+fn build(rows: &[Row<'_>], lists: &[List<'_>]) -> Form {
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut stack: Vec<usize> = Vec::new();
+    for (ty, name, cols) in rows {
+        if *ty == "end" {
+            stack.pop();
+            continue;
+        }
+        let kind = match *ty {
+            "begin_group" => QuestionType::Group,
+            "begin_repeat" => QuestionType::Repeat,
+            "integer" => QuestionType::Integer,
+            "decimal" => QuestionType::Decimal,
+            "text" => QuestionType::Text,
+            "calculate" => QuestionType::Calculate,
+            "date" => QuestionType::Date,
+            "note" => QuestionType::Note,
+            t if t.starts_with("select_one") => QuestionType::SelectOne,
+            t if t.starts_with("select_multiple") => QuestionType::SelectMultiple,
+            other => panic!("{other}"),
+        };
+        let parent = stack.last().copied();
+        let path = match parent {
+            Some(p) => format!("{}/{}", nodes[p].path, name),
+            None => name.to_string(),
+        };
+        let mut n = Node::new(name, &path, kind, parent);
+        if let Some(list) = ty.split_whitespace().nth(1) {
+            n.list = Some(list.to_owned());
+        }
+        for (c, v) in *cols {
+            let v = v.to_string();
+            match *c {
+                "label" => {
+                    n.label.insert("Español (es)".into(), v);
+                }
+                "label_en" => {
+                    n.label.insert("English (en)".into(), v);
+                }
+                "relevant" => n.relevant = Some(v),
+                "calculation" => n.calculation = Some(v),
+                "constraint" => n.constraint = Some(v),
+                "constraint_message" => {
+                    n.constraint_message.insert("Español (es)".into(), v);
+                }
+                "constraint_message_en" => {
+                    n.constraint_message.insert("English (en)".into(), v);
+                }
+                "required" => n.required = Some(v),
+                "default" => n.default = Some(v),
+                "choice_filter" => n.choice_filter = Some(v),
+                "read_only" => n.read_only = true,
+                other => panic!("{other}"),
+            }
+        }
+        nodes.push(n);
+        if kind.is_container() {
+            stack.push(nodes.len() - 1);
+        }
+    }
+    let meta = nodes.len();
+    nodes.push(Node::new("meta", "meta", QuestionType::Group, None));
+    nodes.push(Node::new("instanceID", "meta/instanceID", QuestionType::InstanceId, Some(meta)));
+    nodes.push(Node::new("start", "start", QuestionType::Start, None));
+    let choice_lists = lists
+        .iter()
+        .map(|(l, cs)| {
+            let choices = cs
+                .iter()
+                .map(|(name, es, extra)| Choice {
+                    name: name.to_string(),
+                    label: BTreeMap::from([("Español (es)".to_owned(), es.to_string())]),
+                    extra: if extra.is_empty() {
+                        BTreeMap::new()
+                    } else {
+                        BTreeMap::from([("parent".to_owned(), extra.to_string())])
+                    },
+                })
+                .collect();
+            (l.to_string(), choices)
+        })
+        .collect();
+    Form {
+        settings: Settings {
+            form_id: "test".into(),
+            version: "1".into(),
+            title: "Test".into(),
+            default_language: Some("es".into()),
+            instance_name: None,
+        },
+        languages: vec!["Español (es)".into(), "English (en)".into()],
+        nodes,
+        choice_lists,
+    }
+}
+
+fn household() -> Form {
+    build(
+        &[
+            (
+                "integer",
+                "age",
+                &[
+                    ("label", "Edad"),
+                    ("label_en", "Age"),
+                    ("required", "true()"),
+                    ("constraint", ". >= 0 and . < 130"),
+                    ("constraint_message", "Edad imposible"),
+                    ("constraint_message_en", "Impossible age"),
+                ],
+            ),
+            ("calculate", "adult", &[("calculation", "if(${age} >= 18, 'yes', 'no')")]),
+            (
+                "text",
+                "job",
+                &[("label", "Trabajo de ${name}"), ("relevant", "${adult} = 'yes'"), ("required", "true()")],
+            ),
+            ("text", "name", &[("label", "Nombre"), ("default", "Anónimo")]),
+            ("select_one yn", "consent", &[("label", "Consentimiento")]),
+            ("begin_group", "private", &[("relevant", "${consent} = 'yes'")]),
+            ("text", "secret", &[("label", "Secreto")]),
+            ("end", "", &[]),
+            ("select_one prov", "province", &[("label", "Provincia")]),
+            (
+                "select_one dist",
+                "district",
+                &[("label", "Distrito"), ("choice_filter", "parent = ${province}")],
+            ),
+            ("begin_repeat", "members", &[("label", "Miembros")]),
+            ("integer", "m_age", &[("label", "Edad del miembro")]),
+            ("calculate", "m_double", &[("calculation", "${m_age} * 2")]),
+            ("calculate", "m_pos", &[("calculation", "position(..)")]),
+            ("text", "m_note", &[("label", "Nota"), ("relevant", "${m_age} > ${age}")]),
+            ("end", "", &[]),
+            ("calculate", "total", &[("calculation", "sum(${m_age})")]),
+            ("calculate", "count", &[("calculation", "count(${members})")]),
+            ("calculate", "first", &[("calculation", "indexed-repeat(${m_age}, ${members}, 1)")]),
+        ],
+        &[
+            ("yn", &[("yes", "Sí", ""), ("no", "No", "")]),
+            ("prov", &[("pa", "Panamá", ""), ("po", "Panamá Oeste", "")]),
+            (
+                "dist",
+                &[
+                    ("pma", "Panamá", "pa"),
+                    ("smi", "San Miguelito", "pa"),
+                    ("arr", "Arraiján", "po"),
+                    ("cho", "La Chorrera", "po"),
+                ],
+            ),
+        ],
+    )
+}
+
+#[test]
+fn answers_drive_relevance_calculations_and_errors() {
+    let form = household();
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    // Defaults and metadata are filled on open.
+    assert_eq!(s.value("name").unwrap(), json!("Anónimo"));
+    assert!(s.value("instanceID").unwrap().as_str().unwrap().starts_with("uuid:"));
+    assert!(s.value("start").unwrap().as_str().unwrap().len() > 20);
+    let visible: Vec<String> = s.visible_questions(None).into_iter().map(|q| q.name).collect();
+    assert!(!visible.contains(&"job".to_owned()) && !visible.contains(&"secret".to_owned()), "{visible:?}");
+
+    s.set_answer("age", json!(34)).unwrap();
+    assert_eq!(s.value("adult").unwrap(), json!("yes"));
+    let job = s.visible_questions(Some("es")).into_iter().find(|q| q.name == "job").unwrap();
+    assert_eq!(job.label, "Trabajo de Anónimo");
+    assert!(job.required);
+    assert_eq!(job.error.as_deref(), Some("Esta pregunta es obligatoria."));
+    s.set_answer("age", json!(12)).unwrap();
+    assert_eq!(s.value("adult").unwrap(), json!("no"));
+    assert!(!s.visible_questions(None).iter().any(|q| q.name == "job"));
+
+    // Constraint messages in the chosen language, defaults by language.
+    s.set_answer("age", json!(200)).unwrap();
+    let errs = s.errors(Some("en"));
+    assert!(
+        errs.iter().any(|e| e.name == "age"
+            && e.kind == ValidationKind::Constraint
+            && e.message == "Impossible age"),
+        "{errs:?}"
+    );
+    let errs = s.errors(Some("es"));
+    assert!(errs.iter().any(|e| e.name == "age" && e.message == "Edad imposible"), "{errs:?}");
+    s.set_answer("age", json!(null)).unwrap();
+    let errs = s.errors(Some("en"));
+    assert!(errs.iter().any(|e| e.name == "age"
+        && e.kind == ValidationKind::Required
+        && e.message == "This question is required."));
+
+    // Answers reach the store as typed JSON.
+    s.set_answer("age", json!("41")).unwrap();
+    let stored = store.read_document(doc).unwrap();
+    assert_eq!(stored.value("age"), Some(&json!(41)));
+    assert_eq!(stored.value("adult"), Some(&json!("yes")));
+}
+
+#[test]
+fn wrong_types_and_unknown_questions_are_typed_errors() {
+    let form = household();
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    let cases: Vec<(&str, serde_json::Value)> = vec![
+        ("age", json!("doce")),
+        ("age", json!(1.5)),
+        ("age", json!([1])),
+        ("name", json!(5)),
+        ("consent", json!(["yes", "no"])),
+        ("consent", json!({"a": 1})),
+    ];
+    for (q, v) in cases {
+        match s.set_answer(q, v.clone()) {
+            Err(FormError::WrongType { question, .. }) => assert_eq!(question, q),
+            other => panic!("{q} = {v}: {other:?}"),
+        }
+    }
+    assert!(matches!(s.set_answer("consent", json!("maybe")), Err(FormError::NotAChoice { .. })));
+    assert!(matches!(s.set_answer("nope", json!(1)), Err(FormError::UnknownQuestion(_))));
+    assert!(matches!(s.set_answer("adult", json!("yes")), Err(FormError::ReadOnly(_))));
+    assert!(matches!(s.set_answer("instanceID", json!("x")), Err(FormError::ReadOnly(_))));
+    assert!(matches!(s.set_answer("m_age", json!(3)), Err(FormError::InRepeat { .. })));
+    assert!(matches!(
+        s.set_answer("members", json!(3)),
+        Err(FormError::InRepeat { .. } | FormError::UnknownQuestion(_))
+    ));
+    assert!(matches!(s.set_answer("members/not-a-uuid/m_age", json!(3)), Err(FormError::UnknownQuestion(_))));
+    let ghost = uuid::Uuid::now_v7();
+    assert!(matches!(
+        s.set_answer(&format!("members/{ghost}/m_age"), json!(3)),
+        Err(FormError::UnknownRow { .. })
+    ));
+    assert!(matches!(s.add_repeat_row("age"), Err(FormError::NotARepeat(_))));
+    // Messages name the question, never the value.
+    let e = s.set_answer("age", json!("secret-value-123")).unwrap_err();
+    assert!(!e.to_string().contains("secret-value-123"));
+    // Nothing was written.
+    assert_eq!(store.read_document(doc).unwrap().value("age"), None);
+}
+
+#[test]
+fn repeats_resolve_to_their_own_row_and_aggregate_outside() {
+    let form = household();
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    s.set_answer("age", json!(30)).unwrap();
+    let a = s.add_repeat_row("members").unwrap();
+    let b = s.add_repeat_row("members").unwrap();
+    let c = s.add_repeat_row("members").unwrap();
+    assert_eq!(s.value("count").unwrap(), json!("3"));
+    s.set_answer(&format!("members/{a}/m_age"), json!(10)).unwrap();
+    s.set_answer(&format!("members/{b}/m_age"), json!(40)).unwrap();
+    s.set_answer(&format!("members/{c}/m_age"), json!(5)).unwrap();
+    assert_eq!(s.value(&format!("members/{b}/m_double")).unwrap(), json!("80"));
+    assert_eq!(s.value(&format!("members/{c}/m_pos")).unwrap(), json!("3"));
+    assert_eq!(s.value("total").unwrap(), json!("55"));
+    assert_eq!(s.value("first").unwrap(), json!("10"));
+    // Relevance inside a row reads that row and the top level.
+    let notes: Vec<String> =
+        s.visible_questions(None).into_iter().filter(|q| q.name == "m_note").map(|q| q.path).collect();
+    assert_eq!(notes, vec![format!("members/{b}/m_note")]);
+    s.set_answer("age", json!(4)).unwrap();
+    assert_eq!(s.visible_questions(None).iter().filter(|q| q.name == "m_note").count(), 3);
+
+    s.remove_repeat_row("members", a).unwrap();
+    assert_eq!(s.value("total").unwrap(), json!("45"));
+    assert_eq!(s.value("count").unwrap(), json!("2"));
+    assert_eq!(s.value("first").unwrap(), json!("40"));
+    assert_eq!(s.value(&format!("members/{c}/m_pos")).unwrap(), json!("2"));
+    assert!(matches!(s.remove_repeat_row("members", a), Err(FormError::UnknownRow { .. })));
+
+    // A new session over the same draft sees the same state.
+    let again = FormSession::open(&store, &form, doc).unwrap();
+    assert_eq!(again.repeat_rows("members").unwrap(), vec![b, c]);
+    assert_eq!(again.value("total").unwrap(), json!("45"));
+    assert_eq!(again.value(&format!("members/{c}/m_age")).unwrap(), json!(5));
+}
+
+#[test]
+fn cascading_choices_follow_the_filter() {
+    let form = household();
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    let districts = |s: &FormSession<'_>| -> Vec<String> {
+        s.visible_questions(None)
+            .into_iter()
+            .find(|q| q.name == "district")
+            .unwrap()
+            .choices
+            .into_iter()
+            .map(|c| c.label)
+            .collect()
+    };
+    assert!(districts(&s).is_empty());
+    s.set_answer("province", json!("po")).unwrap();
+    assert_eq!(districts(&s), vec!["Arraiján", "La Chorrera"]);
+    s.set_answer("province", json!("pa")).unwrap();
+    assert_eq!(districts(&s), vec!["Panamá", "San Miguelito"]);
+}
+
+#[test]
+fn finalize_refuses_with_every_error_then_leaves_non_relevant_answers_out() {
+    let form = household();
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    s.set_answer("consent", json!("yes")).unwrap();
+    s.set_answer("secret", json!("private words")).unwrap();
+    s.set_answer("age", json!(50)).unwrap();
+    let errors = s.finalize().unwrap_err();
+    assert_eq!(errors.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), vec!["job"]);
+    s.set_answer("job", json!("carpenter")).unwrap();
+    // Withdrawing consent hides the private group: its answer stays in the draft...
+    s.set_answer("consent", json!("no")).unwrap();
+    assert_eq!(store.read_document(doc).unwrap().value("private/secret"), Some(&json!("private words")));
+    let row = s.add_repeat_row("members").unwrap();
+    s.set_answer(&format!("members/{row}/m_age"), json!(60)).unwrap();
+    let gone = s.add_repeat_row("members").unwrap();
+    s.set_answer(&format!("members/{gone}/m_age"), json!(1)).unwrap();
+    s.remove_repeat_row("members", gone).unwrap();
+    s.finalize().unwrap();
+    let done = store.read_document(doc).unwrap();
+    assert!(!done.draft);
+    // ...but not in the finalized submission, and neither are removed rows.
+    assert_eq!(done.value("private/secret"), None);
+    assert_eq!(done.value(&format!("members/{gone}/m_age")), None);
+    assert_eq!(done.value(&format!("members/{row}/m_age")), Some(&json!(60)));
+    assert_eq!(done.value("job"), Some(&json!("carpenter")));
+    assert_eq!(done.value("total"), Some(&json!("60")));
+    assert!(done.value("instanceID").or(done.value("meta/instanceID")).is_some());
+}
+
+#[test]
+fn a_session_refuses_another_forms_submission() {
+    let form = household();
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("other-form", "1").unwrap();
+    assert!(matches!(FormSession::open(&store, &form, doc), Err(FormError::WrongForm { .. })));
+    assert!(matches!(FormSession::open(&store, &form, tejido_core::DocId::new()), Err(FormError::Store(_))));
+}
+
+/// The state after any sequence of incremental updates equals a full recomputation.
+#[test]
+fn incremental_updates_agree_with_full_recomputation() {
+    let form = household();
+    let mut engine = Engine::new(&form).unwrap();
+    engine.load(&[], &|_| Vec::new());
+    let mut rng: u64 = 0x9e3779b97f4a7c15;
+    let mut next = |n: u64| {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng % n
+    };
+    let mut rows: Vec<uuid::Uuid> = Vec::new();
+    for step in 0..300 {
+        match next(8) {
+            0 => {
+                let r = uuid::Uuid::from_u128(step + 1);
+                engine.add_row("members", r).unwrap();
+                rows.push(r);
+            }
+            1 if !rows.is_empty() => {
+                let r = rows.remove(next(rows.len() as u64) as usize);
+                engine.remove_row("members", r).unwrap();
+            }
+            2 if !rows.is_empty() => {
+                let r = rows[next(rows.len() as u64) as usize];
+                engine.set_answer(&format!("members/{r}/m_age"), &json!(next(90))).unwrap();
+            }
+            3 => {
+                engine.set_answer("consent", &json!(if next(2) == 0 { "yes" } else { "no" })).unwrap();
+            }
+            4 => {
+                engine.set_answer("province", &json!(if next(2) == 0 { "pa" } else { "po" })).unwrap();
+            }
+            _ => {
+                engine.set_answer("age", &json!(next(100))).unwrap();
+            }
+        }
+        let mut full = engine.clone();
+        let _ = full.recompute_all();
+        assert_eq!(engine.visible_questions(None), full.visible_questions(None), "step {step}");
+        assert_eq!(engine.calculated_values(), full.calculated_values(), "step {step}");
+        assert_eq!(engine.errors(None), full.errors(None), "step {step}");
+    }
+}
+
+/// The benchmark's path (one answer, incremental re-evaluation) on a 500-question form.
+#[test]
+fn a_500_question_form_recomputes_incrementally() {
+    let form = generated_form(500);
+    assert!(form.nodes.len() >= 500);
+    let mut engine = Engine::new(&form).unwrap();
+    engine.load(&[], &|_| Vec::new());
+    let changes = engine.set_answer("s7_n0", &json!(5)).unwrap();
+    // The answer, its section's sum and the grand total; nothing else.
+    let paths: Vec<&str> = changes.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, vec!["s7/s7_n0", "s7/s7_sum", "total"]);
+    assert_eq!(engine.value("total").unwrap(), json!("5"));
+    assert!(engine.visible_questions(None).iter().any(|q| q.name == "s7_why"));
+    engine.set_answer("s49_n5", &json!(7)).unwrap();
+    assert_eq!(engine.value("total").unwrap(), json!("12"));
+    let mut full = engine.clone();
+    assert!(full.recompute_all().is_empty());
+    assert_eq!(full.errors(None).len(), 49);
+    let _ = DEFAULT_LANGUAGE;
+}
