@@ -1,0 +1,66 @@
+//! The one error type that crosses the FFI. Core errors are detailed; this enum is small and
+//! stable, and every conversion happens here. Messages name stores, documents and fields, never
+//! answers (answers are personal data).
+
+use tejido_core::StoreError;
+
+/// Everything a Tejido call can fail with. Kotlin and Swift see one exception type with a case
+/// per variant; Python sees `TejidoError.<Variant>`.
+#[derive(Debug, thiserror::Error, uniffi::Error)]
+#[uniffi(flat_error)]
+pub enum TejidoError {
+    /// There is no store at the path (and the call was not allowed to create one).
+    #[error("{0}")]
+    StoreMissing(String),
+    /// The file is not a readable Tejido store: corrupt, not SQLite, or another app's database.
+    #[error("{0}")]
+    StoreCorrupt(String),
+    /// The store was written by a newer version of Tejido.
+    #[error("{0}")]
+    StoreTooNew(String),
+    /// A submission, repeat row, attachment or form that does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// A question the form does not have, or a field name that cannot name one.
+    #[error("{0}")]
+    UnknownQuestion(String),
+    /// An answer of the wrong type for its question, or one a constraint refuses.
+    #[error("{0}")]
+    InvalidAnswer(String),
+    /// An argument that is malformed: an id that is not one, a bad link.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// The call is not allowed in the current state (finalized, deleted, not enrolled...).
+    #[error("{0}")]
+    NotAllowed(String),
+    /// Reading or writing a file failed.
+    #[error("{0}")]
+    Io(String),
+    /// Anything else: a bug or an unexpected database failure.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for TejidoError {
+    fn from(e: StoreError) -> Self {
+        let message = e.to_string();
+        match e {
+            StoreError::Missing(_) => TejidoError::StoreMissing(message),
+            StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) => TejidoError::StoreCorrupt(message),
+            StoreError::TooNew { .. } => TejidoError::StoreTooNew(message),
+            StoreError::UnknownDocument(_)
+            | StoreError::UnknownRow { .. }
+            | StoreError::UnknownAttachment(_) => TejidoError::NotFound(message),
+            StoreError::FieldPath(_) => TejidoError::UnknownQuestion(message),
+            StoreError::NotASubmission(_)
+            | StoreError::Deleted(_)
+            | StoreError::AlreadyFinalized(_)
+            | StoreError::NoConflict(_)
+            | StoreError::NoAttachmentDir
+            | StoreError::CollectionMismatch { .. } => TejidoError::NotAllowed(message),
+            StoreError::InvalidChange { .. } => TejidoError::InvalidInput(message),
+            StoreError::Io { .. } => TejidoError::Io(message),
+            StoreError::Sqlite(_) => TejidoError::Internal(message),
+        }
+    }
+}

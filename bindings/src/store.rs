@@ -1,0 +1,293 @@
+//! `TejidoStore`: the device's store as the apps see it. Every method is safe to call from any
+//! thread at any time (a UI thread and a sync worker share one store); calls are serialised
+//! inside the core store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tejido_core::store::{self as core_store, StatusFilter, StoreOptions};
+use tejido_core::{DocId, Store};
+use uuid::Uuid;
+
+use crate::values::AnswerValue;
+use crate::TejidoError;
+
+/// Where a submission is in its life on the device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SubmissionStatus {
+    /// Still being filled; it stays on this device.
+    Draft,
+    /// Finalized: it syncs, and later edits sync too.
+    Finalized,
+}
+
+/// Which submissions to list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum SubmissionFilter {
+    All,
+    Drafts,
+    Finalized,
+}
+
+/// One line of the submission list.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct SubmissionSummary {
+    pub id: String,
+    pub form_id: Option<String>,
+    pub form_version: Option<String>,
+    pub status: SubmissionStatus,
+    /// The coordinator's review state (`approved`, `has_issues`, ...), once reviewed.
+    pub review_state: Option<String>,
+    /// How many fields hold concurrent values waiting for review.
+    pub conflict_count: u32,
+}
+
+/// One answer of a submission.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Answer {
+    /// The field path: `place`, or inside a repeat row `members/<row id>/age`.
+    pub field: String,
+    pub value: AnswerValue,
+}
+
+/// A field whose value was overwritten by a concurrent edit: both are kept for review.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct FieldConflict {
+    pub field: String,
+    /// The value shown now (the winner).
+    pub current: AnswerValue,
+    /// The concurrent values nobody has yet replaced.
+    pub others: Vec<AnswerValue>,
+}
+
+/// A submission as this device sees it now.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct Submission {
+    pub id: String,
+    pub form_id: Option<String>,
+    pub form_version: Option<String>,
+    pub status: SubmissionStatus,
+    pub review_state: Option<String>,
+    /// Answers (not metadata), by field path.
+    pub answers: Vec<Answer>,
+    pub conflicts: Vec<FieldConflict>,
+}
+
+/// A document's fields with open conflicts.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct DocumentConflicts {
+    pub document_id: String,
+    pub fields: Vec<FieldConflict>,
+}
+
+/// The device's store: one SQLite file, with attachments in a folder beside it.
+#[derive(uniffi::Object)]
+pub struct TejidoStore {
+    pub(crate) store: Arc<Store>,
+}
+
+impl std::fmt::Debug for TejidoStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.store.fmt(f)
+    }
+}
+
+#[uniffi::export]
+impl TejidoStore {
+    /// Opens the store at `path`, creating it if there is none.
+    #[uniffi::constructor]
+    pub fn open(path: String) -> Result<Arc<TejidoStore>, TejidoError> {
+        Self::open_with(path, true)
+    }
+
+    /// Opens an existing store; a missing file is `StoreMissing`, never a new empty store.
+    #[uniffi::constructor]
+    pub fn open_existing(path: String) -> Result<Arc<TejidoStore>, TejidoError> {
+        Self::open_with(path, false)
+    }
+
+    /// This device's replica id.
+    pub fn replica_id(&self) -> String {
+        self.store.replica_id().to_string()
+    }
+
+    /// Starts a draft submission of a form version and returns its id.
+    pub fn start_submission(&self, form_id: String, form_version: String) -> Result<String, TejidoError> {
+        Ok(self.store.start_submission(&form_id, &form_version)?.to_string())
+    }
+
+    /// Sets one answer. Without a form session the store takes any well-formed field path.
+    pub fn set_answer(
+        &self,
+        submission_id: String,
+        field: String,
+        value: AnswerValue,
+    ) -> Result<(), TejidoError> {
+        let doc = parse_doc(&submission_id)?;
+        Ok(self.store.set_answer(doc, &field, value.into_json()?)?)
+    }
+
+    /// Clears an answer.
+    pub fn clear_answer(&self, submission_id: String, field: String) -> Result<(), TejidoError> {
+        Ok(self.store.clear_answer(parse_doc(&submission_id)?, &field)?)
+    }
+
+    /// Adds a row to a repeat and returns the row's id; its fields are `<repeat>/<row id>/<name>`.
+    pub fn add_repeat_row(&self, submission_id: String, repeat: String) -> Result<String, TejidoError> {
+        Ok(self.store.add_repeat_row(parse_doc(&submission_id)?, &repeat)?.to_string())
+    }
+
+    /// Removes a repeat row.
+    pub fn remove_repeat_row(
+        &self,
+        submission_id: String,
+        repeat: String,
+        row_id: String,
+    ) -> Result<(), TejidoError> {
+        let row = Uuid::parse_str(&row_id)
+            .map_err(|_| TejidoError::InvalidInput("a repeat row id must be a UUID".into()))?;
+        Ok(self.store.remove_repeat_row(parse_doc(&submission_id)?, &repeat, row)?)
+    }
+
+    /// The rows of a repeat that exist now, oldest first.
+    pub fn repeat_rows(&self, submission_id: String, repeat: String) -> Result<Vec<String>, TejidoError> {
+        let doc = self.store.read_document(parse_doc(&submission_id)?)?;
+        Ok(doc.rows(&repeat).into_iter().map(|r| r.to_string()).collect())
+    }
+
+    /// Finalizes a draft: its answers become eligible to sync.
+    pub fn finalize(&self, submission_id: String) -> Result<(), TejidoError> {
+        Ok(self.store.finalize(parse_doc(&submission_id)?)?)
+    }
+
+    /// Deletes a submission (a draft is removed; a finalized one gets a tombstone that syncs).
+    pub fn delete_submission(&self, submission_id: String) -> Result<(), TejidoError> {
+        Ok(self.store.delete_document(parse_doc(&submission_id)?)?)
+    }
+
+    /// The submissions on this device, oldest first, with their review state.
+    pub fn list_submissions(&self, filter: SubmissionFilter) -> Result<Vec<SubmissionSummary>, TejidoError> {
+        let filter = match filter {
+            SubmissionFilter::All => StatusFilter::All,
+            SubmissionFilter::Drafts => StatusFilter::Drafts,
+            SubmissionFilter::Finalized => StatusFilter::Finalized,
+        };
+        let list = self.store.list_submissions(filter)?;
+        Ok(list
+            .into_iter()
+            .map(|s| SubmissionSummary {
+                id: s.id.to_string(),
+                form_id: s.form,
+                form_version: s.form_version,
+                status: status(s.status),
+                review_state: s.review_state,
+                conflict_count: u32::try_from(s.conflicts).unwrap_or(u32::MAX),
+            })
+            .collect())
+    }
+
+    /// Reads one submission: its answers, review state and open conflicts.
+    pub fn read_submission(&self, submission_id: String) -> Result<Submission, TejidoError> {
+        let doc = self.store.read_document(parse_doc(&submission_id)?)?;
+        if doc.collection != tejido_core::Collection::Submission {
+            return Err(TejidoError::NotFound(format!("there is no submission {submission_id}")));
+        }
+        Ok(Submission {
+            id: doc.id.to_string(),
+            form_id: doc.text("_form").map(str::to_owned),
+            form_version: doc.text("_form_version").map(str::to_owned),
+            status: status(doc.status()),
+            review_state: doc.review_state().map(str::to_owned),
+            answers: doc
+                .answers()
+                .map(|(f, v)| Answer { field: f.to_string(), value: AnswerValue::from_json(v) })
+                .collect(),
+            conflicts: doc.conflicts().map(|(f, s)| field_conflict(f.as_str(), s)).collect(),
+        })
+    }
+
+    /// Keeps a file's bytes beside the store and sets the field to refer to them; returns the
+    /// file's SHA-256.
+    pub fn attach_file(
+        &self,
+        submission_id: String,
+        field: String,
+        bytes: Vec<u8>,
+        media_type: String,
+    ) -> Result<String, TejidoError> {
+        Ok(self.store.attach_file(parse_doc(&submission_id)?, &field, &bytes, &media_type)?)
+    }
+
+    /// Like `attach_file`, reading the file (a photo the camera saved) from disk.
+    pub fn attach_file_from_path(
+        &self,
+        submission_id: String,
+        field: String,
+        path: String,
+        media_type: String,
+    ) -> Result<String, TejidoError> {
+        let doc = parse_doc(&submission_id)?;
+        Ok(self.store.attach_file_from_path(doc, &field, &PathBuf::from(path), &media_type)?)
+    }
+
+    /// Where an attachment's bytes are on disk.
+    pub fn attachment_path(&self, sha256: String) -> Result<String, TejidoError> {
+        Ok(self.store.attachment_path(&sha256)?.to_string_lossy().into_owned())
+    }
+
+    /// Every document with fields holding concurrent values.
+    pub fn conflicts(&self) -> Result<Vec<DocumentConflicts>, TejidoError> {
+        Ok(self
+            .store
+            .conflicts()?
+            .into_iter()
+            .map(|d| DocumentConflicts {
+                document_id: d.doc.to_string(),
+                fields: d.fields.iter().map(|(f, s)| field_conflict(f.as_str(), s)).collect(),
+            })
+            .collect())
+    }
+
+    /// Replaces every open value of a field with `value`, closing its conflict.
+    pub fn resolve_conflict(
+        &self,
+        document_id: String,
+        field: String,
+        value: AnswerValue,
+    ) -> Result<(), TejidoError> {
+        let doc = parse_doc(&document_id)?;
+        Ok(self.store.resolve_conflict(doc, &field, value.into_json()?)?)
+    }
+
+    /// How many local changes wait to be sent to the server.
+    pub fn pending_change_count(&self) -> Result<u64, TejidoError> {
+        Ok(self.store.pending_count()?)
+    }
+}
+
+impl TejidoStore {
+    fn open_with(path: String, create: bool) -> Result<Arc<TejidoStore>, TejidoError> {
+        let options = StoreOptions { create, ..StoreOptions::default() };
+        let store = Store::open_with(&path, options)?;
+        Ok(Arc::new(TejidoStore { store: Arc::new(store) }))
+    }
+}
+
+pub(crate) fn parse_doc(id: &str) -> Result<DocId, TejidoError> {
+    id.parse().map_err(|_| TejidoError::InvalidInput("a submission id must be a UUID".into()))
+}
+
+fn status(s: core_store::SubmissionStatus) -> SubmissionStatus {
+    match s {
+        core_store::SubmissionStatus::Draft => SubmissionStatus::Draft,
+        core_store::SubmissionStatus::Finalized => SubmissionStatus::Finalized,
+    }
+}
+
+fn field_conflict(field: &str, state: &core_store::FieldState) -> FieldConflict {
+    FieldConflict {
+        field: field.to_owned(),
+        current: AnswerValue::from_json(&state.value),
+        others: state.conflicts.iter().map(|c| AnswerValue::from_json(&c.value)).collect(),
+    }
+}
