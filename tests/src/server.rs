@@ -194,15 +194,16 @@ impl TestServer {
     }
 
     /// An admin GET on the HTTP API (e.g. `/v1/projects/<id>/conflicts`).
-    pub fn admin_get(&self, path: &str) -> Value {
-        let resp = reqwest::blocking::Client::new()
+    pub async fn admin_get(&self, path: &str) -> Value {
+        let resp = reqwest::Client::new()
             .get(format!("{}{path}", self.url()))
             .header(tejido_core::sync::wire::PROTOCOL_HEADER, tejido_core::sync::wire::PROTOCOL_VERSION)
             .bearer_auth(ADMIN_TOKEN)
             .send()
+            .await
             .expect("the admin request is answered");
         let status = resp.status();
-        let body = resp.text().unwrap_or_default();
+        let body = resp.text().await.unwrap_or_default();
         assert!(status.is_success(), "GET {path}: {status} {body}");
         serde_json::from_str(&body).expect("a JSON answer")
     }
