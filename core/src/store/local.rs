@@ -45,6 +45,7 @@ impl Store {
         }
         save_clock(&tx, hlc)?;
         tx.commit()?;
+        inner.committed(&self.checkpointer);
         Ok(doc)
     }
 
@@ -65,6 +66,7 @@ impl Store {
         enqueue(&tx, &change)?;
         save_clock(&tx, hlc)?;
         tx.commit()?;
+        inner.committed(&self.checkpointer);
         Ok(doc)
     }
 
@@ -142,6 +144,7 @@ impl Store {
         enqueue(&tx, &change)?;
         save_clock(&tx, hlc)?;
         tx.commit()?;
+        inner.committed(&self.checkpointer);
         Ok(())
     }
 
@@ -162,6 +165,7 @@ impl Store {
             if draft {
                 tx.execute("DELETE FROM documents WHERE doc = ?1", [doc.0.as_bytes().as_slice()])?;
                 tx.commit()?;
+                inner.committed(&self.checkpointer);
                 return Ok(());
             }
         }
@@ -216,6 +220,7 @@ impl Store {
         }
         save_clock(&tx, hlc)?;
         tx.commit()?;
+        inner.committed(&self.checkpointer);
         Ok(())
     }
 }

@@ -88,12 +88,68 @@ impl Default for StoreOptions {
 struct Inner {
     conn: Connection,
     clock: HybridClock,
+    commits: u64,
+}
+
+impl Inner {
+    /// Counts a commit; every so often asks the checkpointer to fold the WAL into the database.
+    fn committed(&mut self, checkpointer: &Option<Checkpointer>) {
+        self.commits += 1;
+        if self.commits % CHECKPOINT_EVERY == 0 {
+            if let Some(c) = checkpointer {
+                // A full channel means a checkpoint is already pending: nothing to do.
+                let _ = c.wake.try_send(());
+            }
+        }
+    }
+}
+
+/// Commits between two background checkpoints.
+const CHECKPOINT_EVERY: u64 = 64;
+
+/// Checkpoints the WAL on its own thread and connection, so the fsync and page copying of a
+/// checkpoint never land on a write: an answer write stays sub-millisecond at the 99th
+/// percentile. PASSIVE checkpoints never block the writer.
+struct Checkpointer {
+    wake: std::sync::mpsc::SyncSender<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    fn start(path: &Path) -> Result<Checkpointer> {
+        let conn = Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let thread = std::thread::Builder::new()
+            .name("tejido-checkpoint".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::warn!(error = %e, "background WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|source| StoreError::Io { path: path.to_path_buf(), source })?;
+        Ok(Checkpointer { wake, thread: Some(thread) })
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread once its current checkpoint is done.
+        let (dead, _) = std::sync::mpsc::sync_channel(1);
+        drop(std::mem::replace(&mut self.wake, dead));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
 
 /// A device's store. Safe to share between threads (a UI thread and a sync worker): calls are
 /// serialised on one connection.
 pub struct Store {
     inner: Mutex<Inner>,
+    checkpointer: Option<Checkpointer>,
     replica: ReplicaId,
     path: Option<PathBuf>,
     attachment_dir: Option<PathBuf>,
@@ -158,6 +214,7 @@ impl Store {
         // power cut can lose the last moments, and never corrupts the file.
         if path.is_some() {
             conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         }
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -188,8 +245,13 @@ impl Store {
                 (replica, Hlc::ZERO)
             }
         };
+        let checkpointer = match &path {
+            Some(p) => Some(Checkpointer::start(p)?),
+            None => None,
+        };
         Ok(Store {
-            inner: Mutex::new(Inner { conn, clock: HybridClock::new(wall, last) }),
+            inner: Mutex::new(Inner { conn, clock: HybridClock::new(wall, last), commits: 0 }),
+            checkpointer,
             replica,
             path,
             attachment_dir,

@@ -226,17 +226,6 @@ impl Store {
     /// The submissions on this device, oldest first; deleted ones are left out.
     pub fn list_submissions(&self, filter: StatusFilter) -> Result<Vec<SubmissionSummary>> {
         let inner = self.lock();
-        let mut conflicts: BTreeMap<DocId, usize> = BTreeMap::new();
-        {
-            let mut stmt = inner.conn.prepare_cached(
-                "SELECT doc, count(*) FROM (SELECT doc, field FROM field_ops WHERE leaf = 1
-                 GROUP BY doc, field HAVING count(*) > 1) GROUP BY doc",
-            )?;
-            for row in stmt.query_map([], |r| Ok((doc_from_row(r, 0)?, r.get::<_, i64>(1)? as usize)))? {
-                let (doc, n) = row?;
-                conflicts.insert(doc, n);
-            }
-        }
         let mut stmt = inner.conn.prepare_cached(
             "SELECT d.doc, d.draft, f.field, f.value FROM documents d
              JOIN field_ops f ON f.doc = d.doc AND f.leaf = 1
@@ -265,7 +254,7 @@ impl Store {
                     status: if draft { SubmissionStatus::Draft } else { SubmissionStatus::Finalized },
                     review_state: None,
                     deleted: false,
-                    conflicts: conflicts.get(&doc).copied().unwrap_or(0),
+                    conflicts: 0,
                 });
             }
             // Rows come greatest first within a field: only the first is the current value.
@@ -285,6 +274,16 @@ impl Store {
             last_field = Some(key);
         }
         out.retain(|s| !s.deleted);
+        drop(stmt);
+        // Per document, over its own ops only (the primary key's prefix): no index to maintain on
+        // the merge path, and no scan of other documents.
+        let mut count = inner.conn.prepare_cached(
+            "SELECT count(*) FROM (SELECT field FROM field_ops WHERE doc = ?1 AND leaf = 1
+             GROUP BY field HAVING count(*) > 1)",
+        )?;
+        for s in &mut out {
+            s.conflicts = count.query_row([s.id.0.as_bytes().as_slice()], |r| r.get::<_, i64>(0))? as usize;
+        }
         Ok(out)
     }
 

@@ -154,6 +154,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
+        inner.committed(&self.checkpointer);
         inner.clock = clock;
         Ok(report)
     }
@@ -204,6 +205,7 @@ impl Store {
             }
         }
         tx.commit()?;
+        inner.committed(&self.checkpointer);
         Ok(removed)
     }
 

@@ -6,6 +6,3 @@ CREATE TABLE attachments (
     uploaded   INTEGER NOT NULL DEFAULT 0,
     created_ms INTEGER NOT NULL
 ) WITHOUT ROWID;
-
--- Open values per field, for listing conflicts without scanning every op.
-CREATE INDEX field_ops_leaves ON field_ops (doc, field) WHERE leaf = 1;
