@@ -157,16 +157,17 @@ pub(crate) async fn upload(
         .unwrap_or("application/octet-stream")
         .to_owned();
     let upload = blocking(&state, move |s| s.upload(project, &name)).await?;
+    let held_before = state.blobs.partial_len(project, &sha256);
     let media_type = match upload {
-        Some(u) if u.length != length => {
+        Some(u) if u.length != length && held_before > 0 => {
             return Err(ApiError::conflict(format!(
                 "this upload was started with upload-length {}; send that length",
                 u.length
             ))
             .with_header(UPLOAD_LENGTH_HEADER, u.length))
         }
-        Some(u) => u.media_type,
-        None => {
+        Some(u) if u.length == length => u.media_type,
+        _ => {
             let name = sha256.clone();
             let m = media_type.clone();
             blocking(&state, move |s| s.start_upload(project, &name, length, &m)).await?;
@@ -181,7 +182,14 @@ pub(crate) async fn upload(
 
     let (received, cut) = receive(&state.blobs, project, &sha256, held, length, body).await?;
     if received > length {
-        state.blobs.truncate_partial(project, &sha256, held).map_err(io_error)?;
+        if held == 0 {
+            // Nothing was held before this request: leave no trace of it.
+            state.blobs.discard_partial(project, &sha256).map_err(io_error)?;
+            let name = sha256.clone();
+            blocking(&state, move |s| s.end_upload(project, &name)).await?;
+        } else {
+            state.blobs.truncate_partial(project, &sha256, held).map_err(io_error)?;
+        }
         return Err(ApiError::bad_request("the body runs past upload-length; nothing of it was kept"));
     }
     if cut {

@@ -294,7 +294,19 @@ impl FromRequestParts<AppState> for Caller {
 /// Every `/v1` request must say which protocol it speaks.
 async fn require_protocol(req: Request<Body>, next: Next) -> Response {
     let expected = PROTOCOL_VERSION.to_string();
-    match req.headers().get(PROTOCOL_HEADER).map(|v| v.to_str().map(str::trim)) {
+    let mut values = req.headers().get_all(PROTOCOL_HEADER).iter();
+    let first = values.next();
+    if first.is_some() && values.next().is_some() {
+        return ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "protocol_mismatch",
+            format!(
+                "send exactly one {PROTOCOL_HEADER} header; this server speaks protocol {PROTOCOL_VERSION}"
+            ),
+        )
+        .into_response();
+    }
+    match first.map(|v| v.to_str().map(str::trim)) {
         Some(Ok(v)) if v == expected => next.run(req).await,
         Some(Ok(v)) => ApiError::new(
             StatusCode::BAD_REQUEST,
