@@ -736,7 +736,7 @@ impl Engine {
             let required = n.required.as_ref().is_some_and(|e| expr::evaluate(e, &self.ctx(key)).to_bool());
             if required {
                 let msg = translate(&node.required_message, lang)
-                    .map(str::to_owned)
+                    .map(|m| self.render(m, key))
                     .unwrap_or_else(|| default_required_message(lang).to_owned());
                 return Some((ValidationKind::Required, msg));
             }
@@ -745,7 +745,7 @@ impl Engine {
         if let Some(c) = &n.constraint {
             if !expr::evaluate(c, &self.ctx(key)).to_bool() {
                 let msg = translate(&node.constraint_message, lang)
-                    .map(str::to_owned)
+                    .map(|m| self.render(m, key))
                     .unwrap_or_else(|| default_constraint_message(lang).to_owned());
                 return Some((ValidationKind::Constraint, msg));
             }

@@ -10,6 +10,7 @@ pub mod engine;
 pub mod expr;
 pub mod import;
 pub mod model;
+pub mod report;
 pub mod session;
 pub mod synthetic;
 
