@@ -102,6 +102,15 @@ impl Device {
         panic!("{}: no sync succeeded in {tries} tries; last error: {last:?}", self.name);
     }
 
+    /// Points the device at another address for the same server (a proxy in front of it).
+    pub fn set_server(&mut self, url: &str) {
+        self.store()
+            .set_sync_state(tejido_core::sync::client::state_keys::SERVER_URL, url)
+            .expect("the sync state is written");
+        self.client =
+            Some(SyncClient::from_store_with_options(self.store(), self.options.clone()).expect("enrolled"));
+    }
+
     /// Simulates the app being killed and started again: drops the store and the client and
     /// opens both afresh from disk.
     pub fn reopen(&mut self) {

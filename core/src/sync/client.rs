@@ -207,6 +207,9 @@ pub struct SyncOptions {
     pub connect_timeout: Duration,
     /// How long a request may wait for the next bytes before it counts as cut.
     pub read_timeout: Duration,
+    /// Reuse connections between requests (off: a new connection for every request, for
+    /// networks whose middleboxes break idle connections).
+    pub keep_alive: bool,
 }
 
 impl Default for SyncOptions {
@@ -223,6 +226,7 @@ impl Default for SyncOptions {
             backoff_max: Duration::from_secs(10),
             connect_timeout: Duration::from_secs(15),
             read_timeout: Duration::from_secs(60),
+            keep_alive: true,
         }
     }
 }
@@ -362,9 +366,13 @@ impl SyncClient {
         options: SyncOptions,
     ) -> Result<SyncClient, SyncError> {
         let server = normalize_server_url(server_url)?;
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(options.connect_timeout)
-            .read_timeout(options.read_timeout)
+            .read_timeout(options.read_timeout);
+        if !options.keep_alive {
+            builder = builder.pool_max_idle_per_host(0);
+        }
+        let http = builder
             .build()
             .map_err(|e| SyncError::InvalidLink(format!("cannot build an HTTP client: {e}")))?;
         Ok(SyncClient {
