@@ -2,6 +2,8 @@
 //! stable, and every conversion happens here. Messages name stores, documents and fields, never
 //! answers (answers are personal data).
 
+use tejido_core::form::{FormError, ImportErrors};
+use tejido_core::sync::client::SyncError;
 use tejido_core::StoreError;
 
 /// Everything a Tejido call can fail with. Kotlin and Swift see one exception type with a case
@@ -33,6 +35,25 @@ pub enum TejidoError {
     /// The call is not allowed in the current state (finalized, deleted, not enrolled...).
     #[error("{0}")]
     NotAllowed(String),
+    /// A form that cannot be used: a broken spreadsheet (every problem is listed).
+    #[error("{0}")]
+    InvalidForm(String),
+    /// Finalizing was refused because answers are missing or break constraints; the form
+    /// session's `errors()` lists them.
+    #[error("{0}")]
+    Incomplete(String),
+    /// The server could not be reached or failed; syncing again later may succeed.
+    #[error("{0}")]
+    Network(String),
+    /// The server refused the device's token or the request; enrolling again may be needed.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The server answered something this app cannot use (another protocol, a refusal).
+    #[error("{0}")]
+    Server(String),
+    /// The sync was cancelled; everything done so far is kept and the next sync resumes.
+    #[error("{0}")]
+    Cancelled(String),
     /// Reading or writing a file failed.
     #[error("{0}")]
     Io(String),
@@ -61,6 +82,47 @@ impl From<StoreError> for TejidoError {
             StoreError::InvalidChange { .. } => TejidoError::InvalidInput(message),
             StoreError::Io { .. } => TejidoError::Io(message),
             StoreError::Sqlite(_) => TejidoError::Internal(message),
+        }
+    }
+}
+
+impl From<FormError> for TejidoError {
+    fn from(e: FormError) -> Self {
+        let message = e.to_string();
+        match e {
+            FormError::UnknownQuestion(_) | FormError::NotARepeat(_) => TejidoError::UnknownQuestion(message),
+            FormError::WrongType { .. } | FormError::NotAChoice { .. } | FormError::ReadOnly(_) => {
+                TejidoError::InvalidAnswer(message)
+            }
+            FormError::InRepeat { .. } => TejidoError::UnknownQuestion(message),
+            FormError::UnknownRow { .. } => TejidoError::NotFound(message),
+            FormError::WrongForm { .. } => TejidoError::NotAllowed(message),
+            FormError::InvalidForm(_) => TejidoError::InvalidForm(message),
+            FormError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<ImportErrors> for TejidoError {
+    fn from(e: ImportErrors) -> Self {
+        TejidoError::InvalidForm(e.to_string())
+    }
+}
+
+impl From<SyncError> for TejidoError {
+    fn from(e: SyncError) -> Self {
+        let message = e.to_string();
+        match e {
+            SyncError::Unauthorized | SyncError::Forbidden { .. } => TejidoError::Unauthorized(message),
+            SyncError::Network { .. } => TejidoError::Network(message),
+            SyncError::Server { .. } => TejidoError::Network(message),
+            SyncError::ProtocolMismatch { .. } | SyncError::Protocol { .. } | SyncError::Rejected { .. } => {
+                TejidoError::Server(message)
+            }
+            SyncError::NotEnrolled => TejidoError::NotAllowed(message),
+            SyncError::InvalidLink(_) => TejidoError::InvalidInput(message),
+            SyncError::Cancelled => TejidoError::Cancelled(message),
+            SyncError::Store(e) => e.into(),
         }
     }
 }

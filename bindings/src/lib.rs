@@ -2,14 +2,18 @@
 //! iOS apps (and Python). This crate only converts types and errors; the work is in the core.
 
 mod error;
+mod forms;
 mod store;
+mod sync;
 mod values;
 
 pub use error::TejidoError;
+pub use forms::{FormIssue, IssueKind, Question, QuestionChoice, TejidoForm, TejidoFormSession};
 pub use store::{
-    Answer, DocumentConflicts, FieldConflict, Submission, SubmissionFilter, SubmissionStatus,
+    Answer, DocumentConflicts, FieldConflict, ReviewComment, Submission, SubmissionFilter, SubmissionStatus,
     SubmissionSummary, TejidoStore,
 };
+pub use sync::{Enrollment, SyncCancellation, SyncListener, SyncPhase, SyncProgress, SyncSummary};
 pub use values::AnswerValue;
 
 uniffi::setup_scaffolding!("tejido");

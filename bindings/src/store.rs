@@ -2,6 +2,7 @@
 //! thread at any time (a UI thread and a sync worker share one store); calls are serialised
 //! inside the core store.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -40,6 +41,19 @@ pub struct SubmissionSummary {
     pub review_state: Option<String>,
     /// How many fields hold concurrent values waiting for review.
     pub conflict_count: u32,
+    /// The coordinators' comments, oldest first.
+    pub comments: Vec<ReviewComment>,
+}
+
+/// A coordinator's comment on a submission, received on sync.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ReviewComment {
+    pub id: String,
+    pub text: String,
+    /// Who wrote it, as the server names them.
+    pub author: Option<String>,
+    /// The review state the comment came with (`has_issues`, `approved`).
+    pub review_state: Option<String>,
 }
 
 /// One answer of a submission.
@@ -71,6 +85,8 @@ pub struct Submission {
     /// Answers (not metadata), by field path.
     pub answers: Vec<Answer>,
     pub conflicts: Vec<FieldConflict>,
+    /// The coordinators' comments, oldest first.
+    pub comments: Vec<ReviewComment>,
 }
 
 /// A document's fields with open conflicts.
@@ -173,9 +189,11 @@ impl TejidoStore {
             SubmissionFilter::Finalized => StatusFilter::Finalized,
         };
         let list = self.store.list_submissions(filter)?;
+        let mut comments = self.comments_by_submission()?;
         Ok(list
             .into_iter()
             .map(|s| SubmissionSummary {
+                comments: comments.remove(&s.id.to_string()).unwrap_or_default(),
                 id: s.id.to_string(),
                 form_id: s.form,
                 form_version: s.form_version,
@@ -203,6 +221,7 @@ impl TejidoStore {
                 .map(|(f, v)| Answer { field: f.to_string(), value: AnswerValue::from_json(v) })
                 .collect(),
             conflicts: doc.conflicts().map(|(f, s)| field_conflict(f.as_str(), s)).collect(),
+            comments: self.comments_by_submission()?.remove(&submission_id).unwrap_or_default(),
         })
     }
 
@@ -266,6 +285,26 @@ impl TejidoStore {
 }
 
 impl TejidoStore {
+    /// Every comment document, grouped by the submission it is about, oldest first.
+    fn comments_by_submission(&self) -> Result<HashMap<String, Vec<ReviewComment>>, TejidoError> {
+        let mut out: HashMap<String, Vec<ReviewComment>> = HashMap::new();
+        // Comment ids are time-ordered (UUIDv7), and list_documents returns them in id order.
+        for id in self.store.list_documents(tejido_core::Collection::Comment)? {
+            let doc = self.store.read_document(id)?;
+            if doc.is_deleted() {
+                continue;
+            }
+            let (Some(submission), Some(text)) = (doc.text("submission"), doc.text("text")) else { continue };
+            out.entry(submission.to_owned()).or_default().push(ReviewComment {
+                id: id.to_string(),
+                text: text.to_owned(),
+                author: doc.text("author").map(str::to_owned),
+                review_state: doc.text("review_state").map(str::to_owned),
+            });
+        }
+        Ok(out)
+    }
+
     fn open_with(path: String, create: bool) -> Result<Arc<TejidoStore>, TejidoError> {
         let options = StoreOptions { create, ..StoreOptions::default() };
         let store = Store::open_with(&path, options)?;

@@ -2,6 +2,8 @@
 
 use serde_json::{Number, Value};
 
+use tejido_core::form::QuestionType;
+
 use crate::TejidoError;
 
 /// One answer. Dates are ISO 8601 calendar dates (`2026-11-28`); an attachment is named by the
@@ -10,13 +12,38 @@ use crate::TejidoError;
 #[derive(Debug, Clone, PartialEq, uniffi::Enum)]
 pub enum AnswerValue {
     Null,
-    Text { value: String },
-    Integer { value: i64 },
-    Decimal { value: f64 },
-    Bool { value: bool },
-    Date { value: String },
-    Attachment { sha256: String },
-    Json { json: String },
+    Text {
+        value: String,
+    },
+    Integer {
+        value: i64,
+    },
+    Decimal {
+        value: f64,
+    },
+    Bool {
+        value: bool,
+    },
+    Date {
+        value: String,
+    },
+    Attachment {
+        sha256: String,
+    },
+    /// The choices picked in a select_multiple question, by choice name.
+    Choices {
+        names: Vec<String>,
+    },
+    /// A GPS point; altitude and accuracy in metres when known.
+    Geopoint {
+        latitude: f64,
+        longitude: f64,
+        altitude: Option<f64>,
+        accuracy: Option<f64>,
+    },
+    Json {
+        json: String,
+    },
 }
 
 impl AnswerValue {
@@ -48,6 +75,25 @@ impl AnswerValue {
                 }
                 value
             }
+            AnswerValue::Choices { names } => Value::Array(names.into_iter().map(Value::String).collect()),
+            AnswerValue::Geopoint { latitude, longitude, altitude, accuracy } => {
+                let parts = [Some(latitude), Some(longitude), altitude, accuracy];
+                if parts.iter().flatten().any(|f| !f.is_finite())
+                    || !(-90.0..=90.0).contains(&latitude)
+                    || !(-180.0..=180.0).contains(&longitude)
+                {
+                    return Err(TejidoError::InvalidAnswer(
+                        "a point needs a latitude within ±90 and a longitude within ±180".into(),
+                    ));
+                }
+                let text: Vec<String> =
+                    [Some(latitude), Some(longitude), altitude.or(accuracy.map(|_| 0.0)), accuracy]
+                        .iter()
+                        .flatten()
+                        .map(|f| f.to_string())
+                        .collect();
+                Value::String(text.join(" "))
+            }
             AnswerValue::Json { json } => serde_json::from_str(&json)
                 .map_err(|_| TejidoError::InvalidAnswer("a JSON answer must be valid JSON".into()))?,
         })
@@ -74,6 +120,52 @@ impl AnswerValue {
     }
 }
 
+/// How a stored value reads back for a question of a known type.
+pub(crate) fn typed_value(kind: QuestionType, value: &Value) -> AnswerValue {
+    use QuestionType as Q;
+    let text = value.as_str().map(str::trim);
+    match (kind, text) {
+        (_, Some("")) => AnswerValue::Null,
+        (Q::Integer, Some(t)) => t
+            .parse()
+            .map(|value| AnswerValue::Integer { value })
+            .unwrap_or_else(|_| AnswerValue::from_json(value)),
+        (Q::Decimal | Q::Range, Some(t)) => t
+            .parse()
+            .map(|value| AnswerValue::Decimal { value })
+            .unwrap_or_else(|_| AnswerValue::from_json(value)),
+        (Q::Decimal | Q::Range, None) => match value.as_f64() {
+            Some(value) => AnswerValue::Decimal { value },
+            None => AnswerValue::from_json(value),
+        },
+        (Q::Date | Q::Today, Some(t)) => AnswerValue::Date { value: t.to_owned() },
+        (Q::SelectMultiple | Q::Rank, Some(t)) => {
+            AnswerValue::Choices { names: t.split_whitespace().map(str::to_owned).collect() }
+        }
+        (Q::SelectMultiple | Q::Rank, None) if value.is_array() => AnswerValue::Choices {
+            names: value
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect(),
+        },
+        (Q::Geopoint | Q::StartGeopoint, Some(t)) => {
+            let nums: Vec<f64> = t.split_whitespace().filter_map(|p| p.parse().ok()).collect();
+            match nums[..] {
+                [latitude, longitude, ref rest @ ..] if rest.len() <= 2 => AnswerValue::Geopoint {
+                    latitude,
+                    longitude,
+                    altitude: rest.first().copied(),
+                    accuracy: rest.get(1).copied(),
+                },
+                _ => AnswerValue::from_json(value),
+            }
+        }
+        _ => AnswerValue::from_json(value),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +188,29 @@ mod tests {
         // Dates are text once stored; a form session knows they are dates.
         let date = AnswerValue::Date { value: "2026-11-28".into() }.into_json().unwrap();
         assert_eq!(AnswerValue::from_json(&date), AnswerValue::Text { value: "2026-11-28".into() });
+        assert_eq!(typed_value(QuestionType::Date, &date), AnswerValue::Date { value: "2026-11-28".into() });
+        let point =
+            AnswerValue::Geopoint { latitude: 8.98, longitude: -79.52, altitude: None, accuracy: Some(5.0) };
+        let stored = point.into_json().unwrap();
+        assert_eq!(stored, Value::String("8.98 -79.52 0 5".into()));
+        assert_eq!(
+            typed_value(QuestionType::Geopoint, &stored),
+            AnswerValue::Geopoint {
+                latitude: 8.98,
+                longitude: -79.52,
+                altitude: Some(0.0),
+                accuracy: Some(5.0)
+            }
+        );
+        let picks = Value::String("gender human_rights".into());
+        assert_eq!(
+            typed_value(QuestionType::SelectMultiple, &picks),
+            AnswerValue::Choices { names: vec!["gender".into(), "human_rights".into()] }
+        );
+        assert_eq!(
+            typed_value(QuestionType::Integer, &Value::String("12".into())),
+            AnswerValue::Integer { value: 12 }
+        );
     }
 
     #[test]
