@@ -1,5 +1,224 @@
-//! `tejido-bench sync` (not built yet).
+//! `tejido-bench sync [--submissions N] [--devices N] [--fields N]`: simulated devices (real
+//! stores and the real client) push finalized submissions concurrently to the real server
+//! through a byte-counting proxy, then a fresh coordinator pulls them all. Beside them, raw
+//! SQLite inserts and reads of the same rows in the same run.
 
-pub fn run(_args: &[String]) -> Result<(), String> {
-    Err("the sync benchmark is not built yet".into())
+use std::time::Instant;
+
+use rand::SeedableRng;
+use tejido_core::store::StatusFilter;
+use tejido_core::sync::client::{CancelToken, SyncOptions, SyncReport};
+
+use crate::device::{fill_submission, Device};
+use crate::proxy::{FaultConfig, FaultProxy};
+use crate::server::TestServer;
+use crate::{report, report_ratio};
+
+struct Args {
+    submissions: usize,
+    devices: usize,
+    fields: usize,
+}
+
+fn parse(args: &[String]) -> Result<Args, String> {
+    let mut a = Args { submissions: 20_000, devices: 200, fields: 50 };
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let n: usize = value.parse().map_err(|_| format!("{flag} takes a positive number, not {value:?}"))?;
+        if n == 0 {
+            return Err(format!("{flag} must be at least 1"));
+        }
+        match flag.as_str() {
+            "--submissions" => a.submissions = n,
+            "--devices" => a.devices = n,
+            "--fields" => a.fields = n,
+            other => {
+                return Err(format!("unknown option {other}; expected --submissions, --devices, --fields"))
+            }
+        }
+    }
+    a.devices = a.devices.min(a.submissions);
+    Ok(a)
+}
+
+pub fn run(args: &[String]) -> Result<(), String> {
+    let args = parse(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(bench(args))
+}
+
+async fn bench(args: Args) -> Result<(), String> {
+    let server = TestServer::start();
+    let project = server.create_project("bench");
+    let proxy = FaultProxy::start(server.addr(), FaultConfig::clean());
+    let (_, enum_link) = server.enrollment_code(project, "enumerator", args.devices as u32, &proxy.url());
+    let (_, coord_link) = server.enrollment_code(project, "coordinator", 1, &proxy.url());
+    let options = SyncOptions { push_batch_changes: 200, pull_limit: 1000, ..SyncOptions::default() };
+
+    // Devices fill their submissions offline (not measured).
+    let mut devices = Vec::with_capacity(args.devices);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    for i in 0..args.devices {
+        let d = Device::enroll(&enum_link, &format!("bench-{i}"), options.clone())
+            .await
+            .map_err(|e| format!("enrolling device {i}: {e}"))?;
+        let share = args.submissions / args.devices + usize::from(i < args.submissions % args.devices);
+        for _ in 0..share {
+            fill_submission(d.store(), "bench", args.fields, &mut rng);
+        }
+        devices.push(d);
+    }
+
+    // Push: every device at once.
+    proxy.reset_stats();
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for d in devices {
+        tasks.push(tokio::spawn(async move {
+            let mut r = SyncReport::default();
+            let result = d.client().push(d.store(), &(), &CancelToken::new(), &mut r).await;
+            (d, result)
+        }));
+    }
+    let mut devices = Vec::new();
+    for t in tasks {
+        let (d, result) = t.await.map_err(|e| format!("a device task failed: {e}"))?;
+        result.map_err(|e| format!("{}: push failed: {e}", d.name))?;
+        devices.push(d);
+    }
+    let push_secs = started.elapsed().as_secs_f64();
+    let push_bytes = proxy.bytes_up() + proxy.bytes_down();
+    let peak = server.peak_memory_bytes();
+
+    // Pull: a fresh coordinator takes everything.
+    let coord = Device::enroll(&coord_link, "bench-coordinator", options.clone())
+        .await
+        .map_err(|e| format!("enrolling the coordinator: {e}"))?;
+    proxy.reset_stats();
+    let started = Instant::now();
+    let mut r = SyncReport::default();
+    coord
+        .client()
+        .pull(coord.store(), &(), &CancelToken::new(), &mut r)
+        .await
+        .map_err(|e| format!("pull failed: {e}"))?;
+    let pull_secs = started.elapsed().as_secs_f64();
+    let pull_bytes = proxy.bytes_up() + proxy.bytes_down();
+    let pulled = coord.store().list_submissions(StatusFilter::Finalized).map_err(|e| e.to_string())?.len();
+    if pulled != args.submissions {
+        return Err(format!("the coordinator pulled {pulled} submissions, expected {}", args.submissions));
+    }
+    let peak = server.peak_memory_bytes().or(peak);
+    drop(devices);
+
+    let n = args.submissions as f64;
+    let push_rate = n / push_secs;
+    let pull_rate = n / pull_secs;
+    report("sync.push_submissions_per_s", push_rate, "submissions/s");
+    report("sync.pull_submissions_per_s", pull_rate, "submissions/s");
+    report("sync.wire_bytes_per_submission", push_bytes as f64 / n, "bytes");
+    report("sync.pull_wire_bytes_per_submission", pull_bytes as f64 / n, "bytes");
+    if let Some(p) = peak {
+        report("sync.server_peak_memory", p as f64, "bytes");
+    }
+
+    // The baseline: the same rows straight into SQLite, and read back.
+    let (insert_rate, select_rate) = raw_sqlite(&coord, args.submissions, args.fields)?;
+    report("sync.raw_sqlite_insert_submissions_per_s", insert_rate, "submissions/s");
+    report("sync.raw_sqlite_select_submissions_per_s", select_rate, "submissions/s");
+    report_ratio("sync.push_submissions_per_s", push_rate / insert_rate);
+    report_ratio("sync.pull_submissions_per_s", pull_rate / select_rate);
+    Ok(())
+}
+
+/// Inserts the pulled submissions' rows (one per answer, plus the change as JSON, as a server
+/// log keeps them) into a fresh SQLite file in batches of 200 submissions, then reads them back.
+/// Returns submissions per second for each.
+fn raw_sqlite(coord: &Device, submissions: usize, _fields: usize) -> Result<(f64, f64), String> {
+    let store = coord.store();
+    let changes: Vec<tejido_core::Change> = store
+        .list_submissions(StatusFilter::Finalized)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|s| {
+            let doc = store.read_document(s.id).map_err(|e| e.to_string())?;
+            let first = doc.fields.values().next().map(|f| f.op).ok_or("an empty document")?;
+            Ok(tejido_core::Change {
+                doc: s.id,
+                collection: tejido_core::Collection::Submission,
+                replica: first.replica,
+                hlc: first.hlc,
+                ops: doc
+                    .fields
+                    .iter()
+                    .map(|(p, f)| tejido_core::FieldOp {
+                        field: p.clone(),
+                        value: f.value.clone(),
+                        seen: vec![],
+                    })
+                    .collect(),
+            })
+        })
+        .collect::<Result<_, String>>()?;
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(|e| e.to_string())?;
+    conn.execute_batch(
+        "CREATE TABLE log (seq INTEGER PRIMARY KEY, doc BLOB NOT NULL, body TEXT NOT NULL);
+         CREATE TABLE ops (doc BLOB NOT NULL, field TEXT NOT NULL, hlc INTEGER NOT NULL, replica BLOB NOT NULL,
+                           value TEXT, PRIMARY KEY (doc, field, hlc, replica)) WITHOUT ROWID;",
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    for batch in changes.chunks(200) {
+        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        {
+            let mut log = tx
+                .prepare_cached("INSERT INTO log (doc, body) VALUES (?1, ?2)")
+                .map_err(|e| e.to_string())?;
+            let mut ops = tx
+                .prepare_cached(
+                    "INSERT INTO ops (doc, field, hlc, replica, value) VALUES (?1, ?2, ?3, ?4, ?5)",
+                )
+                .map_err(|e| e.to_string())?;
+            for c in batch {
+                let body = serde_json::to_string(c).map_err(|e| e.to_string())?;
+                log.execute(rusqlite::params![c.doc.0.as_bytes().as_slice(), body])
+                    .map_err(|e| e.to_string())?;
+                for op in &c.ops {
+                    ops.execute(rusqlite::params![
+                        c.doc.0.as_bytes().as_slice(),
+                        op.field.as_str(),
+                        c.hlc.0 as i64,
+                        c.replica.0.as_bytes().as_slice(),
+                        op.value.to_string()
+                    ])
+                    .map_err(|e| e.to_string())?;
+                }
+            }
+        }
+        tx.commit().map_err(|e| e.to_string())?;
+    }
+    let insert_secs = started.elapsed().as_secs_f64();
+    let started = Instant::now();
+    let mut read = 0usize;
+    {
+        let mut stmt = conn.prepare("SELECT body FROM log ORDER BY seq").map_err(|e| e.to_string())?;
+        let mut rows = stmt.query([]).map_err(|e| e.to_string())?;
+        while let Some(row) = rows.next().map_err(|e| e.to_string())? {
+            let body: String = row.get(0).map_err(|e| e.to_string())?;
+            let _: tejido_core::Change = serde_json::from_str(&body).map_err(|e| e.to_string())?;
+            read += 1;
+        }
+    }
+    let select_secs = started.elapsed().as_secs_f64();
+    if read != submissions {
+        return Err(format!("the baseline read {read} rows, expected {submissions}"));
+    }
+    Ok((submissions as f64 / insert_secs, submissions as f64 / select_secs))
 }
