@@ -58,8 +58,8 @@ impl FaultConfig {
     pub fn hostile() -> FaultConfig {
         FaultConfig {
             cut_probability: 0.3,
-            cut_max_up: 4_000,
-            cut_max_down: 500,
+            cut_max_up: 2_500,
+            cut_max_down: 400,
             delay_probability: 0.2,
             max_delay: Duration::from_millis(30),
             duplicate_probability: 0.2,

@@ -6,7 +6,7 @@
 use rand::SeedableRng;
 use serde_json::json;
 use tejido_core::store::StatusFilter;
-use tejido_core::sync::client::{CancelToken, SyncError};
+use tejido_core::sync::client::{CancelToken, Progress, SyncError, SyncPhase};
 use tejido_tests::device::{documents, fill_submission, test_options, Device};
 use tejido_tests::proxy::{FaultConfig, FaultProxy};
 use tejido_tests::server::TestServer;
@@ -93,6 +93,21 @@ async fn a_cut_upload_resumes_where_it_stopped_and_cancel_stops_cleanly() {
     assert!(matches!(r, Err(SyncError::Cancelled)), "{r:?}");
     assert_eq!(dev.store().pending_count().unwrap(), pending);
 
+    // Cancelling during a request abandons it at once (the link is slow: 300 ms each way).
+    proxy.set_config(FaultConfig { latency: std::time::Duration::from_millis(300), ..FaultConfig::clean() });
+    let cancel = CancelToken::new();
+    let c2 = cancel.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        c2.cancel();
+    });
+    let started = std::time::Instant::now();
+    let r = dev.client().sync(dev.store(), &(), &cancel).await;
+    assert!(matches!(r, Err(SyncError::Cancelled)), "{r:?}");
+    assert!(started.elapsed() < std::time::Duration::from_millis(550), "cancel took {:?}", started.elapsed());
+    assert_eq!(dev.store().pending_count().unwrap(), pending);
+    proxy.set_config(FaultConfig::clean());
+
     // Cut the upload's connection 700 KB in; the next sync resumes from what the server kept.
     proxy.cut_next_up_at(700_000);
     let before = proxy.bytes_up();
@@ -100,7 +115,25 @@ async fn a_cut_upload_resumes_where_it_stopped_and_cancel_stops_cleanly() {
     assert!(first.is_ok() || first.as_ref().err().is_some_and(SyncError::is_transient), "{first:?}");
     assert!(proxy.cuts() >= 1, "the proxy cut the upload");
 
-    dev.sync_until_done(10).await;
+    // Progress reports items and bytes.
+    fill_submission(dev.store(), "f", 4, &mut rng);
+    fill_submission(dev.store(), "f", 4, &mut rng);
+    let pending = dev.store().pending_count().unwrap();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let progress = |p: &Progress| seen.lock().unwrap().push(*p);
+    let cancel = CancelToken::new();
+    let mut ok = false;
+    for _ in 0..10 {
+        if dev.client().sync(dev.store(), &progress, &cancel).await.is_ok() {
+            ok = true;
+            break;
+        }
+    }
+    assert!(ok);
+    let seen = seen.into_inner().unwrap();
+    assert_eq!(seen.last().map(|p| p.phase), Some(SyncPhase::Done));
+    assert!(seen.iter().any(|p| p.phase == SyncPhase::Pushing && p.items_total == Some(pending)));
+    assert!(seen.last().unwrap().bytes_sent > 0 && seen.last().unwrap().bytes_received > 0);
     assert_eq!(dev.store().pending_attachments().unwrap().len(), 0);
     assert_eq!(dev.store().pending_count().unwrap(), 0);
     let sent = proxy.bytes_up() - before;

@@ -167,6 +167,7 @@ async fn server_killed_during_a_push_loses_and_duplicates_nothing() {
     }
     let n = trials(20);
     let mut kills = 0;
+    let mut mid_push = 0;
     for trial in 0..n {
         let i = rng.random_range(0..devices.len());
         work(&devices[i], &mut rng, 30);
@@ -188,6 +189,9 @@ async fn server_killed_during_a_push_loses_and_duplicates_nothing() {
         }
         tokio::time::sleep(Duration::from_micros(rng.random_range(0..5_000))).await;
         let addr = world.server.addr();
+        if !task.is_finished() {
+            mid_push += 1;
+        }
         world.server.kill();
         kills += 1;
         tokio::time::sleep(Duration::from_millis(rng.random_range(10..100))).await;
@@ -199,7 +203,11 @@ async fn server_killed_during_a_push_loses_and_duplicates_nothing() {
         world.check(&devices, trial).await;
     }
     world.check_final(&devices).await;
-    println!("server-kill trials {n} seed {seed}: kills {kills}; ops {} lost 0 duplicated 0", world.pulled);
+    println!(
+        "server-kill trials {n} seed {seed}: kills {kills}, {mid_push} while the device was pushing; ops {} lost 0 duplicated 0",
+        world.pulled
+    );
+    assert!(mid_push * 2 >= n, "most kills land during a push");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
