@@ -72,7 +72,7 @@ fn scenario() -> impl Strategy<Value = (Vec<i64>, Vec<Action>, u64)> {
 /// A field's visible state, comparable across replicas.
 fn visible(state: &FieldState) -> (OpId, serde_json::Value, Vec<(OpId, serde_json::Value)>) {
     let mut conflicts: Vec<_> = state.conflicts.iter().map(|c| (c.op, c.value.clone())).collect();
-    conflicts.sort_by(|a, b| b.0.cmp(&a.0));
+    conflicts.sort_by_key(|c| std::cmp::Reverse(c.0));
     (state.op, state.value.clone(), conflicts)
 }
 

@@ -95,7 +95,7 @@ impl Inner {
     /// Counts a commit; every so often asks the checkpointer to fold the WAL into the database.
     fn committed(&mut self, checkpointer: &Option<Checkpointer>) {
         self.commits += 1;
-        if self.commits % CHECKPOINT_EVERY == 0 {
+        if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
             if let Some(c) = checkpointer {
                 // A full channel means a checkpoint is already pending: nothing to do.
                 let _ = c.wake.try_send(());
