@@ -431,3 +431,37 @@ fn a_500_question_form_recomputes_incrementally() {
     assert_eq!(full.errors(None).len(), 49);
     let _ = DEFAULT_LANGUAGE;
 }
+
+#[test]
+fn repeat_count_sets_the_number_of_rows() {
+    let form = build(
+        &[
+            ("integer", "children", &[("label", "Hijos")]),
+            ("begin_repeat", "child", &[]),
+            ("integer", "child_age", &[("label", "Edad"), ("default", "0")]),
+            ("end", "", &[]),
+            ("calculate", "ages", &[("calculation", "sum(${child_age})")]),
+        ],
+        &[],
+    );
+    let mut form = form;
+    form.nodes[1].repeat_count = Some("${children}".into());
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    assert!(s.repeat_rows("child").unwrap().is_empty());
+    s.set_answer("children", json!(3)).unwrap();
+    let rows = s.repeat_rows("child").unwrap();
+    assert_eq!(rows.len(), 3);
+    assert_eq!(s.value(&format!("child/{}/child_age", rows[2])).unwrap(), json!(0));
+    s.set_answer(&format!("child/{}/child_age", rows[0]), json!(7)).unwrap();
+    s.set_answer(&format!("child/{}/child_age", rows[2]), json!(2)).unwrap();
+    assert_eq!(s.value("ages").unwrap(), json!("9"));
+    s.set_answer("children", json!(1)).unwrap();
+    assert_eq!(s.repeat_rows("child").unwrap(), vec![rows[0]]);
+    assert_eq!(s.value("ages").unwrap(), json!("7"));
+    assert!(matches!(s.add_repeat_row("child"), Err(FormError::CountedRepeat(_))));
+    assert_eq!(store.read_document(doc).unwrap().rows("child"), vec![rows[0]]);
+    s.set_answer("children", json!(-4)).unwrap();
+    assert!(s.repeat_rows("child").unwrap().is_empty());
+}

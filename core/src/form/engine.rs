@@ -37,6 +37,7 @@ struct CNode {
     constraint: Option<Expr>,
     required: Option<Expr>,
     choice_filter: Option<Expr>,
+    repeat_count: Option<Expr>,
     default: Option<String>,
     /// Nodes whose relevance or calculation reads this one, and its children.
     dependents: Vec<usize>,
@@ -64,6 +65,17 @@ pub struct Engine {
     irrelevant: BTreeSet<Key>,
     /// The language labels and choice names are read in (for `jr:choice-name`, instances).
     lang: String,
+    /// Children of each node, in document order; index 0 holds the top-level nodes.
+    children: Vec<Vec<usize>>,
+}
+
+/// A row to add or remove so a repeat has as many rows as its `repeat_count` says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RowAction {
+    /// Add a row to the repeat at this field path.
+    Add(String),
+    /// Remove this row of the repeat at this field path.
+    Remove(String, Uuid),
 }
 
 fn default_required_message(lang: &str) -> &'static str {
@@ -120,6 +132,7 @@ impl Engine {
                 constraint: parse_opt(n.constraint.as_deref(), "constraint", &n.name)?,
                 required: parse_opt(n.required.as_deref(), "required", &n.name)?,
                 choice_filter: parse_opt(n.choice_filter.as_deref(), "choice_filter", &n.name)?,
+                repeat_count: parse_opt(n.repeat_count.as_deref(), "repeat_count", &n.name)?,
                 default: n.default.clone(),
                 dependents: Vec::new(),
                 topo: 0,
@@ -175,7 +188,12 @@ impl Engine {
             ));
         }
         let lang = form.language(None);
+        let mut children = vec![Vec::new(); nodes.len() + 1];
+        for (i, n) in nodes.iter().enumerate() {
+            children[n.parent.map_or(0, |p| p + 1)].push(i);
+        }
         Ok(Engine {
+            children,
             form: form.clone(),
             nodes,
             by_name,
@@ -703,10 +721,7 @@ impl Engine {
     }
 
     fn collect(&self, parent: Option<usize>, rows: &[Uuid], out: &mut Vec<Key>) {
-        for i in 0..self.nodes.len() {
-            if self.nodes[i].parent != parent {
-                continue;
-            }
+        for &i in &self.children[parent.map_or(0, |p| p + 1)] {
             if self.nodes[i].kind == QuestionType::Repeat {
                 let list = self.rows.get(&(i, rows.to_vec())).cloned().unwrap_or_default();
                 for row in list {
@@ -798,6 +813,49 @@ impl Engine {
                 choices: self.choices(&key, &lang),
                 error: self.check(&key, &lang).map(|(_, m)| m),
             });
+        }
+        out
+    }
+
+    /// Whether a repeat (by name or path) takes its rows from a `repeat_count`.
+    pub fn is_counted(&self, repeat: &str) -> bool {
+        self.repeat_of(repeat).is_ok_and(|(r, _)| self.nodes[r].repeat_count.is_some())
+    }
+
+    /// The rows to add or remove so that every relevant repeat with a `repeat_count` has that
+    /// many rows (rows are removed from the end).
+    pub fn repeat_count_actions(&self) -> Vec<RowAction> {
+        let mut out = Vec::new();
+        for (r, n) in self.nodes.iter().enumerate() {
+            let Some(count) = &n.repeat_count else { continue };
+            let depth = n.scope.len() - 1;
+            let prefixes: Vec<Vec<Uuid>> = if depth == 0 {
+                vec![Vec::new()]
+            } else {
+                self.instances(n.scope[depth - 1], &[]).into_iter().map(|k| k.rows).collect()
+            };
+            for prefix in prefixes {
+                let probe = Key { node: r, rows: prefix.clone() };
+                if let Some(parent) = self.parent_key(&probe) {
+                    if !self.is_relevant(&parent) {
+                        continue;
+                    }
+                }
+                let wanted = expr::evaluate(count, &self.ctx(&probe)).to_num();
+                let wanted = if wanted.is_finite() && wanted > 0.0 {
+                    wanted.min(MAX_COUNTED_ROWS) as usize
+                } else {
+                    0
+                };
+                let rows = self.rows.get(&(r, prefix)).cloned().unwrap_or_default();
+                let path = self.path_of(&probe);
+                for _ in rows.len()..wanted {
+                    out.push(RowAction::Add(path.clone()));
+                }
+                for row in rows.iter().skip(wanted) {
+                    out.push(RowAction::Remove(path.clone(), *row));
+                }
+            }
         }
         out
     }
@@ -960,6 +1018,9 @@ impl Engine {
         Ok(text)
     }
 }
+
+/// A `repeat_count` never creates more rows than this.
+const MAX_COUNTED_ROWS: f64 = 500.0;
 
 fn valid_point(s: &str) -> bool {
     let parts: Vec<f64> = s.split_whitespace().filter_map(|p| p.parse().ok()).collect();

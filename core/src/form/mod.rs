@@ -14,7 +14,7 @@ pub mod report;
 pub mod session;
 pub mod synthetic;
 
-pub use engine::{Engine, Key};
+pub use engine::{Engine, Key, RowAction};
 pub use import::{import_xlsform, import_xlsform_bytes, ImportError, ImportErrors};
 pub use model::{Choice, Form, Node, QuestionType, Settings, Translations};
 pub use session::{ChoiceView, FormError, FormSession, QuestionView, ValidationError, ValidationKind};

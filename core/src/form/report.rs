@@ -7,7 +7,7 @@ use serde::Serialize;
 use serde_json::Value as Json;
 use uuid::Uuid;
 
-use super::engine::Engine;
+use super::engine::{Engine, RowAction};
 use super::import::ImportError;
 use super::model::{Form, QuestionType};
 use super::session::{FormError, QuestionView, ValidationError};
@@ -106,6 +106,24 @@ pub fn preview(form: &Form, answers: &Json, lang: Option<&str>) -> Result<Previe
     let mut rejected = Vec::new();
     let mut next_row = 0u128;
     fill(&mut engine, map, None, &mut next_row, &mut rejected);
+    for _ in 0..8 {
+        let actions = engine.repeat_count_actions();
+        if actions.is_empty() {
+            break;
+        }
+        for action in actions {
+            let result = match action {
+                RowAction::Add(path) => {
+                    next_row += 1;
+                    engine.add_row(&path, Uuid::from_u128(next_row))
+                }
+                RowAction::Remove(path, row) => engine.remove_row(&path, row),
+            };
+            if let Err(e) = result {
+                rejected.push(e.to_string());
+            }
+        }
+    }
     let language = form.language(lang);
     Ok(Preview {
         language,

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::engine::Engine;
-use super::engine::FieldChange;
+use super::engine::{FieldChange, RowAction};
 use super::model::{Form, QuestionType};
 use crate::crdt::DocId;
 use crate::store::{Store, StoreError};
@@ -30,6 +30,8 @@ pub enum FormError {
     NotARepeat(String),
     #[error("question {question} is inside repeat {repeat}: name it by its path, {repeat}/<row id>/…")]
     InRepeat { question: String, repeat: String },
+    #[error("repeat {0} takes its number of rows from its repeat_count")]
+    CountedRepeat(String),
     #[error("repeat {repeat} has no row {row}")]
     UnknownRow { repeat: String, row: Uuid },
     #[error("document {doc} is a submission of form {found:?}, not of {expected:?}")]
@@ -154,6 +156,9 @@ impl<'s> FormSession<'s> {
         }
         let mut session = FormSession { store, doc, engine };
         session.write(changes)?;
+        if document.draft {
+            session.follow_repeat_counts()?;
+        }
         Ok(session)
     }
 
@@ -212,7 +217,34 @@ impl<'s> FormSession<'s> {
     /// question or a read-only one is refused and nothing changes.
     pub fn set_answer(&mut self, name_or_path: &str, value: serde_json::Value) -> Result<(), FormError> {
         let changes = self.engine.set_answer(name_or_path, &value)?;
-        self.write(changes)
+        self.write(changes)?;
+        self.follow_repeat_counts()
+    }
+
+    /// Adds and removes rows until every repeat with a `repeat_count` has that many rows.
+    fn follow_repeat_counts(&mut self) -> Result<(), FormError> {
+        // Counts may depend on rows (a count of another repeat): settle in a few rounds.
+        for _ in 0..8 {
+            let actions = self.engine.repeat_count_actions();
+            if actions.is_empty() {
+                break;
+            }
+            for action in actions {
+                match action {
+                    RowAction::Add(path) => {
+                        let row = self.store.add_repeat_row(self.doc, &path)?;
+                        let changes = self.engine.add_row(&path, row)?;
+                        self.write(changes)?;
+                    }
+                    RowAction::Remove(path, row) => {
+                        self.store.remove_repeat_row(self.doc, &path, row)?;
+                        let changes = self.engine.remove_row(&path, row)?;
+                        self.write(changes)?;
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The current value of a question (by name or path), as stored.
@@ -223,6 +255,9 @@ impl<'s> FormSession<'s> {
     /// Adds a row to a repeat (by name, or path for a nested repeat) and returns its id.
     pub fn add_repeat_row(&mut self, repeat: &str) -> Result<Uuid, FormError> {
         let path = self.engine.repeat_field_path(repeat)?;
+        if self.engine.is_counted(&path) {
+            return Err(FormError::CountedRepeat(path));
+        }
         let row = self.store.add_repeat_row(self.doc, &path)?;
         let changes = match self.engine.add_row(&path, row) {
             Ok(c) => c,
@@ -232,18 +267,23 @@ impl<'s> FormSession<'s> {
             }
         };
         self.write(changes)?;
+        self.follow_repeat_counts()?;
         Ok(row)
     }
 
     /// Removes a repeat row; its answers leave the submission.
     pub fn remove_repeat_row(&mut self, repeat: &str, row: Uuid) -> Result<(), FormError> {
         let path = self.engine.repeat_field_path(repeat)?;
+        if self.engine.is_counted(&path) {
+            return Err(FormError::CountedRepeat(path));
+        }
         if !self.engine.rows(&path)?.contains(&row) {
             return Err(FormError::UnknownRow { repeat: path, row });
         }
         self.store.remove_repeat_row(self.doc, &path, row)?;
         let changes = self.engine.remove_row(&path, row)?;
-        self.write(changes)
+        self.write(changes)?;
+        self.follow_repeat_counts()
     }
 
     /// The rows of a repeat, in order.
