@@ -441,3 +441,63 @@ proptest! {
         let _ = import_xlsform_bytes(&xlsx(&[("survey", survey)]), "x.xlsx");
     }
 }
+
+/// A minimal OpenDocument spreadsheet with string cells.
+fn ods(sheets: &[(&str, &[&[&str]])]) -> Vec<u8> {
+    use std::io::Write;
+    let esc =
+        |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+    let mut buf = std::io::Cursor::new(Vec::new());
+    {
+        let mut zip = zip::ZipWriter::new(&mut buf);
+        let stored =
+            zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        zip.start_file("mimetype", stored).unwrap();
+        zip.write_all(b"application/vnd.oasis.opendocument.spreadsheet").unwrap();
+        zip.start_file("META-INF/manifest.xml", stored).unwrap();
+        zip.write_all(br#"<?xml version="1.0" encoding="UTF-8"?><manifest:manifest xmlns:manifest="urn:oasis:names:tc:opendocument:xmlns:manifest:1.0" manifest:version="1.2"><manifest:file-entry manifest:full-path="/" manifest:media-type="application/vnd.oasis.opendocument.spreadsheet"/><manifest:file-entry manifest:full-path="content.xml" manifest:media-type="text/xml"/></manifest:manifest>"#).unwrap();
+        let mut c = String::from(
+            r#"<?xml version="1.0" encoding="UTF-8"?><office:document-content xmlns:office="urn:oasis:names:tc:opendocument:xmlns:office:1.0" xmlns:table="urn:oasis:names:tc:opendocument:xmlns:table:1.0" xmlns:text="urn:oasis:names:tc:opendocument:xmlns:text:1.0" office:version="1.2"><office:body><office:spreadsheet>"#,
+        );
+        for (name, rows) in sheets {
+            c.push_str(&format!(r#"<table:table table:name="{}">"#, esc(name)));
+            for row in rows.iter() {
+                c.push_str("<table:table-row>");
+                for cell in row.iter() {
+                    if cell.is_empty() {
+                        c.push_str("<table:table-cell/>");
+                    } else {
+                        c.push_str(&format!(r#"<table:table-cell office:value-type="string"><text:p>{}</text:p></table:table-cell>"#, esc(cell)));
+                    }
+                }
+                c.push_str("</table:table-row>");
+            }
+            c.push_str("</table:table>");
+        }
+        c.push_str("</office:spreadsheet></office:body></office:document-content>");
+        zip.start_file("content.xml", stored).unwrap();
+        zip.write_all(c.as_bytes()).unwrap();
+        zip.finish().unwrap();
+    }
+    buf.into_inner()
+}
+
+#[test]
+fn ods_spreadsheets_import_too() {
+    let survey: &[&[&str]] = &[
+        &["type", "name", "label", "relevant"],
+        &["select_one yn", "ok", "OK?", ""],
+        &["text", "why", "Why?", "${ok} = 'no'"],
+        &["text", "bad", "", "${ghost}"],
+    ];
+    let choices: &[&[&str]] = &[&["list_name", "name", "label"], &["yn", "yes", "Yes"], &["yn", "no", "No"]];
+    let errors =
+        import_xlsform_bytes(&ods(&[("survey", survey), ("choices", choices)]), "form.ods").unwrap_err();
+    assert_eq!(errors.0.len(), 1, "{errors}");
+    assert_eq!((errors.0[0].row, errors.0[0].column.as_str()), (4, "relevant"));
+    let form = import_xlsform_bytes(&ods(&[("survey", &survey[..3]), ("choices", choices)]), "my-form.ods")
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(form.settings.form_id, "my-form");
+    assert_eq!(form.node("why").unwrap().relevant.as_deref(), Some("${ok} = 'no'"));
+    assert_eq!(form.choice_lists["yn"].len(), 2);
+}

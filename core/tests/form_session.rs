@@ -465,3 +465,61 @@ fn repeat_count_sets_the_number_of_rows() {
     s.set_answer("children", json!(-4)).unwrap();
     assert!(s.repeat_rows("child").unwrap().is_empty());
 }
+
+#[test]
+fn dynamic_defaults_are_computed_and_literal_ones_kept() {
+    let form = build(
+        &[
+            ("date", "when", &[("label", "Fecha"), ("default", "today()")]),
+            ("text", "greeting", &[("label", "Saludo"), ("default", "hola (mundo)")]),
+            ("integer", "n", &[("label", "N"), ("default", "5")]),
+        ],
+        &[],
+    );
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission("test", "1").unwrap();
+    let s = FormSession::open(&store, &form, doc).unwrap();
+    assert_eq!(s.value("when").unwrap(), json!(chrono::Local::now().format("%Y-%m-%d").to_string()));
+    assert_eq!(s.value("greeting").unwrap(), json!("hola (mundo)"));
+    assert_eq!(s.value("n").unwrap(), json!(5));
+}
+
+mod never_panics {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn json_value() -> impl Strategy<Value = serde_json::Value> {
+        prop_oneof![
+            Just(json!(null)),
+            any::<bool>().prop_map(|b| json!(b)),
+            any::<i64>().prop_map(|i| json!(i)),
+            any::<f64>().prop_map(|f| json!(f)),
+            "\\PC{0,12}".prop_map(|s| json!(s)),
+            prop::collection::vec("[a-z ]{0,5}", 0..3).prop_map(|v| json!(v)),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+        #[test]
+        fn any_name_and_value_gives_a_result(
+            ops in prop::collection::vec((
+                prop::sample::select(vec!["age", "name", "consent", "province", "district", "job", "members", "m_age", "members/x/m_age", "", "/", "a/b/c", "adult"]),
+                json_value(),
+            ), 1..12)
+        ) {
+            let form = household();
+            let mut engine = Engine::new(&form).unwrap();
+            engine.load(&[], &|_| Vec::new());
+            let row = uuid::Uuid::from_u128(1);
+            engine.add_row("members", row).unwrap();
+            for (name, value) in ops {
+                let _ = engine.set_answer(name, &value);
+                let _ = engine.set_answer(&format!("members/{row}/m_age"), &value);
+            }
+            let _ = engine.visible_questions(Some("xx"));
+            let _ = engine.errors(None);
+        }
+    }
+}

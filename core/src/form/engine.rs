@@ -683,10 +683,20 @@ impl Engine {
 
     fn default_value(&self, key: &Key) -> Option<String> {
         let d = self.nodes[key.node].default.as_deref()?;
-        if d.contains("${") {
-            let e = expr::parse(d).ok()?;
-            let v = calculated_text(&expr::evaluate(&e, &self.ctx(key)));
-            return (!v.is_empty()).then_some(v);
+        // A default that reads answers or calls a function (`today()`) is computed when the
+        // question comes into being; anything else is literal text.
+        if let Ok(e) = expr::parse(d) {
+            let mut calls = Vec::new();
+            e.walk(&mut |x| {
+                if let Expr::Call(name, args) = x {
+                    calls.push(expr::is_known_function(name, args.len()) == Some(true));
+                }
+            });
+            let known = calls.iter().all(|&k| k);
+            if known && (!e.references().is_empty() || !calls.is_empty()) {
+                let v = calculated_text(&expr::evaluate(&e, &self.ctx(key)));
+                return (!v.is_empty()).then_some(v);
+            }
         }
         Some(d.to_owned())
     }
