@@ -460,7 +460,7 @@ fn repeat_count_sets_the_number_of_rows() {
     s.set_answer("children", json!(1)).unwrap();
     assert_eq!(s.repeat_rows("child").unwrap(), vec![rows[0]]);
     assert_eq!(s.value("ages").unwrap(), json!("7"));
-    assert!(matches!(s.add_repeat_row("child"), Err(FormError::CountedRepeat(_))));
+    assert!(matches!(s.add_repeat_row("child"), Err(FormError::ReadOnly(_))));
     assert_eq!(store.read_document(doc).unwrap().rows("child"), vec![rows[0]]);
     s.set_answer("children", json!(-4)).unwrap();
     assert!(s.repeat_rows("child").unwrap().is_empty());

@@ -24,14 +24,14 @@ pub enum FormError {
         "{choice_count} choices were given to {question}, which takes only known choices of list {list}"
     )]
     NotAChoice { question: String, list: String, choice_count: usize },
-    #[error("question {0} is read-only or calculated")]
+    /// A calculated or read-only question, metadata, or a repeat whose rows follow its
+    /// repeat_count.
+    #[error("{0} is read-only, calculated or counted")]
     ReadOnly(String),
     #[error("{0} is not a repeat of the form")]
     NotARepeat(String),
     #[error("question {question} is inside repeat {repeat}: name it by its path, {repeat}/<row id>/…")]
     InRepeat { question: String, repeat: String },
-    #[error("repeat {0} takes its number of rows from its repeat_count")]
-    CountedRepeat(String),
     #[error("repeat {repeat} has no row {row}")]
     UnknownRow { repeat: String, row: Uuid },
     #[error("document {doc} is a submission of form {found:?}, not of {expected:?}")]
@@ -256,7 +256,7 @@ impl<'s> FormSession<'s> {
     pub fn add_repeat_row(&mut self, repeat: &str) -> Result<Uuid, FormError> {
         let path = self.engine.repeat_field_path(repeat)?;
         if self.engine.is_counted(&path) {
-            return Err(FormError::CountedRepeat(path));
+            return Err(FormError::ReadOnly(path));
         }
         let row = self.store.add_repeat_row(self.doc, &path)?;
         let changes = match self.engine.add_row(&path, row) {
@@ -275,7 +275,7 @@ impl<'s> FormSession<'s> {
     pub fn remove_repeat_row(&mut self, repeat: &str, row: Uuid) -> Result<(), FormError> {
         let path = self.engine.repeat_field_path(repeat)?;
         if self.engine.is_counted(&path) {
-            return Err(FormError::CountedRepeat(path));
+            return Err(FormError::ReadOnly(path));
         }
         if !self.engine.rows(&path)?.contains(&row) {
             return Err(FormError::UnknownRow { repeat: path, row });
