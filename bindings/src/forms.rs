@@ -214,18 +214,34 @@ impl TejidoFormSession {
 
 #[uniffi::export]
 impl TejidoStore {
-    /// The forms this device has received from its server, newest version of each last.
+    /// The forms this device may fill: the newest version of each form its server published
+    /// to it, in the order they were first published.
     pub fn list_forms(&self) -> Result<Vec<Arc<TejidoForm>>, TejidoError> {
-        let mut forms = Vec::new();
-        for doc in self.store.list_documents(Collection::Form)? {
-            let d = self.store.read_document(doc)?;
-            let Some(json) = d.value("form") else { continue };
-            // A form a newer server published in a shape this build cannot read is left out.
-            if let Ok(form) = serde_json::from_value::<Form>(json.clone()) {
-                forms.push(Arc::new(TejidoForm { form }));
+        let mut latest: Vec<Form> = Vec::new();
+        // Form documents have time-ordered ids, so a later publication comes later.
+        for form in self.received_forms()? {
+            match latest.iter_mut().find(|f| f.settings.form_id == form.settings.form_id) {
+                Some(slot) => *slot = form,
+                None => latest.push(form),
             }
         }
-        Ok(forms)
+        Ok(latest.into_iter().map(|form| Arc::new(TejidoForm { form })).collect())
+    }
+
+    /// The exact form version a submission was started with (to resume or fix it after a newer
+    /// version arrived).
+    pub fn form_of_submission(&self, submission_id: String) -> Result<Arc<TejidoForm>, TejidoError> {
+        let doc = self.store.read_document(parse_doc(&submission_id)?)?;
+        let (id, version) = (doc.text("_form"), doc.text("_form_version"));
+        self.received_forms()?
+            .into_iter()
+            .find(|f| Some(f.settings.form_id.as_str()) == id && Some(f.settings.version.as_str()) == version)
+            .map(|form| Arc::new(TejidoForm { form }))
+            .ok_or_else(|| {
+                TejidoError::NotFound(format!(
+                    "this device has not received the form of submission {submission_id}"
+                ))
+            })
     }
 
     /// Starts a new draft submission of `form` and opens a session over it.
@@ -247,6 +263,20 @@ impl TejidoStore {
 }
 
 impl TejidoStore {
+    /// Every form version received, in publication order.
+    fn received_forms(&self) -> Result<Vec<Form>, TejidoError> {
+        let mut forms = Vec::new();
+        for doc in self.store.list_documents(Collection::Form)? {
+            let d = self.store.read_document(doc)?;
+            let Some(json) = d.value("form") else { continue };
+            // A form a newer server published in a shape this build cannot read is left out.
+            if let Ok(form) = serde_json::from_value::<Form>(json.clone()) {
+                forms.push(form);
+            }
+        }
+        Ok(forms)
+    }
+
     fn open_session(&self, form: &Form, doc: DocId) -> Result<Arc<TejidoFormSession>, TejidoError> {
         let session = FormSession::open_shared(self.store.clone(), form, doc)?;
         Ok(Arc::new(TejidoFormSession { session: Mutex::new(session), store: self.store.clone(), doc }))

@@ -64,6 +64,7 @@ pub struct Enrollment {
 }
 
 /// A handle that stops a running sync (for a Cancel button or an expiring background task).
+/// Use a new one for each sync: once cancelled it stays cancelled.
 #[derive(Debug, Default, uniffi::Object)]
 pub struct SyncCancellation {
     token: CancelToken,

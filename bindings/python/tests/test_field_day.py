@@ -158,7 +158,8 @@ def test_field_day_end_to_end(tmp_path):
         assert phone.read_submission(ids[1]).comments == [comment]
 
         # The member fixes the answer; it syncs and the coordinator sees it.
-        fix = phone.resume_form_session(form, ids[1])
+        assert phone.form_of_submission(ids[1]).version() == form.version()
+        fix = phone.resume_form_session(phone.form_of_submission(ids[1]), ids[1])
         fix.set_answer("place", AnswerValue.TEXT("Cancha techada de Belisario Porras"))
         assert phone.pending_change_count() == 1
         assert asyncio.run(phone.sync(None, None)).changes_pushed == 1
@@ -224,5 +225,8 @@ def test_sync_before_enrolling_is_a_typed_error(tmp_path):
     assert phone.enrollment() is None
     with pytest.raises(TejidoError.NotAllowed, match="not enrolled"):
         asyncio.run(phone.sync(None, None))
+    sub = phone.start_submission("bitacora_red_juvenil", "1")
+    with pytest.raises(TejidoError.NotFound, match="has not received the form"):
+        phone.form_of_submission(sub)
     with pytest.raises(TejidoError.InvalidInput, match="setup link"):
         asyncio.run(phone.enroll_with_link("no es un enlace", None))
