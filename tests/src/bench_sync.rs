@@ -126,12 +126,13 @@ async fn bench(args: Args) -> Result<(), String> {
         report("sync.server_peak_memory", p as f64, "bytes");
     }
 
-    // The baseline: the same rows straight into SQLite, and read back.
+    // The baseline (for both directions): the same rows straight into SQLite. Reading them back
+    // is reported beside it.
     let (insert_rate, select_rate) = raw_sqlite(&coord, args.submissions, args.fields)?;
     report("sync.raw_sqlite_insert_submissions_per_s", insert_rate, "submissions/s");
     report("sync.raw_sqlite_select_submissions_per_s", select_rate, "submissions/s");
     report_ratio("sync.push_submissions_per_s", push_rate / insert_rate);
-    report_ratio("sync.pull_submissions_per_s", pull_rate / select_rate);
+    report_ratio("sync.pull_submissions_per_s", pull_rate / insert_rate);
     Ok(())
 }
 

@@ -195,7 +195,7 @@ impl FaultProxy {
         self.shared.cut_all.notify_waiters();
     }
 
-    /// Cuts the next connection after `offset` bytes from the device.
+    /// Cuts the first connection whose device has sent `offset` bytes on it.
     pub fn cut_next_up_at(&self, offset: u64) {
         *lock(&self.shared.next_cut) = Some((UP, offset));
     }
@@ -254,10 +254,7 @@ fn plan(config: &FaultConfig) -> Plan {
 
 async fn handle(client: TcpStream, shared: Arc<Shared>) {
     shared.stats.connections.fetch_add(1, Ordering::SeqCst);
-    let mut plan = plan(&lock(&shared.config));
-    if let Some(cut) = lock(&shared.next_cut).take() {
-        plan.cut = Some(cut);
-    }
+    let plan = plan(&lock(&shared.config));
     let upstream_addr = *lock(&shared.upstream);
     let Ok(server) = TcpStream::connect(upstream_addr).await else {
         // The server is down: the device sees the connection close.
@@ -351,7 +348,17 @@ async fn pump(
             } else {
                 stats.bytes_down.fetch_add(n as u64, Ordering::SeqCst);
             }
-            if let Some(at) = cut_at {
+            // A one-shot cut armed for whichever connection first gets this far.
+            let armed = if dir == UP && cut_at.is_none() {
+                let mut next = lock(&shared.next_cut);
+                match *next {
+                    Some((UP, at)) if seen + n as u64 >= at => next.take().map(|(_, at)| at),
+                    _ => None,
+                }
+            } else {
+                None
+            };
+            if let Some(at) = cut_at.or(armed) {
                 if seen + n as u64 >= at {
                     chunk.truncate((at - seen) as usize);
                     let _ = tx.send((Instant::now(), chunk)).await;

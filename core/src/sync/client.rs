@@ -632,26 +632,56 @@ impl SyncClient {
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
         let limit = self.options.pull_limit.max(1);
+        let pull_path = |cursor: Option<&str>| {
+            let mut path = format!("/v1/pull?limit={limit}");
+            if let Some(c) = cursor {
+                path.push_str("&cursor=");
+                path.push_str(&percent_encode(c));
+            }
+            path
+        };
+        // The next page is fetched while this one is applied (its cursor is known as soon as
+        // this page arrives); pages are still applied strictly in order, each with its cursor.
+        let mut prefetched: Option<Prefetch> = None;
         loop {
             check(cancel)?;
             report_progress(progress, SyncPhase::Pulling, report.changes_pulled, None, report);
             let cursor = store.sync_cursor()?;
-            let mut path = format!("/v1/pull?limit={limit}");
-            if let Some(c) = &cursor {
-                path.push_str("&cursor=");
-                path.push_str(&percent_encode(c));
+            let path = pull_path(cursor.as_deref());
+            let early = match prefetched.take() {
+                Some(p) if p.path == path => p.take(cancel).await,
+                _ => None,
+            };
+            let page: PullResponse = match early {
+                Some(body) => {
+                    report.bytes_received += body.len() as u64;
+                    decode_json("/v1/pull", &body)?
+                }
+                None => {
+                    self.call_json::<(), _>(
+                        Method::GET,
+                        &path,
+                        None,
+                        false,
+                        cancel,
+                        report,
+                        self.options.max_attempts,
+                    )
+                    .await?
+                }
+            };
+            if page.more {
+                let next = pull_path(Some(&page.cursor));
+                let request = self.request(Method::GET, &next);
+                let handle = tokio::spawn(async move {
+                    let resp = request.send().await.ok()?;
+                    if !resp.status().is_success() {
+                        return None;
+                    }
+                    resp.bytes().await.ok().map(|b| b.to_vec())
+                });
+                prefetched = Some(Prefetch { path: next, handle });
             }
-            let page: PullResponse = self
-                .call_json::<(), _>(
-                    Method::GET,
-                    &path,
-                    None,
-                    false,
-                    cancel,
-                    report,
-                    self.options.max_attempts,
-                )
-                .await?;
             if self.options.download_attachments {
                 let wanted = referenced_blobs(&page.changes);
                 let mut missing = Vec::new();
@@ -816,15 +846,7 @@ impl SyncClient {
                 attempts,
             )
             .await?;
-        serde_json::from_slice(&bytes).map_err(|e| SyncError::Protocol {
-            endpoint,
-            detail: format!(
-                "invalid JSON ({} at line {} column {})",
-                e.classify_name(),
-                e.line(),
-                e.column()
-            ),
-        })
+        decode_json(&endpoint, &bytes)
     }
 
     /// Sends a request built by `build` until it succeeds, retrying network errors, 5xx and
@@ -911,6 +933,36 @@ impl SyncClient {
             _ = tokio::time::sleep(Duration::from_millis(wait)) => Ok(()),
         }
     }
+}
+
+/// A pull page requested ahead of time; abandoned if not used.
+struct Prefetch {
+    path: String,
+    handle: tokio::task::JoinHandle<Option<Vec<u8>>>,
+}
+
+impl Prefetch {
+    /// The page's body, if the early request succeeded (otherwise the caller asks again).
+    async fn take(mut self, cancel: &CancelToken) -> Option<Vec<u8>> {
+        tokio::select! {
+            biased;
+            _ = cancel.cancelled() => None,
+            r = &mut self.handle => r.ok().flatten(),
+        }
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.handle.abort();
+    }
+}
+
+fn decode_json<R: DeserializeOwned>(endpoint: &str, bytes: &[u8]) -> Result<R, SyncError> {
+    serde_json::from_slice(bytes).map_err(|e| SyncError::Protocol {
+        endpoint: endpoint.to_owned(),
+        detail: format!("invalid JSON ({} at line {} column {})", e.classify_name(), e.line(), e.column()),
+    })
 }
 
 enum Attempt {
