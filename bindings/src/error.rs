@@ -96,7 +96,7 @@ impl From<FormError> for TejidoError {
             }
             FormError::InRepeat { .. } => TejidoError::UnknownQuestion(message),
             FormError::UnknownRow { .. } => TejidoError::NotFound(message),
-            FormError::WrongForm { .. } | FormError::CountedRepeat(_) => TejidoError::NotAllowed(message),
+            FormError::WrongForm { .. } => TejidoError::NotAllowed(message),
             FormError::InvalidForm(_) => TejidoError::InvalidForm(message),
             FormError::Store(e) => e.into(),
         }
