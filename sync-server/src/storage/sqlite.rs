@@ -769,13 +769,14 @@ impl Storage for SqliteStorage {
         let limit = limit.clamp(1, 5_000);
         let scope = ScopeParams::of(device);
         self.read(|tx| {
-            let (upto, after) = match cursor {
+            let (upto, after, from_start) = match cursor {
                 Cursor::Log(after) => return log_page(tx, &scope, after, limit),
-                Cursor::Start => (max_seq(tx)?, Uuid::nil()),
-                Cursor::Snapshot { upto, after } => (upto, after),
+                Cursor::Start => (max_seq(tx)?, Uuid::nil(), true),
+                Cursor::Snapshot { upto, after } => (upto, after, false),
             };
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND d.doc > ?5 ORDER BY d.doc LIMIT ?6"
+                "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND (?7 = 1 OR d.doc > ?5)
+                 ORDER BY d.doc LIMIT ?6"
             ))?;
             let docs: Vec<(Uuid, Collection)> = stmt
                 .query_map(
@@ -785,7 +786,8 @@ impl Storage for SqliteStorage {
                         scope.audience,
                         scope.coordinator,
                         after.as_bytes().as_slice(),
-                        limit as i64
+                        limit as i64,
+                        from_start
                     ],
                     |r| Ok((uuid_col(r, 0)?, collection_col(r, 1)?)),
                 )?
@@ -803,7 +805,11 @@ impl Storage for SqliteStorage {
                 }
                 last = *doc;
                 if (changes.len() >= limit || bytes >= MAX_PAGE_BYTES) && i + 1 < docs.len() {
-                    return Ok(PullPage { changes, cursor: Cursor::Snapshot { upto, after: last }, more: true });
+                    return Ok(PullPage {
+                        changes,
+                        cursor: Cursor::Snapshot { upto, after: last },
+                        more: true,
+                    });
                 }
             }
             if exhausted {

@@ -292,7 +292,8 @@ fn a_snapshot_remembers_seen_ops_that_arrive_later(s: &dyn Storage) {
     let a = device(s, p, Role::Coordinator);
     let b = device(s, p, Role::Coordinator);
     let reader = device(s, p, Role::Coordinator);
-    let doc = DocId::new();
+    // The smallest possible id, to show the snapshot starts before every document.
+    let doc = DocId(Uuid::nil());
     // b's edit saw a's value, which has not reached the server yet.
     let old = change(&a, doc, Collection::Entity, 10, &[("f", json!("old"), vec![])]);
     let new = change(&b, doc, Collection::Entity, 20, &[("f", json!("new"), vec![old.op_id()])]);
