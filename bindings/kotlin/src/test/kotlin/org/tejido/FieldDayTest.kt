@@ -128,7 +128,7 @@ class FieldDayTest {
                 assertEquals("La foto no muestra la actividad.", reviewed.getValue(ids[2]).comments.single().text)
                 assertTrue(reviewed.getValue(ids[0]).comments.isEmpty())
 
-                val fix = phone.resumeFormSession(form, ids[2])
+                val fix = phone.resumeFormSession(phone.formOfSubmission(ids[2]), ids[2])
                 val newPhoto = fix.attachFile("photo_1", ByteArray(20_000) { 7 }, "image/jpeg")
                 val fixed = runBlocking { phone.sync(null, null) }
                 assertEquals(1uL, fixed.changesPushed)
