@@ -64,6 +64,72 @@ fn xform_binds(xml: &str) -> BTreeMap<String, Bind> {
     out
 }
 
+/// The choice names of each internal secondary instance (`<instance id="list">`), in order.
+fn xform_choice_lists(xml: &str) -> BTreeMap<String, Vec<String>> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut list: Option<String> = None;
+    let mut in_name = false;
+    let mut depth_in_item = 0usize;
+    loop {
+        match reader.read_event().unwrap() {
+            Event::Eof => break,
+            Event::Start(e) => {
+                let tag = e.name().as_ref().to_owned();
+                if tag == "instance" {
+                    let attr = |k: &str| {
+                        e.attributes().flatten().find(|a| a.key.as_ref() == k).map(|a| {
+                            a.normalized_value(quick_xml::XmlVersion::Implicit1_0).unwrap().into_owned()
+                        })
+                    };
+                    list = attr("id").filter(|_| attr("src").is_none());
+                } else if tag == "item" {
+                    depth_in_item = 1;
+                } else if depth_in_item > 0 {
+                    depth_in_item += 1;
+                    in_name = tag == "name" && depth_in_item == 2;
+                    if let (true, Some(l)) = (in_name, &list) {
+                        out.entry(l.clone()).or_default().push(String::new());
+                    }
+                }
+            }
+            Event::Text(t) if in_name => {
+                if let Some(l) = &list {
+                    if let Some(last) = out.entry(l.clone()).or_default().last_mut() {
+                        last.push_str(&t.xml10_content());
+                    }
+                }
+            }
+            Event::GeneralRef(r) if in_name => {
+                // `&amp;` inside a name comes as its own event.
+                if let Some(l) = &list {
+                    let ch = match r.as_ref() {
+                        "amp" => "&",
+                        "lt" => "<",
+                        "gt" => ">",
+                        "quot" => "\"",
+                        _ => "'",
+                    };
+                    if let Some(last) = out.entry(l.clone()).or_default().last_mut() {
+                        last.push_str(ch);
+                    }
+                }
+            }
+            Event::End(e) => {
+                let tag = e.name().as_ref().to_owned();
+                if tag == "instance" {
+                    list = None;
+                } else if depth_in_item > 0 {
+                    depth_in_item -= 1;
+                    in_name = false;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// The XForm bind type pyxform gives each question type.
 fn xform_type(n: &Node) -> &'static str {
     use QuestionType::*;
@@ -173,6 +239,16 @@ fn compare(form: &Form, xml: &str) -> Vec<String> {
             if ours != Some(msg.as_str()) {
                 problems.push(format!("{path}: constraint message {ours:?}, the XForm says {msg:?}"));
             }
+        }
+    }
+    for (list, names) in xform_choice_lists(xml) {
+        let ours: Vec<String> = form
+            .choice_lists
+            .get(&list)
+            .map(|c| c.iter().map(|c| c.name.clone()).collect())
+            .unwrap_or_default();
+        if ours != names {
+            problems.push(format!("choice list {list}: ours is {ours:?}, the XForm's is {names:?}"));
         }
     }
     for node in &form.nodes {

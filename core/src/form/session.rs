@@ -155,7 +155,10 @@ impl<'s> FormSession<'s> {
             changes.extend(engine.set_metadata(QuestionType::InstanceId, &format!("uuid:{}", doc.0), true));
         }
         let mut session = FormSession { store, doc, engine };
-        session.write(changes)?;
+        // A finalized submission is only re-read: recomputing must not create edits that sync.
+        if document.draft {
+            session.write(changes)?;
+        }
         if document.draft {
             session.follow_repeat_counts()?;
         }
