@@ -76,8 +76,9 @@ CREATE TABLE field_ops (
     leaf    INTEGER NOT NULL,
     PRIMARY KEY (doc, field, hlc, replica)
 ) WITHOUT ROWID;
-CREATE INDEX field_ops_leaves ON field_ops (doc, field) WHERE leaf = 1;
 
+-- (No index on leaves: every read of a field's state goes through the primary key's prefix, and
+-- a second index would cost every push an extra b-tree write per op.)
 -- Open conflicts: fields with more than one value nobody has replaced.
 CREATE VIEW conflicts AS
     SELECT doc, field, count(*) AS open_values FROM field_ops

@@ -154,16 +154,13 @@ fn load_doc(tx: &Connection, doc: &Uuid) -> rusqlite::Result<Option<DocRow>> {
 /// placeholder left when another op saw it first, then retire what it saw.
 fn merge_op(
     tx: &Transaction<'_>,
+    insert: &mut rusqlite::CachedStatement<'_>,
     doc: &[u8],
     field: &str,
     id: OpId,
     value: &str,
     seen: &[OpId],
 ) -> rusqlite::Result<bool> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1)
-         ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET value = excluded.value, known = 1 WHERE known = 0",
-    )?;
     let new =
         insert.execute(params![doc, field, hlc_to_sql(id.hlc), id.replica.0.as_bytes().as_slice(), value])?
             > 0;
@@ -191,10 +188,15 @@ fn apply_change(
     let id = change.op_id();
     let mut fresh: Vec<usize> = Vec::with_capacity(change.ops.len());
     let mut value = String::new();
+    // Inserts the op, or fills the placeholder an op that saw it left (which stays a non-leaf).
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1)
+         ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET value = excluded.value, known = 1 WHERE known = 0",
+    )?;
     for (i, op) in change.ops.iter().enumerate() {
         value.clear();
         let _ = write!(value, "{}", op.value);
-        if merge_op(tx, doc, op.field.as_str(), id, &value, &op.seen)? {
+        if merge_op(tx, &mut insert, doc, op.field.as_str(), id, &value, &op.seen)? {
             fresh.push(i);
             if let Some(sha) = parse_attachment_ref(&op.value) {
                 tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (sha256, doc) VALUES (?1, ?2)")?
@@ -357,52 +359,84 @@ fn admit_change(tx: &Transaction<'_>, device: &Device, change: &Change) -> Resul
 /// One field's ops as a snapshot needs them.
 #[derive(Default)]
 struct FieldHistory {
-    /// Open values, greatest first (the winner first).
-    leaves: Vec<(OpId, Option<String>)>,
+    /// Open values (their JSON text), greatest first: the winner first.
+    leaves: Vec<(OpId, String)>,
     /// Every op (known or a placeholder) that some op has seen.
     seen: Vec<OpId>,
 }
 
-/// A document's current state as snapshot changes: its open values grouped by op id, with the
-/// winner of each field naming every op of the field that is not a leaf, so a device that gets
-/// only the snapshot still knows which late ops have already been replaced.
-fn snapshot_changes(conn: &Connection, doc: Uuid, collection: Collection) -> Result<Vec<Change>> {
+/// A document's current state as snapshot changes, in wire JSON: its open values grouped by op
+/// id, with the winner of each field naming every op of the field that is not a leaf, so a
+/// device that gets only the snapshot still knows which late ops have already been replaced.
+/// Values are spliced in as stored (valid JSON), not parsed and re-encoded.
+fn snapshot_changes(conn: &Connection, doc: Uuid, collection: Collection) -> Result<Vec<String>> {
     let mut stmt = conn.prepare_cached(
         "SELECT field, hlc, replica, value, known, leaf FROM field_ops WHERE doc = ?1
          ORDER BY field, hlc DESC, replica DESC",
     )?;
     let mut rows = stmt.query([doc.as_bytes().as_slice()])?;
-    let mut fields: BTreeMap<String, FieldHistory> = BTreeMap::new();
+    let mut fields: Vec<(String, FieldHistory)> = Vec::new();
     while let Some(row) = rows.next()? {
-        let field: String = row.get(0)?;
+        let field = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
+        if fields.last().is_none_or(|(f, _)| f != field) {
+            fields.push((field.to_owned(), FieldHistory::default()));
+        }
         let id = OpId { hlc: hlc_from_sql(row.get(1)?), replica: ReplicaId(uuid_col(row, 2)?) };
-        let value: Option<String> = row.get(3)?;
         let known: bool = row.get(4)?;
         let leaf: bool = row.get(5)?;
-        let entry = fields.entry(field).or_default();
-        if known && leaf {
-            entry.leaves.push((id, value));
-        } else {
-            entry.seen.push(id);
+        let value: Option<String> = row.get(3)?;
+        if let Some(entry) = fields.last_mut().map(|(_, h)| h) {
+            match value {
+                Some(v) if known && leaf => entry.leaves.push((id, v)),
+                _ => entry.seen.push(id),
+            }
         }
     }
-    let mut by_op: BTreeMap<OpId, Vec<FieldOp>> = BTreeMap::new();
-    for (field, FieldHistory { leaves, seen }) in fields {
-        let path = FieldPath::parse(&field)
-            .map_err(|e| StorageError::Other(format!("stored field path is invalid: {e}")))?;
-        for (i, (id, value)) in leaves.into_iter().enumerate() {
-            let value = match value {
-                Some(v) => serde_json::from_str(&v)
-                    .map_err(|e| StorageError::Other(format!("stored value is not JSON: {e}")))?,
-                None => serde_json::Value::Null,
-            };
-            let seen = if i == 0 { seen.clone() } else { Vec::new() };
-            by_op.entry(id).or_default().push(FieldOp { field: path.clone(), value, seen });
+    // op id -> the ops' JSON objects
+    let mut by_op: BTreeMap<OpId, Vec<String>> = BTreeMap::new();
+    for (field, history) in &fields {
+        let field_json = serde_json::to_string(field)
+            .map_err(|e| StorageError::Other(format!("cannot encode a field path: {e}")))?;
+        for (i, (id, value)) in history.leaves.iter().enumerate() {
+            let mut op = String::with_capacity(field_json.len() + value.len() + 24);
+            op.push_str("{\"field\":");
+            op.push_str(&field_json);
+            op.push_str(",\"value\":");
+            op.push_str(value);
+            if i == 0 && !history.seen.is_empty() {
+                op.push_str(",\"seen\":[");
+                for (j, s) in history.seen.iter().enumerate() {
+                    if j > 0 {
+                        op.push(',');
+                    }
+                    let _ = write!(op, "\"{s}\"");
+                }
+                op.push(']');
+            }
+            op.push('}');
+            by_op.entry(*id).or_default().push(op);
         }
     }
     Ok(by_op
         .into_iter()
-        .map(|(id, ops)| Change { doc: DocId(doc), collection, replica: id.replica, hlc: id.hlc, ops })
+        .map(|(id, ops)| {
+            let mut c = String::with_capacity(ops.iter().map(|o| o.len() + 1).sum::<usize>() + 160);
+            let _ = write!(
+                c,
+                "{{\"doc\":\"{doc}\",\"collection\":\"{}\",\"replica\":\"{}\",\"hlc\":\"{:016x}\",\"ops\":[",
+                collection.as_str(),
+                id.replica,
+                id.hlc.0
+            );
+            for (i, o) in ops.iter().enumerate() {
+                if i > 0 {
+                    c.push(',');
+                }
+                c.push_str(o);
+            }
+            c.push_str("]}");
+            c
+        })
         .collect())
 }
 
@@ -797,9 +831,7 @@ impl Storage for SqliteStorage {
             let mut bytes = 0;
             let mut last = after;
             for (i, (doc, collection)) in docs.iter().enumerate() {
-                for change in snapshot_changes(tx, *doc, *collection)? {
-                    let json = serde_json::to_string(&change)
-                        .map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))?;
+                for json in snapshot_changes(tx, *doc, *collection)? {
                     bytes += json.len();
                     changes.push(json);
                 }
@@ -962,24 +994,31 @@ impl Storage for SqliteStorage {
     fn conflicts(&self, project: Uuid) -> Result<Vec<FieldConflict>> {
         self.read(|tx| {
             let mut stmt = tx.prepare(
-                "SELECT f.doc, f.field, f.hlc, f.replica FROM field_ops f JOIN conflicts c
-                   ON c.doc = f.doc AND c.field = f.field
-                 JOIN documents d ON d.doc = f.doc
+                "SELECT f.doc, f.field, f.hlc, f.replica FROM documents d JOIN field_ops f ON f.doc = d.doc
                  WHERE d.project = ?1 AND f.leaf = 1 AND f.known = 1
                  ORDER BY f.doc, f.field, f.hlc DESC, f.replica DESC",
             )?;
             let mut rows = stmt.query([project.as_bytes().as_slice()])?;
-            let mut out: Vec<FieldConflict> = Vec::new();
+            let mut fields: Vec<FieldConflict> = Vec::new();
             while let Some(row) = rows.next()? {
                 let doc = DocId(uuid_col(row, 0)?);
                 let field: String = row.get(1)?;
                 let id = OpId { hlc: hlc_from_sql(row.get(2)?), replica: ReplicaId(uuid_col(row, 3)?) };
-                match out.last_mut() {
+                match fields.last_mut() {
                     Some(c) if c.doc == doc && c.field == field => c.ops.push(id.to_string()),
-                    _ => out.push(FieldConflict { doc, field, ops: vec![id.to_string()] }),
+                    _ => {
+                        // The previous field had one open value: no conflict.
+                        if fields.last().is_some_and(|c| c.ops.len() < 2) {
+                            fields.pop();
+                        }
+                        fields.push(FieldConflict { doc, field, ops: vec![id.to_string()] });
+                    }
                 }
             }
-            Ok(out)
+            if fields.last().is_some_and(|c| c.ops.len() < 2) {
+                fields.pop();
+            }
+            Ok(fields)
         })
     }
 
