@@ -808,8 +808,10 @@ impl Storage for SqliteStorage {
                 Cursor::Start => (max_seq(tx)?, Uuid::nil(), true),
                 Cursor::Snapshot { upto, after } => (upto, after, false),
             };
+            // From the start, the bound includes the smallest id; later it is the last one sent.
+            let bound = if from_start { ">=" } else { ">" };
             let mut stmt = tx.prepare_cached(&format!(
-                "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND (?7 = 1 OR d.doc > ?5)
+                "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND d.doc {bound} ?5
                  ORDER BY d.doc LIMIT ?6"
             ))?;
             let docs: Vec<(Uuid, Collection)> = stmt
@@ -820,8 +822,7 @@ impl Storage for SqliteStorage {
                         scope.audience,
                         scope.coordinator,
                         after.as_bytes().as_slice(),
-                        limit as i64,
-                        from_start
+                        limit as i64
                     ],
                     |r| Ok((uuid_col(r, 0)?, collection_col(r, 1)?)),
                 )?
