@@ -466,9 +466,14 @@ impl SyncClient {
         let size = bytes.len() as u64;
         let endpoint = format!("/v1/blobs/{}", info.sha256);
         let mut failures = 0u32;
+        // Where the server's last answer said the upload stands; otherwise ask with HEAD.
+        let mut known: Option<u64> = None;
         loop {
             check(cancel)?;
-            let offset = self.blob_offset(&endpoint, size, cancel, report).await?;
+            let offset = match known.take() {
+                Some(o) => o,
+                None => self.blob_offset(&endpoint, size, cancel, report).await?,
+            };
             if offset >= size {
                 return Ok(());
             }
@@ -483,11 +488,12 @@ impl SyncClient {
                 .header(CONTENT_TYPE, "application/offset+octet-stream")
                 .body(chunk);
             match self.exchange(request, &endpoint, cancel).await {
-                Ok((status, _, body)) if status.is_success() => {
+                Ok((status, headers, body)) if status.is_success() => {
                     report.bytes_sent += sent;
                     report.bytes_received += body.len() as u64;
                     report.attachment_bytes_uploaded += sent;
                     failures = 0;
+                    known = header_offset(&headers).filter(|o| *o <= size);
                     report_progress(
                         progress,
                         SyncPhase::UploadingAttachments,
@@ -1045,6 +1051,10 @@ fn describe(e: &reqwest::Error) -> String {
         source = s.source();
     }
     detail
+}
+
+fn header_offset(headers: &HeaderMap) -> Option<u64> {
+    headers.get(UPLOAD_OFFSET_HEADER)?.to_str().ok()?.trim().parse().ok()
 }
 
 fn header_safe(s: &str) -> String {
