@@ -141,3 +141,30 @@ async fn a_cut_upload_resumes_where_it_stopped_and_cancel_stops_cleanly() {
     // sends the rest after what the server kept (bytes in flight at the cut are lost).
     assert!(sent < 2_100_000, "sent {sent} bytes for a 1.5 MB attachment cut at 700 KB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_change_stays_in_the_outbox_and_does_not_block_the_rest() {
+    let server = TestServer::start();
+    let project = server.create_project("p");
+    let (_, link) = server.enrollment_code(project, "enumerator", 1, &server.url());
+    let (_, coord_link) = server.enrollment_code(project, "coordinator", 1, &server.url());
+    let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+    let mut dev = Device::enroll(&link, "dev", test_options()).await.unwrap();
+    let mut subs: Vec<_> = (0..7).map(|_| fill_submission(dev.store(), "f", 3, &mut rng)).collect();
+    // The store lets an enumerator write the shared list offline; the server refuses it.
+    let entity =
+        dev.store().create_document(tejido_core::Collection::Entity, &[("name", json!("x"))]).unwrap();
+    subs.extend((0..5).map(|_| fill_submission(dev.store(), "f", 3, &mut rng)));
+
+    let r = dev.sync().await.unwrap();
+    assert_eq!(r.refused.len(), 1, "{:?}", r.refused);
+    assert_eq!(r.refused[0].doc, entity);
+    assert_eq!(r.changes_pushed, 12);
+    assert_eq!(dev.store().pending_count().unwrap(), 1, "the refused change is kept");
+
+    let mut coord = Device::enroll(&coord_link, "coord", test_options()).await.unwrap();
+    coord.sync().await.unwrap();
+    let held = documents(coord.store());
+    assert!(subs.iter().all(|s| held.contains_key(s)));
+    assert!(!held.contains_key(&entity));
+}

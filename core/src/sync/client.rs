@@ -183,6 +183,16 @@ pub struct SyncReport {
     pub retries: u64,
     /// Writers whose clocks run far ahead, seen in pulled changes.
     pub far_future: Vec<(ReplicaId, Hlc)>,
+    /// Local changes the server refused (outside this device's scope, or invalid). They stay
+    /// in the outbox; everything else was pushed past them. Show them for review.
+    pub refused: Vec<RefusedChange>,
+}
+
+/// A local change the server refused, and why (the server's message names no answers).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefusedChange {
+    pub doc: crate::crdt::DocId,
+    pub reason: String,
 }
 
 /// Tuning for a [`SyncClient`].
@@ -577,11 +587,20 @@ impl SyncClient {
     ) -> Result<(), SyncError> {
         let total = store.pending_count()?;
         let mut done = 0u64;
-        let mut limit = self.options.push_batch_changes.clamp(1, MAX_PUSH_CHANGES);
+        let batch = self.options.push_batch_changes.clamp(1, MAX_PUSH_CHANGES);
+        let mut limit = batch;
+        // Changes the server refused in this sync: they stay in the outbox (nothing is
+        // dropped), and the rest is pushed past them.
+        let mut refused_seqs: Vec<i64> = Vec::new();
         loop {
             check(cancel)?;
             report_progress(progress, SyncPhase::Pushing, done, Some(total.max(done)), report);
-            let pending = store.pending_changes(limit)?;
+            let pending: Vec<_> = store
+                .pending_changes(limit + refused_seqs.len())?
+                .into_iter()
+                .filter(|p| !refused_seqs.contains(&p.seq))
+                .take(limit)
+                .collect();
             if pending.is_empty() {
                 return Ok(());
             }
@@ -623,6 +642,16 @@ impl SyncClient {
                 }
                 // A batch too large for the server: halve it and try again.
                 Err(SyncError::Rejected { status: 413, .. }) if n > 1 => limit = (n / 2).max(1),
+                // A batch refused whole because of some change in it (outside this device's
+                // scope, or invalid): halve until the change is alone, pushing the rest.
+                Err(SyncError::Forbidden { .. } | SyncError::Rejected { status: 400, .. }) if n > 1 => {
+                    limit = (n / 2).max(1)
+                }
+                Err(e @ (SyncError::Forbidden { .. } | SyncError::Rejected { status: 400, .. })) => {
+                    refused_seqs.extend(&seqs);
+                    report.refused.push(RefusedChange { doc: body.changes[0].doc, reason: e.to_string() });
+                    limit = batch;
+                }
                 Err(e) => return Err(e),
             }
         }
