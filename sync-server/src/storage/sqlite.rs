@@ -647,6 +647,9 @@ impl Storage for SqliteStorage {
     }
 
     fn redeem_enrollment_code(&self, redeem: &Redeem) -> Result<Enrolled> {
+        if redeem.replica == self.replica {
+            return Err(StorageError::Conflict("that replica id is the server's own".into()));
+        }
         self.write(|tx| {
             let code: Option<(Uuid, Role, i64, Option<i64>)> = tx
                 .query_row(

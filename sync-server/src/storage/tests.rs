@@ -573,3 +573,36 @@ fn reviews_and_forms_are_written_by_the_server_replica(s: &dyn Storage) {
     );
     assert!(matches!(s.publish_form(&form(json!({"a": 2}))), Err(StorageError::Conflict(_))));
 }
+
+#[test]
+fn a_device_cannot_enroll_with_the_server_replica_and_reopening_keeps_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
+    let p = project(&s);
+    let code: [u8; 32] = rand::random();
+    s.create_enrollment_code(&NewEnrollmentCode {
+        code_hash: code,
+        project: p,
+        role: Role::Coordinator,
+        uses: 1,
+        expires_ms: None,
+        now_ms: 1,
+    })
+    .unwrap();
+    let redeem = Redeem {
+        code_hash: code,
+        replica: s.replica(),
+        device_name: None,
+        device_id: Uuid::new_v4(),
+        token_hash: rand::random(),
+        now_ms: 2,
+    };
+    assert!(matches!(s.redeem_enrollment_code(&redeem), Err(StorageError::Conflict(_))));
+    let replica = s.replica();
+    drop(s);
+    let again = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
+    assert_eq!(again.replica(), replica);
+    assert_eq!(again.list_projects().unwrap().len(), 1);
+    std::fs::write(dir.path().join("other.db"), b"not a database at all, just text").unwrap();
+    assert!(SqliteStorage::open(dir.path().join("other.db")).is_err());
+}
