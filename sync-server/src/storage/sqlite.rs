@@ -327,18 +327,26 @@ fn admit_change(tx: &Transaction<'_>, device: &Device, change: &Change) -> Resul
                     "comment {doc_id} names submission {target}, which this device cannot see"
                 )));
             }
-            if let Some(Some(p)) = existing.as_ref().map(|e| e.parent) {
-                if p != target {
+            match existing.as_ref().map(|e| e.parent) {
+                Some(Some(p)) if p != target => {
                     return Err(StorageError::Invalid(format!(
                         "comment {doc_id} is about submission {p}; it cannot move to another"
-                    )));
+                    )))
                 }
+                // Devices following the log would miss what the comment said before it joined
+                // their scope: the submission is named when the comment is created.
+                Some(None) => {
+                    return Err(StorageError::Invalid(format!(
+                        "comment {doc_id} was created without a submission; it cannot gain one later"
+                    )))
+                }
+                _ => {}
             }
             parent = Some(target);
         }
     }
-    match existing {
-        None => insert_document(
+    if existing.is_none() {
+        insert_document(
             tx,
             &doc_id,
             &device.project,
@@ -346,12 +354,7 @@ fn admit_change(tx: &Transaction<'_>, device: &Device, change: &Change) -> Resul
             Some(&device.id),
             parent.as_ref(),
             None,
-        )?,
-        Some(row) if row.parent.is_none() && parent.is_some() => {
-            tx.prepare_cached("UPDATE documents SET parent = ?2 WHERE doc = ?1")?
-                .execute(params![doc_id.as_bytes().as_slice(), parent.map(|p| p.as_bytes().to_vec())])?;
-        }
-        Some(_) => {}
+        )?;
     }
     Ok(())
 }

@@ -317,6 +317,13 @@ fn scope_refusals_write_nothing(s: &dyn Storage) {
     let coord = device(s, p, Role::Coordinator);
     let mine = DocId::new();
     s.push(&e1, &[change(&e1, mine, Collection::Submission, 10, &[("a", json!(1), vec![])])], now()).unwrap();
+    let loose = DocId::new();
+    s.push(
+        &coord,
+        &[change(&coord, loose, Collection::Comment, 10, &[("text", json!("hi"), vec![])])],
+        now(),
+    )
+    .unwrap();
     let ok = change(&e2, DocId::new(), Collection::Submission, 11, &[("a", json!(2), vec![])]);
     let refusals: Vec<(&str, &Device, Change)> = vec![
         (
@@ -361,6 +368,17 @@ fn scope_refusals_write_nothing(s: &dyn Storage) {
             ),
         ),
         (
+            "a comment gaining a submission later",
+            &coord,
+            change(
+                &coord,
+                loose,
+                Collection::Comment,
+                12,
+                &[("submission", json!(mine.to_string()), vec![])],
+            ),
+        ),
+        (
             "a self-seen op",
             &e2,
             change(
@@ -379,7 +397,7 @@ fn scope_refusals_write_nothing(s: &dyn Storage) {
         assert!(matches!(err, StorageError::Forbidden(_) | StorageError::Invalid(_)), "{what}: {err}");
     }
     let (log, _) = pull_all(s, &coord, Cursor::Log(0), 100);
-    assert_eq!(log.len(), 1, "only the first, allowed change is stored");
+    assert_eq!(log.len(), 2, "only the allowed changes made before are stored");
     let (other_log, _) = pull_all(s, &outsider, Cursor::Start, 100);
     assert!(other_log.is_empty());
     // A revoked device's push is refused inside the transaction.
