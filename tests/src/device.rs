@@ -111,6 +111,18 @@ impl Device {
             Some(SyncClient::from_store_with_options(self.store(), self.options.clone()).expect("enrolled"));
     }
 
+    /// The store's file.
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// Closes the store and the client (another process may use the store meanwhile); call
+    /// [`reopen`](Self::reopen) to use the device again.
+    pub fn close(&mut self) {
+        self.client = None;
+        self.store = None;
+    }
+
     /// Simulates the app being killed and started again: drops the store and the client and
     /// opens both afresh from disk.
     pub fn reopen(&mut self) {

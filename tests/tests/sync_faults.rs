@@ -1,7 +1,7 @@
 //! Faults, in randomized trials against the real server: a TCP proxy that cuts connections
 //! mid-request, delays and duplicates requests; the server killed with SIGKILL during a push
 //! and restarted; the device killed during a sync (its sync future dropped at a random moment
-//! and its store reopened). After every trial, 0 ops lost and 0 duplicated: a coordinator that
+//! and its store reopened, or the device as its own process killed with SIGKILL). After every trial, 0 ops lost and 0 duplicated: a coordinator that
 //! follows the server's log receives every op every device wrote exactly once, and at the end a
 //! fresh device's snapshot equals a store holding exactly what the devices wrote.
 //!
@@ -247,6 +247,97 @@ async fn device_killed_during_a_sync_loses_and_duplicates_nothing() {
     world.check_final(&devices).await;
     println!(
         "device-kill trials {n} seed {seed}: killed mid-sync {killed}; ops {} lost 0 duplicated 0",
+        world.pulled
+    );
+    assert!(killed > 0);
+}
+
+/// The device app as its own process, for the real-kill trials: opens the store named by
+/// `TEJIDO_CHILD_DEVICE_STORE` and syncs once. Run only by the parent test below.
+#[test]
+#[ignore = "run by device_process_killed_during_a_sync_loses_and_duplicates_nothing"]
+fn child_device_process() {
+    let path = std::env::var_os("TEJIDO_CHILD_DEVICE_STORE").expect("run by the parent test");
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let store = tejido_core::Store::open(&path).unwrap();
+        let options =
+            tejido_core::sync::client::SyncOptions { push_batch_changes: 2, pull_limit: 3, ..test_options() };
+        let client = tejido_core::sync::client::SyncClient::from_store_with_options(&store, options).unwrap();
+        eprintln!("TEJIDO_CHILD_SYNCING");
+        let _ = client.sync(&store, &(), &tejido_core::sync::client::CancelToken::new()).await;
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_process_killed_during_a_sync_loses_and_duplicates_nothing() {
+    let seed = seed();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut world = World::new(2).await;
+    let proxy = FaultProxy::start(
+        world.server.addr(),
+        FaultConfig { latency: Duration::from_millis(2), ..FaultConfig::clean() },
+    );
+    let mut devices = Vec::new();
+    for i in 0..2 {
+        let mut d = Device::enroll(&world.enum_link, &format!("device-{i}"), test_options()).await.unwrap();
+        d.set_server(&proxy.url());
+        devices.push(d);
+    }
+    let exe = std::env::current_exe().unwrap();
+    let n = trials(10);
+    let mut killed = 0;
+    for trial in 0..n {
+        let i = rng.random_range(0..devices.len());
+        work(&devices[i], &mut rng, 12);
+        let d = &mut devices[i];
+        d.record_outbox();
+        d.close();
+        let mut child = std::process::Command::new(&exe)
+            .args([
+                "--ignored",
+                "--exact",
+                "child_device_process",
+                "--test-threads=1",
+                "--quiet",
+                "--nocapture",
+            ])
+            .env("TEJIDO_CHILD_DEVICE_STORE", d.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait until the child has its store open and starts syncing, then kill it at a random
+        // moment of the sync.
+        let stderr = child.stderr.take().unwrap();
+        let (seen_tx, seen_rx) = tokio::sync::oneshot::channel::<()>();
+        tokio::task::spawn_blocking(move || {
+            use std::io::BufRead;
+            let mut lines = std::io::BufReader::new(stderr).lines();
+            let mut seen_tx = Some(seen_tx);
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if line.contains("TEJIDO_CHILD_SYNCING") {
+                    if let Some(tx) = seen_tx.take() {
+                        let _ = tx.send(());
+                    }
+                }
+            }
+        });
+        let _ = tokio::time::timeout(Duration::from_secs(10), seen_rx).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..60))).await;
+        if child.try_wait().unwrap().is_none() {
+            killed += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        d.reopen();
+        d.sync_until_done(10).await;
+        world.check(&devices, trial).await;
+    }
+    world.check_final(&devices).await;
+    println!(
+        "device-process-kill trials {n} seed {seed}: SIGKILLed mid-sync {killed}; ops {} lost 0 duplicated 0",
         world.pulled
     );
     assert!(killed > 0);
