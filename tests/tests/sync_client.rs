@@ -41,6 +41,7 @@ async fn push_pull_attachments_and_authorization() {
     let rc = coord.sync().await.unwrap();
     assert_eq!(rc.attachments_downloaded, 1);
     assert_eq!(std::fs::read(coord.store().attachment_path(&sha).unwrap()).unwrap(), photo);
+    assert_eq!(coord.store().attachment(&sha).unwrap().unwrap().media_type, "image/jpeg");
 
     // The coordinator sees both submissions, not the draft; each enumerator sees only its own.
     let seen = documents(coord.store());
