@@ -1,5 +1,6 @@
 //! `tejido-server`: the sync server and the admin CLI, one binary.
 
+mod demo;
 mod form_cli;
 
 use std::io::Write;
@@ -41,6 +42,24 @@ enum Command {
         /// The address phones use, for enrollment links (default: the request's Host).
         #[arg(long, env = "TEJIDO_PUBLIC_URL")]
         public_url: Option<String>,
+    },
+    /// Serve a seeded demo project (in DATA/demo) with the example forms and simulated devices
+    /// that fill and sync submissions through the real client; runs until Ctrl-C.
+    Demo {
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: String,
+        /// How many simulated devices (odd ones are enumerators, even ones youth).
+        #[arg(long, default_value_t = 4)]
+        devices: u32,
+        /// How many rounds of filling and syncing.
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        /// Submissions each device fills per round.
+        #[arg(long, default_value_t = 2)]
+        per_round: u32,
+        /// Stop once the rounds are done instead of serving on.
+        #[arg(long)]
+        exit_after_rounds: bool,
     },
     /// Projects.
     #[command(subcommand)]
@@ -170,6 +189,9 @@ fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
 fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve { listen, admin_token, public_url } => serve(data, &listen, admin_token, public_url),
+        Command::Demo { listen, devices, rounds, per_round, exit_after_rounds } => {
+            demo::run(data, demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds })
+        }
         Command::Project(ProjectCommand::Create { name }) => {
             let storage = open_storage(data)?;
             let p = storage.create_project(&name, tejido_server::now_ms())?;

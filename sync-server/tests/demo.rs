@@ -1,0 +1,108 @@
+//! `tejido-server demo`: the real binary seeds a project, publishes the example forms, and its
+//! simulated devices enroll, fill and sync finalized submissions (with photos) over HTTP; the
+//! server's database then holds exactly what the demo reports.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn run_demo(data: &std::path::Path) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tejido-server"))
+        .arg("--data")
+        .arg(data)
+        .args(["demo", "--listen", "127.0.0.1:0", "--devices", "3", "--rounds", "1", "--exit-after-rounds"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!("the demo did not stop by itself");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert!(status.success(), "demo failed:\n{out}\n{err}");
+    out
+}
+
+/// The `demo: totals form=n ... photos=n` line, as a map.
+fn totals(out: &str) -> BTreeMap<String, u64> {
+    let line = out.lines().find_map(|l| l.strip_prefix("demo: totals ")).unwrap_or_else(|| panic!("{out}"));
+    line.split_whitespace()
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap();
+            (k.to_owned(), v.parse().unwrap())
+        })
+        .collect()
+}
+
+fn server_counts(db: &std::path::Path) -> (BTreeMap<String, u64>, u64, u64, u64) {
+    let conn = rusqlite::Connection::open(db).unwrap();
+    let mut per_form = BTreeMap::new();
+    let mut stmt = conn
+        .prepare(
+            "SELECT f.value, count(DISTINCT d.doc) FROM documents d
+             JOIN field_ops f ON f.doc = d.doc AND f.field = '_form' AND f.leaf = 1
+             JOIN field_ops s ON s.doc = d.doc AND s.field = '_status' AND s.leaf = 1
+             WHERE d.collection = 'submission' AND s.value = '\"finalized\"'
+             GROUP BY f.value",
+        )
+        .unwrap();
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))).unwrap();
+    for row in rows {
+        let (form, n) = row.unwrap();
+        let form: String = serde_json::from_str(&form).unwrap();
+        per_form.insert(form, n);
+    }
+    let one = |sql: &str| conn.query_row(sql, [], |r| r.get::<_, i64>(0)).unwrap() as u64;
+    (
+        per_form,
+        one("SELECT count(*) FROM blob_owners"),
+        one("SELECT count(*) FROM devices"),
+        one("SELECT count(*) FROM forms"),
+    )
+}
+
+#[test]
+fn the_demo_fills_and_syncs_both_example_forms() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = run_demo(dir.path());
+    assert!(out.contains("listening on http://127.0.0.1:"), "{out}");
+    assert!(out.contains("tejido://enroll?server="), "{out}");
+    let mut reported = totals(&out);
+    let photos = reported.remove("photos").unwrap();
+    // 3 devices: two enumerators (victimization survey), one youth (activity log), 2 each.
+    assert_eq!(reported.get("victimizacion_hogares"), Some(&4), "{out}");
+    assert_eq!(reported.get("bitacora_red_juvenil"), Some(&2), "{out}");
+    assert!(photos >= 2, "every activity has at least one photo: {out}");
+
+    let db = dir.path().join("demo").join("tejido.db");
+    let (per_form, blobs, devices, forms) = server_counts(&db);
+    assert_eq!(per_form, reported, "the server holds what the demo reports");
+    assert_eq!(blobs, photos, "each generated photo reached the server once");
+    assert_eq!(devices, 3);
+    assert_eq!(forms, 2);
+    // Survey answers stay out of the log: no generated names or places.
+    for value in ["Yaritza", "Casa comunal", "Actividad simulada"] {
+        assert!(!out.contains(value), "{value} in the output");
+    }
+
+    // A second run reuses the project and forms and adds new devices and submissions.
+    let out = run_demo(dir.path());
+    assert!(out.contains("already exists"), "{out}");
+    let (per_form, _, devices, forms) = server_counts(&db);
+    assert_eq!(per_form.get("victimizacion_hogares"), Some(&8));
+    assert_eq!(devices, 6);
+    assert_eq!(forms, 2);
+}
