@@ -106,3 +106,70 @@ fn the_demo_fills_and_syncs_both_example_forms() {
     assert_eq!(devices, 6);
     assert_eq!(forms, 2);
 }
+
+#[test]
+fn a_coordinator_enrolls_with_the_printed_link_and_receives_every_submission() {
+    use std::io::{BufRead, BufReader};
+    use tejido_core::sync::client::{enroll_with_link, CancelToken, SyncClient};
+    use tejido_core::{Collection, Store};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tejido-server"))
+        .arg("--data")
+        .arg(dir.path())
+        .args(["demo", "--listen", "127.0.0.1:0", "--devices", "2", "--rounds", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut child = KillOnDrop(Some(child));
+    let mut lines = BufReader::new(stdout).lines();
+    let (mut link, mut totals_line) = (None, None);
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        if let Some(l) = line.strip_prefix("demo: coordinator enrollment link (one device): ") {
+            link = Some(l.to_owned());
+        }
+        if line.starts_with("demo: totals ") {
+            totals_line = Some(line.clone());
+        }
+        if line.starts_with("demo: still serving") {
+            break;
+        }
+    }
+    let link = link.expect("a coordinator link");
+    let mut reported = totals(&totals_line.expect("a totals line"));
+    reported.remove("photos");
+    let expected: u64 = reported.values().sum();
+    assert_eq!(expected, 4);
+
+    let store = Store::open(dir.path().join("coordinator.db")).unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let received = rt.block_on(async {
+        let enrolled = enroll_with_link(&link, &store, Some("coordinator")).await.unwrap();
+        assert_eq!(enrolled.project_name, "Observatorio demo");
+        let client = SyncClient::from_store(&store).unwrap();
+        client.sync(&store, &(), &CancelToken::new()).await.unwrap();
+        store.list_documents(Collection::Submission).unwrap().len() as u64
+    });
+    assert_eq!(received, expected, "the coordinator receives every synced submission");
+    assert_eq!(store.list_documents(Collection::Form).unwrap().len(), 2);
+
+    let mut child = child.0.take().unwrap();
+    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success(), "the demo stops cleanly on SIGTERM");
+}
+
+/// Stops the demo if the test fails before it does.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
