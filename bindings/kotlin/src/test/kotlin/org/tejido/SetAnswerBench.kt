@@ -22,7 +22,7 @@ class SetAnswerBench {
             val sub = store.startSubmission("bench", "1")
             // Warm the JIT and JNA's method lookups on a separate submission first.
             val warm = store.startSubmission("bench", "1")
-            for (i in 0 until 500) store.setAnswer(warm, "q${i % 100}", AnswerValue.Integer(i.toLong()))
+            for (i in 0 until 3_000) store.setAnswer(warm, "q${i % 100}", AnswerValue.Integer(i.toLong()))
             val start = System.nanoTime()
             for (i in 0 until n) store.setAnswer(sub, "q${i % 100}", AnswerValue.Integer(i.toLong()))
             val secs = (System.nanoTime() - start) / 1e9
