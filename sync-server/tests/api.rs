@@ -38,7 +38,17 @@ async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    Server { url: format!("http://{addr}"), http: reqwest::Client::new(), _dir: dir }
+    Server {
+        url: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            // See the raw encodings: in a workspace build reqwest may have gzip/zstd enabled by
+            // another crate and would otherwise decode (and strip) them itself.
+            .no_gzip()
+            .no_zstd()
+            .build()
+            .unwrap(),
+        _dir: dir,
+    }
 }
 
 impl Server {
