@@ -47,19 +47,7 @@ pub fn hash_code(code: &str) -> [u8; 32] {
 
 /// The setup link a phone opens (or scans as a QR code) to enroll.
 pub fn enrollment_link(server: &str, code: &str) -> String {
-    format!("tejido://enroll?server={}&code={}", percent_encode(server), percent_encode(code))
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    tejido_core::sync::wire::setup_link(server, code)
 }
 
 #[cfg(test)]

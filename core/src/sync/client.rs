@@ -671,7 +671,7 @@ impl SyncClient {
             let mut path = format!("/v1/pull?limit={limit}");
             if let Some(c) = cursor {
                 path.push_str("&cursor=");
-                path.push_str(&percent_encode(c));
+                path.push_str(&super::wire::percent_encode(c));
             }
             path
         };
@@ -1088,18 +1088,6 @@ fn header_offset(headers: &HeaderMap) -> Option<u64> {
 
 fn header_safe(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect()
-}
-
-fn percent_encode(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {

@@ -104,3 +104,22 @@ pub struct ErrorBody {
     /// What went wrong, for people. Never contains answers.
     pub message: String,
 }
+
+/// The setup link a phone opens (or scans as a QR code) to enroll:
+/// `tejido://enroll?server=<url>&code=<code>`, both percent-encoded.
+pub fn setup_link(server: &str, code: &str) -> String {
+    format!("tejido://enroll?server={}&code={}", percent_encode(server), percent_encode(code))
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
