@@ -113,7 +113,9 @@ impl From<SyncError> for TejidoError {
     fn from(e: SyncError) -> Self {
         let message = e.to_string();
         match e {
-            SyncError::Unauthorized | SyncError::Forbidden { .. } => TejidoError::Unauthorized(message),
+            SyncError::Unauthorized | SyncError::Forbidden { .. } | SyncError::BadCode => {
+                TejidoError::Unauthorized(message)
+            }
             SyncError::Network { .. } => TejidoError::Network(message),
             SyncError::Server { .. } => TejidoError::Network(message),
             SyncError::ProtocolMismatch { .. } | SyncError::Protocol { .. } | SyncError::Rejected { .. } => {

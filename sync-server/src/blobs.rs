@@ -1,6 +1,7 @@
 //! Blob bytes on disk, content-addressed: complete blobs at `blobs/ab/abcdef…`, uploads in
-//! progress per project at `blobs/partial/<project>/<sha256>` (each project proves it holds the
-//! bytes by sending them, so no project learns what another uploaded).
+//! progress per device at `blobs/partial/<project>/<device>/<sha256>` (each device proves it
+//! holds the bytes by sending them, so no device learns what another uploaded, and no device
+//! can add bytes to another's upload).
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -13,10 +14,23 @@ use uuid::Uuid;
 /// Serialises the writers of one upload.
 pub type UploadLock = Arc<tokio::sync::Mutex<()>>;
 
+/// Whose upload: one device of one project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct UploadOwner {
+    pub project: Uuid,
+    pub device: Uuid,
+}
+
+impl UploadOwner {
+    pub fn of(device: &crate::storage::Device) -> UploadOwner {
+        UploadOwner { project: device.project, device: device.id }
+    }
+}
+
 #[derive(Debug)]
 pub struct BlobStore {
     root: PathBuf,
-    locks: Mutex<HashMap<(Uuid, String), UploadLock>>,
+    locks: Mutex<HashMap<(UploadOwner, String), UploadLock>>,
 }
 
 /// A blob name: 64 lowercase hex digits.
@@ -38,8 +52,12 @@ impl BlobStore {
         self.root.join(&sha256[..2]).join(sha256)
     }
 
-    pub fn partial_path(&self, project: Uuid, sha256: &str) -> PathBuf {
-        self.root.join("partial").join(project.simple().to_string()).join(sha256)
+    pub fn partial_path(&self, owner: UploadOwner, sha256: &str) -> PathBuf {
+        self.root
+            .join("partial")
+            .join(owner.project.simple().to_string())
+            .join(owner.device.simple().to_string())
+            .join(sha256)
     }
 
     /// The size of a complete blob, if held.
@@ -47,23 +65,23 @@ impl BlobStore {
         std::fs::metadata(self.complete_path(sha256)).ok().filter(|m| m.is_file()).map(|m| m.len())
     }
 
-    /// How many bytes of a project's upload have arrived.
-    pub fn partial_len(&self, project: Uuid, sha256: &str) -> u64 {
-        std::fs::metadata(self.partial_path(project, sha256)).map(|m| m.len()).unwrap_or(0)
+    /// How many bytes of a device's upload have arrived.
+    pub fn partial_len(&self, owner: UploadOwner, sha256: &str) -> u64 {
+        std::fs::metadata(self.partial_path(owner, sha256)).map(|m| m.len()).unwrap_or(0)
     }
 
-    /// One upload at a time per project and blob.
-    pub fn upload_lock(&self, project: Uuid, sha256: &str) -> UploadLock {
+    /// One writer at a time per device and blob.
+    pub fn upload_lock(&self, owner: UploadOwner, sha256: &str) -> UploadLock {
         let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
         if locks.len() > 10_000 {
             locks.retain(|_, l| Arc::strong_count(l) > 1);
         }
-        locks.entry((project, sha256.to_owned())).or_default().clone()
+        locks.entry((owner, sha256.to_owned())).or_default().clone()
     }
 
     /// Opens the partial file for appending, creating it (and its folder) when new.
-    pub fn open_partial(&self, project: Uuid, sha256: &str) -> std::io::Result<std::fs::File> {
-        let path = self.partial_path(project, sha256);
+    pub fn open_partial(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<std::fs::File> {
+        let path = self.partial_path(owner, sha256);
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
@@ -71,14 +89,14 @@ impl BlobStore {
     }
 
     /// Cuts a partial upload back to `len` bytes (after a refused chunk).
-    pub fn truncate_partial(&self, project: Uuid, sha256: &str, len: u64) -> std::io::Result<()> {
-        let f = std::fs::OpenOptions::new().write(true).open(self.partial_path(project, sha256))?;
+    pub fn truncate_partial(&self, owner: UploadOwner, sha256: &str, len: u64) -> std::io::Result<()> {
+        let f = std::fs::OpenOptions::new().write(true).open(self.partial_path(owner, sha256))?;
         f.set_len(len)?;
         f.sync_all()
     }
 
-    pub fn discard_partial(&self, project: Uuid, sha256: &str) -> std::io::Result<()> {
-        match std::fs::remove_file(self.partial_path(project, sha256)) {
+    pub fn discard_partial(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.partial_path(owner, sha256)) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),
         }
@@ -86,8 +104,8 @@ impl BlobStore {
 
     /// Verifies a finished upload: if its bytes hash to the name, moves it into place and
     /// returns true; otherwise deletes it and returns false.
-    pub fn complete(&self, project: Uuid, sha256: &str) -> std::io::Result<bool> {
-        let partial = self.partial_path(project, sha256);
+    pub fn complete(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<bool> {
+        let partial = self.partial_path(owner, sha256);
         let mut hasher = Sha256::new();
         let mut f = std::fs::File::open(&partial)?;
         let mut buf = vec![0u8; 64 * 1024];
@@ -132,7 +150,7 @@ mod tests {
     fn a_finished_upload_is_kept_only_when_its_hash_matches() {
         let dir = tempfile::tempdir().unwrap();
         let store = BlobStore::new(dir.path());
-        let project = Uuid::new_v4();
+        let project = UploadOwner { project: Uuid::new_v4(), device: Uuid::new_v4() };
         let bytes = b"a photo";
         let sha = hex::encode(Sha256::digest(bytes));
         let mut f = store.open_partial(project, &sha).unwrap();

@@ -1,7 +1,17 @@
 //! `tejido-server form check|preview`: checking and previewing XLSForms from the command line.
 //! The reports are built by `tejido_core::form::report`; this module only prints them.
 
+use std::io::Write as _;
 use std::path::Path;
+
+/// Prints a line; a closed stdout (`tejido-server form check … | head`) is not a failure.
+macro_rules! out {
+    ($($t:tt)*) => {{ let _ = writeln!(std::io::stdout(), $($t)*); }};
+}
+/// The same for stderr.
+macro_rules! eout {
+    ($($t:tt)*) => {{ let _ = writeln!(std::io::stderr(), $($t)*); }};
+}
 
 use tejido_core::form::report::{preview as preview_form, summarize, ImportErrorReport};
 use tejido_core::form::{import_xlsform, Form};
@@ -10,10 +20,10 @@ fn import(file: &Path, json: bool) -> Result<Form, i32> {
     import_xlsform(file).map_err(|errors| {
         if json {
             let list: Vec<ImportErrorReport> = errors.0.iter().map(ImportErrorReport::from).collect();
-            println!("{}", serde_json::json!({ "ok": false, "errors": list }));
+            out!("{}", serde_json::json!({ "ok": false, "errors": list }));
         } else {
-            eprintln!("{}: {} error(s)", file.display(), errors.0.len());
-            eprintln!("{errors}");
+            eout!("{}: {} error(s)", file.display(), errors.0.len());
+            eout!("{errors}");
         }
         1
     })
@@ -27,9 +37,9 @@ pub fn check(file: &Path, json: bool) -> i32 {
     };
     let summary = summarize(&form);
     if json {
-        println!("{}", serde_json::json!({ "ok": true, "summary": summary }));
+        out!("{}", serde_json::json!({ "ok": true, "summary": summary }));
     } else {
-        println!("{summary}");
+        out!("{summary}");
     }
     0
 }
@@ -44,14 +54,14 @@ pub fn preview(file: &Path, answers: &Path, lang: Option<&str>, json: bool) -> i
     let text = match std::fs::read_to_string(answers) {
         Ok(t) => t,
         Err(e) => {
-            eprintln!("cannot read {}: {e}", answers.display());
+            eout!("cannot read {}: {e}", answers.display());
             return 1;
         }
     };
     let values: serde_json::Value = match serde_json::from_str(&text) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("{} is not valid JSON (line {}, column {})", answers.display(), e.line(), e.column());
+            eout!("{} is not valid JSON (line {}, column {})", answers.display(), e.line(), e.column());
             return 1;
         }
     };
@@ -59,19 +69,19 @@ pub fn preview(file: &Path, answers: &Path, lang: Option<&str>, json: bool) -> i
         Ok(p) => {
             if json {
                 match serde_json::to_string_pretty(&p) {
-                    Ok(s) => println!("{s}"),
+                    Ok(s) => out!("{s}"),
                     Err(e) => {
-                        eprintln!("cannot print the preview: {e}");
+                        eout!("cannot print the preview: {e}");
                         return 1;
                     }
                 }
             } else {
-                print!("{p}");
+                let _ = write!(std::io::stdout(), "{p}");
             }
             0
         }
         Err(e) => {
-            eprintln!("{e}");
+            eout!("{e}");
             1
         }
     }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod blobs;
 pub mod secrets;
+pub mod service;
 pub mod storage;
 
 /// Milliseconds since the Unix epoch.

@@ -39,7 +39,7 @@ enum Command {
         /// A token that may run every admin operation over HTTP.
         #[arg(long, env = "TEJIDO_ADMIN_TOKEN", hide_env_values = true)]
         admin_token: Option<String>,
-        /// The address phones use, for enrollment links (default: the request's Host).
+        /// The address phones use, for enrollment links (default: http://<the listen address>).
         #[arg(long, env = "TEJIDO_PUBLIC_URL")]
         public_url: Option<String>,
     },
@@ -73,7 +73,8 @@ enum Command {
         /// How many devices may use it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
-        /// How long it stays valid, e.g. 7d or 12h.
+        /// How long it stays valid, e.g. 7d or 12h, or `never` (default: a day for coordinator
+        /// codes, no expiry for the others).
         #[arg(long)]
         expires: Option<String>,
         /// The server address to put in the link.
@@ -156,9 +157,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure(message, code)) => {
             if json {
-                println!("{}", json!({ "error": message }));
+                let _ = writeln!(std::io::stdout(), "{}", json!({ "error": message }));
             } else {
-                eprintln!("tejido-server: {message}");
+                let _ = writeln!(std::io::stderr(), "tejido-server: {message}");
             }
             ExitCode::from(code)
         }
@@ -215,11 +216,10 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             if uses == 0 {
                 return Err(Failure("--uses must be at least 1".into(), 2));
             }
-            let expires_ms = expires
-                .as_deref()
-                .map(tejido_server::api::parse_expiry)
-                .transpose()
-                .map_err(|m| Failure(m, 2))?;
+            let now = tejido_server::now_ms();
+            let expires_ms = tejido_server::service::enroll::Expiry::parse(expires.as_deref(), now)
+                .map_err(|m| Failure(m, 2))?
+                .resolve(role, now);
             let code = new_code();
             storage.create_enrollment_code(&NewEnrollmentCode {
                 code_hash: hash_code(&code),
@@ -379,9 +379,7 @@ fn serve(
     if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
         state = state.with_admin_token(&t);
     }
-    if let Some(u) = public_url {
-        state = state.with_public_url(u);
-    }
+    state = state.with_public_url(public_url.unwrap_or_else(|| format!("http://{listen}")));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -3,156 +3,16 @@
 #![allow(clippy::unwrap_used)]
 
 use std::io::Write;
-use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tejido_core::sync::wire::{MAX_PUSH_CHANGES, PROTOCOL_HEADER};
-use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, ReplicaId};
-use tejido_server::api::{router, AppState};
-use tejido_server::blobs::BlobStore;
-use tejido_server::storage::SqliteStorage;
+use tejido_core::{Change, Collection, DocId, ReplicaId};
 use uuid::Uuid;
 
-const ADMIN: &str = "admin-secret-for-tests";
-
-struct Server {
-    url: String,
-    http: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-#[derive(Clone, Debug)]
-struct Dev {
-    token: String,
-    id: Uuid,
-    replica: ReplicaId,
-}
-
-async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let storage = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
-    let state =
-        AppState::new(Arc::new(storage), BlobStore::new(dir.path().join("blobs"))).with_admin_token(ADMIN);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
-    Server {
-        url: format!("http://{addr}"),
-        http: reqwest::Client::builder()
-            // See the raw encodings: in a workspace build reqwest may have gzip/zstd enabled by
-            // another crate and would otherwise decode (and strip) them itself.
-            .no_gzip()
-            .no_zstd()
-            .build()
-            .unwrap(),
-        _dir: dir,
-    }
-}
-
-impl Server {
-    fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
-        let mut r = self.http.request(method, format!("{}{path}", self.url)).header(PROTOCOL_HEADER, "1");
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r
-    }
-
-    async fn send(&self, r: reqwest::RequestBuilder) -> (StatusCode, Value) {
-        let resp = r.send().await.unwrap();
-        let status = resp.status();
-        let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    async fn project(&self, name: &str) -> Uuid {
-        let (status, body) = self
-            .send(self.req(Method::POST, "/v1/projects", Some(ADMIN)).json(&json!({ "name": name })))
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        body["id"].as_str().unwrap().parse().unwrap()
-    }
-
-    async fn code(&self, project: Uuid, role: &str, uses: u32) -> String {
-        let (status, body) = self
-            .send(
-                self.req(Method::POST, &format!("/v1/projects/{project}/enrollment-codes"), Some(ADMIN))
-                    .json(&json!({ "role": role, "uses": uses })),
-            )
-            .await;
-        assert_eq!(status, StatusCode::CREATED, "{body}");
-        assert!(body["link"].as_str().unwrap().starts_with("tejido://enroll?server="));
-        body["code"].as_str().unwrap().to_owned()
-    }
-
-    async fn try_enroll(&self, code: &str, replica: ReplicaId) -> (StatusCode, Value) {
-        self.send(
-            self.req(Method::POST, "/v1/enroll", None).json(&json!({ "code": code, "replica": replica })),
-        )
-        .await
-    }
-
-    async fn device(&self, project: Uuid, role: &str) -> Dev {
-        let code = self.code(project, role, 1).await;
-        let replica = ReplicaId::random();
-        let (status, body) = self.try_enroll(&code, replica).await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-        Dev {
-            token: body["token"].as_str().unwrap().to_owned(),
-            id: body["device_id"].as_str().unwrap().parse().unwrap(),
-            replica,
-        }
-    }
-
-    async fn push(&self, d: &Dev, changes: &[Change]) -> (StatusCode, Value) {
-        self.send(self.req(Method::POST, "/v1/push", Some(&d.token)).json(&json!({ "changes": changes })))
-            .await
-    }
-
-    /// Everything a device sees, from a fresh snapshot to the end of the log.
-    async fn pull_all(&self, d: &Dev) -> Vec<Change> {
-        let mut cursor = String::new();
-        let mut out = Vec::new();
-        loop {
-            let (status, body) = self
-                .send(self.req(Method::GET, &format!("/v1/pull?cursor={cursor}&limit=3"), Some(&d.token)))
-                .await;
-            assert_eq!(status, StatusCode::OK, "{body}");
-            out.extend(serde_json::from_value::<Vec<Change>>(body["changes"].clone()).unwrap());
-            cursor = body["cursor"].as_str().unwrap().to_owned();
-            if !body["more"].as_bool().unwrap() {
-                return out;
-            }
-        }
-    }
-
-    async fn upload(&self, d: &Dev, bytes: &[u8], offset: u64, chunk: &[u8]) -> (StatusCode, Value) {
-        let sha = hex::encode(Sha256::digest(bytes));
-        self.send(
-            self.req(Method::PATCH, &format!("/v1/blobs/{sha}"), Some(&d.token))
-                .header("upload-offset", offset)
-                .header("upload-length", bytes.len())
-                .header("upload-media-type", "image/jpeg")
-                .body(chunk.to_vec()),
-        )
-        .await
-    }
-}
-
-fn change(d: &Dev, doc: DocId, collection: Collection, hlc: u64, fields: &[(&str, Value)]) -> Change {
-    Change {
-        doc,
-        collection,
-        replica: d.replica,
-        hlc: Hlc(hlc),
-        ops: fields
-            .iter()
-            .map(|(f, v)| FieldOp { field: FieldPath::parse(f).unwrap(), value: v.clone(), seen: vec![] })
-            .collect(),
-    }
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn an_enrollment_code_works_the_number_of_times_it_was_made_for() {
@@ -164,20 +24,63 @@ async fn an_enrollment_code_works_the_number_of_times_it_was_made_for() {
     assert_eq!(st, StatusCode::OK);
     assert_eq!(first["role"], "enumerator");
     assert_eq!(first["project_name"], "Arraiján");
-    // The same phone retrying (the answer was lost) gets a token again, not a second device.
-    let (st, retry) = s.try_enroll(&code.to_lowercase(), r1).await;
-    assert_eq!(st, StatusCode::OK);
-    assert_eq!(retry["device_id"], first["device_id"]);
+    // The same phone again, while enrolled: refused, and the code is not used.
+    let (st, _) = s.try_enroll(&code.to_lowercase(), r1).await;
+    assert_eq!(st, StatusCode::CONFLICT);
     let (st, _) = s.try_enroll(&code, ReplicaId::random()).await;
     assert_eq!(st, StatusCode::OK);
     let (st, body) = s.try_enroll(&code, ReplicaId::random()).await;
     assert_eq!(st, StatusCode::UNAUTHORIZED);
-    assert_eq!(body["error"], "unauthorized");
-    let (st, _) = s.try_enroll("NOPE-NOPE-NOPE", ReplicaId::random()).await;
-    assert_eq!(st, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"], "bad_code");
+    assert_eq!(body["message"], "the enrollment code is unknown, used up or expired");
+    let (st, body) = s.try_enroll("NOPE-NOPE-NOPE", ReplicaId::random()).await;
+    assert_eq!((st, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("bad_code")));
+
+    // A spent single-use code never works again, not even for the replica that spent it (it
+    // used to re-issue a token and cut off the original one).
+    let once = s.code(p, "enumerator", 1).await;
+    let r2 = ReplicaId::random();
+    let (st, original) = s.try_enroll(&once, r2).await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = s.try_enroll(&once, r2).await;
+    assert_eq!((st, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("bad_code")));
+    let (st, _) = s.send(s.req(Method::GET, "/v1/pull", original["token"].as_str())).await;
+    assert_eq!(st, StatusCode::OK, "the original token still works");
+
+    // A revoked device cannot come back with a multi-use code made before its revocation.
+    let many = s.code(p, "enumerator", 10).await;
+    let (st, _) = s
+        .send(s.req(
+            Method::POST,
+            &format!("/v1/devices/{}/revoke", original["device_id"].as_str().unwrap()),
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (st, body) = s.try_enroll(&many, r2).await;
+    assert_eq!((st, body["error"].as_str()), (StatusCode::UNAUTHORIZED, Some("bad_code")));
+
+    // Coordinator codes expire in a day unless asked otherwise; other roles' do not.
+    for (role, expires, lasts) in
+        [("coordinator", None, Some(86_400_000)), ("coordinator", Some("never"), None), ("youth", None, None)]
+    {
+        let mut req = json!({ "role": role });
+        if let Some(e) = expires {
+            req["expires"] = json!(e);
+        }
+        let (st, body) = s
+            .send(s.req(Method::POST, &format!("/v1/projects/{p}/enrollment-codes"), Some(ADMIN)).json(&req))
+            .await;
+        assert_eq!(st, StatusCode::CREATED);
+        let left = body["expires_ms"].as_i64().map(|e| e - tejido_server::now_ms());
+        match lasts {
+            Some(day) => assert!(left.is_some_and(|l| l > day - 60_000 && l <= day), "{role}: {left:?}"),
+            None => assert_eq!(left, None, "{role} {expires:?}"),
+        }
+    }
     let (st, devices) = s.send(s.req(Method::GET, &format!("/v1/projects/{p}/devices"), Some(ADMIN))).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(devices.as_array().unwrap().len(), 2);
+    assert_eq!(devices.as_array().unwrap().len(), 3);
 
     let (st, body) = s
         .send(
@@ -416,7 +319,9 @@ async fn bad_input_gets_a_clear_4xx_and_writes_nothing() {
         ("too many changes", s.req(Method::POST, "/v1/push", t).json(&json!({ "changes": too_many })), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         ("too many bytes", s.req(Method::POST, "/v1/push", t).json(&json!({ "changes": [change(&d, DocId::new(), Collection::Entity, 10, &[("a", json!(big_value))])] })), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
         ("a gzip bomb", s.req(Method::POST, "/v1/push", t).header("content-encoding", "gzip").header("content-type", "application/json").body(gzip_bomb), StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
-        ("broken gzip", s.req(Method::POST, "/v1/push", t).header("content-encoding", "gzip").body(b"not gzip at all".to_vec()), StatusCode::BAD_REQUEST, "bad_request"),
+        ("broken gzip", s.req(Method::POST, "/v1/push", t).header("content-encoding", "gzip").header("content-type", "application/json").body(b"not gzip at all".to_vec()), StatusCode::BAD_REQUEST, "bad_request"),
+        ("a push that is not JSON", s.req(Method::POST, "/v1/push", t).header("content-type", "text/plain").body(serde_json::to_vec(&json!({ "changes": [good.clone()] })).unwrap()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
+        ("a push without a content type", s.req(Method::POST, "/v1/push", t).body(serde_json::to_vec(&json!({ "changes": [good.clone()] })).unwrap()), StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type"),
         ("an unknown encoding", s.req(Method::POST, "/v1/push", t).header("content-encoding", "br").body("{}"), StatusCode::UNSUPPORTED_MEDIA_TYPE, "bad_request"),
         ("an unknown protocol", s.req(Method::POST, "/v1/push", t).header(PROTOCOL_HEADER, "2").json(&json!({ "changes": [good.clone()] })), StatusCode::BAD_REQUEST, "protocol_mismatch"),
         ("no protocol", s.http.post(format!("{}/v1/push", s.url)).bearer_auth(&d.token).json(&json!({ "changes": [good.clone()] })), StatusCode::BAD_REQUEST, "protocol_mismatch"),

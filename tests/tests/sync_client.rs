@@ -23,7 +23,9 @@ async fn push_pull_attachments_and_authorization() {
     let mut b = Device::enroll(&enum_link, "b", test_options()).await.unwrap();
     // The code was made for two devices: a third is refused.
     let third = Device::enroll(&enum_link, "c", test_options()).await;
-    assert!(matches!(third, Err(SyncError::Unauthorized)), "{:?}", third.err());
+    let third = third.err();
+    assert!(matches!(third, Some(SyncError::BadCode)), "{third:?}");
+    assert_eq!(third.unwrap().to_string(), "this enrollment code is unknown, used up or expired");
     let mut coord = Device::enroll(&coord_link, "coord", test_options()).await.unwrap();
 
     let a1 = fill_submission(a.store(), "victimization", 8, &mut rng);

@@ -44,6 +44,9 @@ pub enum SyncError {
     /// The token is unknown or has been revoked (HTTP 401): enroll again.
     #[error("the server refused this device's token (unknown or revoked); enroll the device again")]
     Unauthorized,
+    /// The server refused an enrollment code (HTTP 401 `bad_code`).
+    #[error("this enrollment code is unknown, used up or expired")]
+    BadCode,
     /// The token is valid but may not do this (HTTP 403).
     #[error("the server forbids this: {message}")]
     Forbidden { message: String },
@@ -1049,6 +1052,7 @@ fn status_error(endpoint: &str, status: StatusCode, body: &[u8], attempts: u32) 
         return SyncError::ProtocolMismatch { client: PROTOCOL_VERSION, message };
     }
     match status {
+        StatusCode::UNAUTHORIZED if code == "bad_code" => SyncError::BadCode,
         StatusCode::UNAUTHORIZED => SyncError::Unauthorized,
         StatusCode::FORBIDDEN => SyncError::Forbidden { message },
         s if s.is_server_error() || is_retryable(s) => {

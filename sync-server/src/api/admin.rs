@@ -4,7 +4,7 @@
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use tejido_core::sync::wire::Role;
@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::openapi::docs;
 use super::{blocking, body_error, parse_json, public_url, ApiError, AppState, Caller};
 use crate::secrets::{enrollment_link, hash_code, new_code};
+use crate::service::enroll::Expiry;
 use crate::storage::{Device, FieldConflict, NewEnrollmentCode, Review, ReviewOutcome};
 
 fn parse_uuid(s: &str, what: &str) -> Result<Uuid, ApiError> {
@@ -72,7 +73,8 @@ pub(crate) struct NewEnrollmentCodeRequest {
     /// How many devices may enroll with it (default 1).
     #[serde(default)]
     pub uses: Option<u32>,
-    /// How long it stays valid, e.g. `7d`, `12h` (default: no expiry).
+    /// How long it stays valid, e.g. `7d`, `12h`, or `never` (default: a day for coordinator
+    /// codes, no expiry for the others).
     #[serde(default)]
     pub expires: Option<String>,
 }
@@ -90,17 +92,6 @@ pub(crate) struct EnrollmentCodeView {
     pub expires_ms: Option<i64>,
 }
 
-/// Parses a duration like `7d` or `12h 30m`.
-pub fn parse_expiry(s: &str) -> Result<i64, String> {
-    let d =
-        humantime::parse_duration(s.trim()).map_err(|_| format!("{s:?} is not a duration like 7d or 12h"))?;
-    let ms = i64::try_from(d.as_millis()).map_err(|_| "that duration is too long".to_string())?;
-    if ms == 0 {
-        return Err("an expiry must be longer than zero".into());
-    }
-    Ok(crate::now_ms().saturating_add(ms))
-}
-
 /// Create an enrollment code for a role in a project.
 #[utoipa::path(post, path = "/v1/projects/{project}/enrollment-codes", tag = "admin",
     params(docs::ProtocolHeader, ("project" = Uuid, Path)),
@@ -116,7 +107,6 @@ pub(crate) async fn create_enrollment_code(
     State(state): State<AppState>,
     caller: Caller,
     Path(project): Path<String>,
-    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<EnrollmentCodeView>), ApiError> {
     let project = parse_uuid(&project, "project")?;
@@ -126,7 +116,9 @@ pub(crate) async fn create_enrollment_code(
     if uses == 0 || uses > 100_000 {
         return Err(ApiError::bad_request("uses must be between 1 and 100000"));
     }
-    let expires_ms = req.expires.as_deref().map(parse_expiry).transpose().map_err(ApiError::bad_request)?;
+    let now = crate::now_ms();
+    let expires_ms =
+        Expiry::parse(req.expires.as_deref(), now).map_err(ApiError::bad_request)?.resolve(req.role, now);
     let code = new_code();
     let new = NewEnrollmentCode {
         code_hash: hash_code(&code),
@@ -137,7 +129,7 @@ pub(crate) async fn create_enrollment_code(
         now_ms: crate::now_ms(),
     };
     blocking(&state, move |s| s.create_enrollment_code(&new)).await?;
-    let link = enrollment_link(&public_url(&State(state.clone()), &headers), &code);
+    let link = enrollment_link(&public_url(&state), &code);
     tracing::info!(project = %project, role = req.role.as_str(), uses, "enrollment code created");
     Ok((
         StatusCode::CREATED,
@@ -244,7 +236,7 @@ impl From<ReviewOutcome> for ReviewView {
     }
 }
 
-pub const REVIEW_STATES: &[&str] = &["approved", "has_issues"];
+pub use crate::service::rules::REVIEW_STATES;
 
 /// Set a submission's review state (`_review/state`) and optionally add a comment document;
 /// both are written by the server's replica and reach the author's device on its next pull.

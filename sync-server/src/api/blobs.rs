@@ -2,8 +2,8 @@
 
 use axum::body::Body;
 use axum::extract::{Path, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE, X_CONTENT_TYPE_OPTIONS};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
@@ -12,7 +12,8 @@ use tokio_util::io::ReaderStream;
 
 use super::openapi::docs;
 use super::{blocking, ApiError, AppState, DeviceAuth};
-use crate::blobs::{valid_sha256, BlobStore};
+use crate::blobs::{valid_sha256, BlobStore, UploadOwner};
+use crate::service::limits::{UPLOAD_EXPIRY_MS, UPLOAD_QUOTA_BYTES};
 
 /// The header naming an attachment's media type on upload and download (as the client sends it).
 pub const MEDIA_TYPE_HEADER: &str = "upload-media-type";
@@ -60,7 +61,8 @@ fn status_response(status: StatusCode, s: BlobStatus) -> Response {
     res
 }
 
-/// How many bytes of a blob the server holds for this device's project.
+/// How many bytes of a blob the server holds from this device (another device's copy counts
+/// for nothing: each device proves it holds a blob by sending it).
 #[utoipa::path(head, path = "/v1/blobs/{sha256}", tag = "blobs",
     params(docs::ProtocolHeader, ("sha256" = String, Path, description = "The blob's SHA-256 in hex")),
     security(("bearer" = [])),
@@ -75,10 +77,11 @@ pub(crate) async fn status(
     Path(sha256): Path<String>,
 ) -> Result<Response, ApiError> {
     check_name(&sha256)?;
-    let project = device.project;
+    let owner = UploadOwner::of(&device);
     let name = sha256.clone();
-    let owned = blocking(&state, move |s| s.blob_owned(project, &name)).await?;
-    if owned {
+    // Complete only when this device uploaded it: HEAD tells nothing of other devices' blobs.
+    let held = blocking(&state, move |s| s.blob_held(owner, &name)).await?;
+    if held {
         if let Some(size) = state.blobs.complete_size(&sha256) {
             return Ok(status_response(
                 StatusCode::OK,
@@ -87,8 +90,8 @@ pub(crate) async fn status(
         }
     }
     let name = sha256.clone();
-    let upload = blocking(&state, move |s| s.upload(project, &name)).await?;
-    let offset = state.blobs.partial_len(project, &sha256);
+    let upload = blocking(&state, move |s| s.upload(owner, &name)).await?;
+    let offset = if upload.is_some() { state.blobs.partial_len(owner, &sha256) } else { 0 };
     let mut res = StatusCode::OK.into_response();
     res.headers_mut().insert(UPLOAD_OFFSET_HEADER, offset.into());
     if let Some(u) = upload {
@@ -131,13 +134,14 @@ pub(crate) async fn upload(
     if length > MAX_BLOB_BYTES {
         return Err(ApiError::too_large(format!("a blob may have at most {MAX_BLOB_BYTES} bytes")));
     }
-    let project = device.project;
-    let lock = state.blobs.upload_lock(project, &sha256);
+    let owner = UploadOwner::of(&device);
+    let lock = state.blobs.upload_lock(owner, &sha256);
     let _guard = lock.lock().await;
+    expire_stale_uploads(&state).await?;
 
     let name = sha256.clone();
-    let owned = blocking(&state, move |s| s.blob_owned(project, &name)).await?;
-    if owned {
+    let held = blocking(&state, move |s| s.blob_held(owner, &name)).await?;
+    if held {
         if let Some(size) = state.blobs.complete_size(&sha256) {
             if size != length {
                 return Err(ApiError::bad_request("upload-length differs from the blob's length"));
@@ -153,11 +157,11 @@ pub(crate) async fn upload(
         .get(MEDIA_TYPE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .filter(|m| !m.is_empty() && m.len() <= 200)
+        .map(allowed_media_type)
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let upload = blocking(&state, move |s| s.upload(project, &name)).await?;
-    let held_before = state.blobs.partial_len(project, &sha256);
+    let upload = blocking(&state, move |s| s.upload(owner, &name)).await?;
+    let held_before = if upload.is_some() { state.blobs.partial_len(owner, &sha256) } else { 0 };
     let media_type = match upload {
         Some(u) if u.length != length && held_before > 0 => {
             return Err(ApiError::conflict(format!(
@@ -169,26 +173,36 @@ pub(crate) async fn upload(
         Some(u) if u.length == length => u.media_type,
         _ => {
             let name = sha256.clone();
+            let others = blocking(&state, move |s| s.upload_bytes_in_progress(owner.device, &name)).await?;
+            if others.saturating_add(length) > UPLOAD_QUOTA_BYTES {
+                return Err(ApiError::too_large(format!(
+                    "this device already has {others} bytes in unfinished uploads; at most {UPLOAD_QUOTA_BYTES} \
+                     may be in progress at once: finish those first"
+                )));
+            }
+            // A fresh start: no bytes of an earlier, forgotten attempt stay behind.
+            state.blobs.discard_partial(owner, &sha256).map_err(io_error)?;
+            let name = sha256.clone();
             let m = media_type.clone();
-            blocking(&state, move |s| s.start_upload(project, &name, length, &m)).await?;
+            blocking(&state, move |s| s.start_upload(owner, &name, length, &m, crate::now_ms())).await?;
             media_type
         }
     };
-    let held = state.blobs.partial_len(project, &sha256);
+    let held = state.blobs.partial_len(owner, &sha256);
     if offset != held {
         return Err(ApiError::conflict(format!("the upload stands at byte {held}; resume from there"))
             .with_header(UPLOAD_OFFSET_HEADER, held));
     }
 
-    let (received, cut) = receive(&state.blobs, project, &sha256, held, length, body).await?;
+    let (received, cut) = receive(&state.blobs, owner, &sha256, held, length, body).await?;
     if received > length {
         if held == 0 {
             // Nothing was held before this request: leave no trace of it.
-            state.blobs.discard_partial(project, &sha256).map_err(io_error)?;
+            state.blobs.discard_partial(owner, &sha256).map_err(io_error)?;
             let name = sha256.clone();
-            blocking(&state, move |s| s.end_upload(project, &name)).await?;
+            blocking(&state, move |s| s.end_upload(owner, &name)).await?;
         } else {
-            state.blobs.truncate_partial(project, &sha256, held).map_err(io_error)?;
+            state.blobs.truncate_partial(owner, &sha256, held).map_err(io_error)?;
         }
         return Err(ApiError::bad_request("the body runs past upload-length; nothing of it was kept"));
     }
@@ -205,13 +219,13 @@ pub(crate) async fn upload(
     }
     let blobs = state.blobs.clone();
     let name = sha256.clone();
-    let verified = tokio::task::spawn_blocking(move || blobs.complete(project, &name))
+    let verified = tokio::task::spawn_blocking(move || blobs.complete(owner, &name))
         .await
         .map_err(|_| ApiError::internal())?
         .map_err(io_error)?;
     if !verified {
         let name = sha256.clone();
-        blocking(&state, move |s| s.end_upload(project, &name)).await?;
+        blocking(&state, move |s| s.end_upload(owner, &name)).await?;
         tracing::warn!(device = %device.id, blob = %sha256, "blob hash mismatch");
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -231,7 +245,7 @@ pub(crate) async fn upload(
 /// `length` means the body ran past the end) and whether the stream broke off.
 async fn receive(
     blobs: &BlobStore,
-    project: uuid::Uuid,
+    owner: UploadOwner,
     sha256: &str,
     held: u64,
     length: u64,
@@ -239,7 +253,7 @@ async fn receive(
 ) -> Result<(u64, bool), ApiError> {
     use futures_util::StreamExt;
     use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::File::from_std(blobs.open_partial(project, sha256).map_err(io_error)?);
+    let mut file = tokio::fs::File::from_std(blobs.open_partial(owner, sha256).map_err(io_error)?);
     let mut stream = body.into_data_stream();
     let mut total = held;
     let mut cut = false;
@@ -286,10 +300,63 @@ pub(crate) async fn download(
     };
     let file = tokio::fs::File::open(state.blobs.complete_path(&sha256)).await.map_err(io_error)?;
     let mut res = Body::from_stream(ReaderStream::new(file)).into_response();
-    let media = axum::http::HeaderValue::from_str(&media_type)
-        .unwrap_or_else(|_| axum::http::HeaderValue::from_static("application/octet-stream"));
-    res.headers_mut().insert(CONTENT_TYPE, media.clone());
-    res.headers_mut().insert(MEDIA_TYPE_HEADER, media);
-    res.headers_mut().insert(CONTENT_LENGTH, size.into());
+    // Blobs recorded before the allow-list existed are checked again on the way out.
+    let media_type = allowed_media_type(&media_type);
+    let media = HeaderValue::from_static(media_type);
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, media.clone());
+    h.insert(MEDIA_TYPE_HEADER, media);
+    h.insert(CONTENT_LENGTH, size.into());
+    h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !shown_inline(media_type) {
+        h.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
     Ok(res)
+}
+
+/// The media types served as themselves; anything else is served as
+/// `application/octet-stream` (never `text/html` or `image/svg+xml`, which a browser would run).
+const MEDIA_TYPES: &[&str] = &[
+    "image/jpeg",
+    "image/png",
+    "image/webp",
+    "image/gif",
+    "image/heic",
+    "audio/mpeg",
+    "audio/mp4",
+    "audio/aac",
+    "audio/ogg",
+    "audio/wav",
+    "audio/amr",
+    "audio/3gpp",
+    "video/mp4",
+    "video/3gpp",
+    "video/webm",
+    "application/pdf",
+    "text/csv",
+    "application/json",
+    "application/geo+json",
+    "application/octet-stream",
+];
+
+/// The allowed media type a device's claim maps to (parameters dropped, case folded).
+fn allowed_media_type(claimed: &str) -> &'static str {
+    let base = claimed.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    MEDIA_TYPES.iter().copied().find(|m| *m == base).unwrap_or("application/octet-stream")
+}
+
+/// Photos and recordings are shown in place; everything else downloads as a file.
+fn shown_inline(media_type: &str) -> bool {
+    media_type.starts_with("image/") || media_type.starts_with("audio/")
+}
+
+/// Forgets uploads left unfinished for longer than a day (their bytes too), a few at a time.
+async fn expire_stale_uploads(state: &AppState) -> Result<(), ApiError> {
+    let before = crate::now_ms().saturating_sub(UPLOAD_EXPIRY_MS);
+    let stale = blocking(state, move |s| s.stale_uploads(before, 16)).await?;
+    for (owner, sha) in stale {
+        state.blobs.discard_partial(owner, &sha).map_err(io_error)?;
+        blocking(state, move |s| s.end_upload(owner, &sha)).await?;
+    }
+    Ok(())
 }

@@ -5,14 +5,13 @@ mod admin;
 mod blobs;
 pub mod openapi;
 
-pub use admin::parse_expiry;
 mod sync;
 
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, FromRequestParts, State};
-use axum::http::header::{CONTENT_TYPE, HOST};
+use axum::extract::{DefaultBodyLimit, FromRequestParts};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::request::Parts;
 use axum::http::{HeaderName, HeaderValue, Request, StatusCode};
 use axum::middleware::{self, Next};
@@ -125,6 +124,17 @@ impl ApiError {
     pub fn conflict(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, "conflict", m)
     }
+    /// An enrollment code that is unknown, used up or expired (all three look the same).
+    pub fn bad_code() -> ApiError {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "bad_code",
+            "the enrollment code is unknown, used up or expired",
+        )
+    }
+    pub fn unsupported_media_type(m: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", m)
+    }
     pub fn internal() -> ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "the server failed; try again later")
     }
@@ -154,9 +164,8 @@ impl From<StorageError> for ApiError {
             StorageError::Forbidden(m) => ApiError::forbidden(m),
             StorageError::Invalid(m) => ApiError::bad_request(m),
             StorageError::Conflict(m) => ApiError::conflict(m),
-            StorageError::BadCode => {
-                ApiError::unauthorized("the enrollment code is unknown, used up or expired")
-            }
+            StorageError::TooLarge(m) => ApiError::too_large(m),
+            StorageError::BadCode => ApiError::bad_code(),
             StorageError::Database(e) => {
                 tracing::error!(error = %e, "storage failed");
                 ApiError::internal()
@@ -366,11 +375,23 @@ async fn json_errors(mut res: Response) -> Response {
     out
 }
 
-/// The address to put in enrollment links: the configured public URL, else the Host header.
-pub(crate) fn public_url(state: &State<AppState>, headers: &axum::http::HeaderMap) -> String {
-    if let Some(u) = &state.public_url {
-        return u.clone();
+/// The address to put in enrollment links: the configured public URL (which `serve` sets from
+/// `--public-url`, else from its listen address). Never the request's `Host` header, which the
+/// requester controls.
+pub(crate) fn public_url(state: &AppState) -> String {
+    state.public_url.clone().unwrap_or_else(|| "http://localhost:8080".to_owned())
+}
+
+/// Refuses a body that does not say it is JSON (415); a missing `Content-Type` is refused too.
+pub(crate) fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiError> {
+    let ok = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::unsupported_media_type("send the body as JSON, with Content-Type: application/json"))
     }
-    let host = headers.get(HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    format!("http://{host}")
 }

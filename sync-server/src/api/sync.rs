@@ -11,9 +11,10 @@ use tejido_core::sync::wire::{EnrollRequest, EnrollResponse, PushRequest, PushRe
 use uuid::Uuid;
 
 use super::openapi::docs;
-use super::{blocking, body_error, parse_json, ApiError, AppState, DeviceAuth};
+use super::{blocking, body_error, parse_json, require_json, ApiError, AppState, DeviceAuth};
 use crate::secrets::{hash_code, hash_token, new_token};
 use crate::storage::{Cursor, Redeem};
+use axum::http::HeaderMap;
 
 /// A page of a pull holds at most this many changes, and this many by default.
 pub const MAX_PULL_LIMIT: usize = 1_000;
@@ -26,7 +27,7 @@ pub const DEFAULT_PULL_LIMIT: usize = 500;
     responses(
         (status = 200, body = docs::EnrollResponse, description = "Enrolled; the token is shown once"),
         (status = 400, body = docs::ErrorBody, description = "Malformed request or protocol mismatch"),
-        (status = 401, body = docs::ErrorBody, description = "Unknown, used-up or expired code"),
+        (status = 401, body = docs::ErrorBody, description = "`bad_code`: an unknown, used-up or expired code"),
         (status = 409, body = docs::ErrorBody, description = "The replica is already enrolled"),
     ))]
 pub(crate) async fn enroll(
@@ -36,7 +37,7 @@ pub(crate) async fn enroll(
     let body = body.map_err(body_error)?;
     let req: EnrollRequest = parse_json(&body, "enroll")?;
     if req.code.is_empty() || req.code.len() > 64 {
-        return Err(ApiError::unauthorized("the enrollment code is unknown, used up or expired"));
+        return Err(ApiError::bad_code());
     }
     if req.device_name.as_ref().is_some_and(|n| n.chars().count() > 200) {
         return Err(ApiError::bad_request("a device name has at most 200 characters"));
@@ -70,14 +71,18 @@ pub(crate) async fn enroll(
         (status = 200, body = docs::PushResponse, description = "The whole batch is stored"),
         (status = 400, body = docs::ErrorBody, description = "Malformed batch; nothing written"),
         (status = 401, body = docs::ErrorBody, description = "Missing, unknown or revoked token"),
-        (status = 403, body = docs::ErrorBody, description = "A change is outside the device's scope; nothing written"),
-        (status = 413, body = docs::ErrorBody, description = "Too many changes or bytes; nothing written"),
+        (status = 403, body = docs::ErrorBody, description = "A change is outside the device's scope or writes a field its role may not; nothing written"),
+        (status = 409, body = docs::ErrorBody, description = "A change contradicts what the server holds; nothing written"),
+        (status = 413, body = docs::ErrorBody, description = "Too many changes or bytes, or a document past its size bound; nothing written"),
+        (status = 415, body = docs::ErrorBody, description = "The body is not declared as application/json"),
     ))]
 pub(crate) async fn push(
     State(state): State<AppState>,
     DeviceAuth(device): DeviceAuth,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<PushResponse>, ApiError> {
+    require_json(&headers)?;
     let body = body.map_err(body_error)?;
     let req: PushRequest = parse_json(&body, "push")?;
     if req.changes.len() > MAX_PUSH_CHANGES {

@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 pub use sqlite::SqliteStorage;
 
+pub use crate::blobs::UploadOwner;
+
 /// A project: the boundary nothing crosses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Project {
@@ -166,6 +168,8 @@ pub struct DocumentInfo {
     pub project: Uuid,
     pub collection: Collection,
     pub author: Option<Uuid>,
+    /// The submission a comment is about.
+    pub parent: Option<Uuid>,
 }
 
 /// One open conflict on the server: a field with several values nobody has replaced.
@@ -194,6 +198,8 @@ pub enum StorageError {
     Invalid(String),
     #[error("conflict: {0}")]
     Conflict(String),
+    #[error("too large: {0}")]
+    TooLarge(String),
     #[error("the enrollment code is unknown, used up or expired")]
     BadCode,
     #[error("database error: {0}")]
@@ -213,8 +219,8 @@ pub trait Storage: Send + Sync + 'static {
     fn list_projects(&self) -> Result<Vec<Project>>;
 
     fn create_enrollment_code(&self, code: &NewEnrollmentCode) -> Result<()>;
-    /// Uses the code once and enrolls the device; a retry by the same replica with the same code
-    /// re-issues the token without using the code again.
+    /// Uses the code once and enrolls the device, if [`crate::service::enroll::check_code`]
+    /// allows it.
     fn redeem_enrollment_code(&self, redeem: &Redeem) -> Result<Enrolled>;
 
     fn device_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Device>>;
@@ -234,12 +240,12 @@ pub trait Storage: Send + Sync + 'static {
     fn publish_form(&self, form: &PublishForm) -> Result<PublishOutcome>;
     fn conflicts(&self, project: Uuid) -> Result<Vec<FieldConflict>>;
 
-    /// Whether a device may download a blob (it uploaded it, or a document it can see refers
-    /// to it; a coordinator: anything of its project): its media type if so.
+    /// Whether a device may download a blob, and its media type if so: see
+    /// [`crate::service::rules`] ("Blobs") for who may.
     fn blob_access(&self, device: &Device, sha256: &str) -> Result<Option<String>>;
-    /// Whether the device's project already holds the complete blob (uploaded by it).
-    fn blob_owned(&self, project: Uuid, sha256: &str) -> Result<bool>;
-    /// Records a verified, complete blob as held for this project and device.
+    /// Whether this device has uploaded the complete blob.
+    fn blob_held(&self, owner: UploadOwner, sha256: &str) -> Result<bool>;
+    /// Records a verified, complete blob as uploaded by this device.
     fn record_blob(
         &self,
         device: &Device,
@@ -248,7 +254,19 @@ pub trait Storage: Send + Sync + 'static {
         media_type: &str,
         now_ms: i64,
     ) -> Result<()>;
-    fn upload(&self, project: Uuid, sha256: &str) -> Result<Option<UploadInfo>>;
-    fn start_upload(&self, project: Uuid, sha256: &str, length: u64, media_type: &str) -> Result<()>;
-    fn end_upload(&self, project: Uuid, sha256: &str) -> Result<()>;
+    fn upload(&self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>>;
+    /// Starts (or restarts with another length) a device's upload.
+    fn start_upload(
+        &self,
+        owner: UploadOwner,
+        sha256: &str,
+        length: u64,
+        media_type: &str,
+        now_ms: i64,
+    ) -> Result<()>;
+    fn end_upload(&self, owner: UploadOwner, sha256: &str) -> Result<()>;
+    /// The bytes a device's other uploads in progress will take.
+    fn upload_bytes_in_progress(&self, device: Uuid, except_sha256: &str) -> Result<u64>;
+    /// Uploads started before `before_ms`, at most `limit` of them.
+    fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<(UploadOwner, String)>>;
 }

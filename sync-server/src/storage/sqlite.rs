@@ -4,24 +4,29 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
-use tejido_core::crdt::{HybridClock, SystemClock};
 use tejido_core::store::parse_attachment_ref;
 use tejido_core::sync::wire::Role;
 use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, OpId, ReplicaId};
 use uuid::Uuid;
 
 use super::*;
+use crate::service::rules::{self, DocLookup};
+use crate::service::{clock, enroll, limits};
 
 /// 'TJSV': marks a SQLite file as a Tejido server database.
 const APPLICATION_ID: i32 = 0x544A_5356;
-const SCHEMA: &str = include_str!("schema.sql");
-const SCHEMA_VERSION: u32 = 1;
-/// A pull page stops growing past this many bytes of changes.
-const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// The schema's migrations, in order: migration `n` takes `user_version` from `n - 1` to `n`.
+/// A fresh database runs them all, so an upgraded database and a fresh one are the same.
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_document_sizes.sql"),
+    include_str!("migrations/0003_device_uploads.sql"),
+];
+const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MAX_READERS: usize = 8;
 
 pub struct SqliteStorage {
@@ -29,7 +34,6 @@ pub struct SqliteStorage {
     writer: Mutex<Connection>,
     readers: Mutex<Vec<Connection>>,
     replica: ReplicaId,
-    clock: Mutex<HybridClock>,
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -137,6 +141,18 @@ struct DocRow {
     parent: Option<Uuid>,
 }
 
+impl DocRow {
+    fn info(&self, doc: Uuid) -> DocumentInfo {
+        DocumentInfo {
+            doc: DocId(doc),
+            project: self.project,
+            collection: self.collection,
+            author: self.author,
+            parent: self.parent,
+        }
+    }
+}
+
 fn load_doc(tx: &Connection, doc: &Uuid) -> rusqlite::Result<Option<DocRow>> {
     tx.prepare_cached("SELECT project, collection, author_device, parent FROM documents WHERE doc = ?1")?
         .query_row([doc.as_bytes().as_slice()], |r| {
@@ -180,7 +196,7 @@ fn merge_op(
 fn apply_change(
     tx: &Transaction<'_>,
     project: &Uuid,
-    device: Option<&Uuid>,
+    writer: Option<&Device>,
     change: &Change,
     now_ms: i64,
 ) -> Result<(u64, u64)> {
@@ -198,9 +214,19 @@ fn apply_change(
         let _ = write!(value, "{}", op.value);
         if merge_op(tx, &mut insert, doc, op.field.as_str(), id, &value, &op.seen)? {
             fresh.push(i);
-            if let Some(sha) = parse_attachment_ref(&op.value) {
-                tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (sha256, doc) VALUES (?1, ?2)")?
-                    .execute(params![sha, doc.as_slice()])?;
+            if let (Some(sha), Some(writer)) = (parse_attachment_ref(&op.value), writer) {
+                let uploaded: bool = tx
+                    .prepare_cached(
+                        "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2 AND device = ?3)",
+                    )?
+                    .query_row(
+                        params![sha, writer.project.as_bytes().as_slice(), writer.id.as_bytes().as_slice()],
+                        |r| r.get(0),
+                    )?;
+                if rules::reference_counts(writer, uploaded) {
+                    tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (sha256, doc) VALUES (?1, ?2)")?
+                        .execute(params![sha, doc.as_slice()])?;
+                }
             }
         }
     }
@@ -218,6 +244,21 @@ fn apply_change(
         serde_json::to_string(&partial)
     }
     .map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))?;
+    let (ops, bytes): (i64, i64) = tx
+        .prepare_cached(
+            "UPDATE documents SET ops = ops + ?2, bytes = bytes + ?3 WHERE doc = ?1 RETURNING ops, bytes",
+        )?
+        .query_row(params![doc.as_slice(), fresh.len() as i64, body.len() as i64], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+    if writer.is_some() && (ops as u64 > limits::MAX_DOC_OPS || bytes as u64 > limits::MAX_DOC_BYTES) {
+        return Err(StorageError::TooLarge(format!(
+            "document {} would hold {ops} values in {bytes} bytes; a document holds at most {} values in {} bytes",
+            change.doc.0,
+            limits::MAX_DOC_OPS,
+            limits::MAX_DOC_BYTES
+        )));
+    }
     tx.prepare_cached(
         "INSERT INTO changes (project, doc, hlc, replica, device, body, received_ms)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -227,7 +268,7 @@ fn apply_change(
         doc.as_slice(),
         hlc_to_sql(change.hlc),
         change.replica.0.as_bytes().as_slice(),
-        device.map(|d| d.as_bytes().to_vec()),
+        writer.map(|d| d.id.as_bytes().to_vec()),
         body,
         now_ms
     ])?;
@@ -258,105 +299,23 @@ fn insert_document(
     Ok(())
 }
 
-/// The submission a comment change names in its `submission` field, if it writes one.
-fn comment_target(change: &Change) -> Result<Option<Uuid>> {
-    let Some(op) = change.ops.iter().find(|op| op.field.as_str() == "submission") else {
-        return Ok(None);
-    };
-    op.value
-        .as_str()
-        .and_then(|s| Uuid::try_parse(s).ok())
-        .map(Some)
-        .ok_or_else(|| StorageError::Invalid("a comment's `submission` field must hold a document id".into()))
-}
+/// The rules' view of the transaction.
+struct TxLookup<'a, 'b>(&'a Transaction<'b>);
 
-/// Checks one change against the pushing device's scope and records a new document. Every
-/// refusal leaves the transaction to be rolled back.
-fn admit_change(tx: &Transaction<'_>, device: &Device, change: &Change) -> Result<()> {
-    let doc_id = change.doc.0;
-    change.validate().map_err(|e| StorageError::Invalid(format!("change to document {doc_id}: {e}")))?;
-    if change.replica != device.replica {
-        return Err(StorageError::Forbidden(format!(
-            "change to document {doc_id} carries replica {}, not this device's enrolled replica",
-            change.replica
-        )));
+impl DocLookup for TxLookup<'_, '_> {
+    fn doc(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>> {
+        Ok(load_doc(self.0, &doc)?.map(|row| row.info(doc)))
     }
-    let coordinator = device.role == Role::Coordinator;
-    match change.collection {
-        Collection::Form => {
-            return Err(StorageError::Forbidden("forms are published by the server, not pushed".into()))
-        }
-        Collection::Entity if !coordinator => {
-            return Err(StorageError::Forbidden(format!(
-                "a {} may write only its own submissions and comments",
-                device.role.as_str()
-            )))
-        }
-        _ => {}
+
+    fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>> {
+        Ok(self
+            .0
+            .prepare_cached("SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = ?2 AND known = 1")?
+            .query_map(params![doc.as_bytes().as_slice(), field], |r| {
+                Ok(OpId { hlc: hlc_from_sql(r.get(0)?), replica: ReplicaId(uuid_col(r, 1)?) })
+            })?
+            .collect::<rusqlite::Result<_>>()?)
     }
-    let existing = load_doc(tx, &doc_id)?;
-    if let Some(row) = &existing {
-        if row.project != device.project {
-            return Err(StorageError::Forbidden(format!("document {doc_id} belongs to another project")));
-        }
-        if row.collection != change.collection {
-            return Err(StorageError::Invalid(format!(
-                "document {doc_id} is a {}, not a {}",
-                row.collection.as_str(),
-                change.collection.as_str()
-            )));
-        }
-        if !coordinator && row.author != Some(device.id) {
-            return Err(StorageError::Forbidden(format!("document {doc_id} was not created by this device")));
-        }
-    }
-    let mut parent = None;
-    if change.collection == Collection::Comment {
-        if let Some(target) = comment_target(change)? {
-            let sub = load_doc(tx, &target)?;
-            let allowed = match &sub {
-                Some(s) => {
-                    s.project == device.project
-                        && s.collection == Collection::Submission
-                        && (coordinator || s.author == Some(device.id))
-                }
-                None => false,
-            };
-            if !allowed {
-                return Err(StorageError::Forbidden(format!(
-                    "comment {doc_id} names submission {target}, which this device cannot see"
-                )));
-            }
-            match existing.as_ref().map(|e| e.parent) {
-                Some(Some(p)) if p != target => {
-                    return Err(StorageError::Invalid(format!(
-                        "comment {doc_id} is about submission {p}; it cannot move to another"
-                    )))
-                }
-                // Devices following the log would miss what the comment said before it joined
-                // their scope: the submission is named when the comment is created.
-                Some(None) => {
-                    return Err(StorageError::Invalid(format!(
-                        "comment {doc_id} was created without a submission; it cannot gain one later"
-                    )))
-                }
-                _ => {}
-            }
-            parent = Some(target);
-        }
-    }
-    if existing.is_none() {
-        insert_document(
-            tx,
-            &doc_id,
-            &device.project,
-            change.collection,
-            Some(&device.id),
-            parent.as_ref(),
-            None,
-        )?;
-    }
-    Ok(())
 }
 
 /// One field's ops as a snapshot needs them.
@@ -443,6 +402,10 @@ fn snapshot_changes(conn: &Connection, doc: Uuid, collection: Collection) -> Res
         .collect())
 }
 
+fn field_path(s: &str) -> Result<FieldPath> {
+    FieldPath::parse(s).map_err(|e| StorageError::Other(e.to_string()))
+}
+
 fn max_seq(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))
 }
@@ -462,50 +425,20 @@ impl SqliteStorage {
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
-        let version: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-        match (app_id, version) {
-            (0, 0) if tables == 0 => {
-                let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-                // Another process may have initialised the file meanwhile.
-                let tables: i64 = tx.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
-                if tables == 0 {
-                    tx.execute_batch(SCHEMA)?;
-                    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
-                    tx.pragma_update(None, "application_id", APPLICATION_ID)?;
-                    tx.execute(
-                        "INSERT INTO meta (key, value) VALUES ('replica', ?1), ('clock', '0')",
-                        [Uuid::new_v4().to_string()],
-                    )?;
-                }
-                tx.commit()?;
-            }
-            (APPLICATION_ID, SCHEMA_VERSION) => {}
-            (APPLICATION_ID, v) => {
-                return Err(StorageError::Other(format!(
-                    "{} has schema version {v}; this server knows {SCHEMA_VERSION}",
-                    path.display()
-                )))
-            }
-            _ => {
-                return Err(StorageError::Other(format!(
-                    "{} is not a tejido-server database",
-                    path.display()
-                )))
-            }
+        if !(app_id == APPLICATION_ID || (app_id == 0 && tables == 0)) {
+            return Err(StorageError::Other(format!("{} is not a tejido-server database", path.display())));
         }
+        migrate(&mut conn, &path)?;
         let replica: String =
             conn.query_row("SELECT value FROM meta WHERE key = 'replica'", [], |r| r.get(0))?;
         let replica = Uuid::try_parse(&replica)
             .map_err(|_| StorageError::Other("the server's replica id is corrupt".into()))?;
-        let clock: String = conn.query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| r.get(0))?;
-        let clock = Hlc(clock.parse().unwrap_or(0));
         Ok(SqliteStorage {
             path,
             writer: Mutex::new(conn),
             readers: Mutex::new(Vec::new()),
             replica: ReplicaId(replica),
-            clock: Mutex::new(HybridClock::new(Arc::new(SystemClock), clock)),
         })
     }
 
@@ -546,19 +479,58 @@ impl SqliteStorage {
         out
     }
 
-    /// A fresh server timestamp after everything in the document.
+    /// A fresh server stamp after everything in the document (within the clock bound), read
+    /// from and saved to the database in this transaction: see [`crate::service::clock`].
     fn tick_after(&self, tx: &Transaction<'_>, doc: &Uuid) -> Result<Hlc> {
-        let max: Option<i64> = tx
-            .prepare_cached("SELECT max(hlc) FROM field_ops WHERE doc = ?1")?
-            .query_row([doc.as_bytes().as_slice()], |r| r.get(0))?;
-        let mut clock = lock(&self.clock);
-        if let Some(m) = max {
-            clock.observe(hlc_from_sql(m));
-        }
-        let hlc = clock.tick();
+        let wall = crate::now_ms().max(0) as u64;
+        let observed: Option<i64> = tx
+            .prepare_cached("SELECT max(hlc) FROM field_ops WHERE doc = ?1 AND hlc <= ?2")?
+            .query_row(params![doc.as_bytes().as_slice(), hlc_to_sql(clock::bound(wall))], |r| r.get(0))?;
+        let stored = read_clock(tx)?;
+        let hlc = clock::next_stamp(stored, observed.map(hlc_from_sql), wall);
         tx.execute("UPDATE meta SET value = ?1 WHERE key = 'clock'", [hlc.0.to_string()])?;
         Ok(hlc)
     }
+}
+
+fn read_clock(conn: &Connection) -> Result<Hlc> {
+    let clock: String = conn.query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| r.get(0))?;
+    clock.parse().map(Hlc).map_err(|_| StorageError::Other("the server's clock is corrupt".into()))
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction (a fresh file runs every
+/// migration), and retires a clock that an older server let devices poison.
+fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Another process may have migrated the file meanwhile: read the version inside.
+    let version: u32 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StorageError::Other(format!(
+            "{} has schema version {version}; this server knows up to {SCHEMA_VERSION}: run a newer tejido-server",
+            path.display()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        if i == 0 {
+            tx.pragma_update(None, "application_id", APPLICATION_ID)?;
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('replica', ?1), ('clock', '0')",
+                [Uuid::new_v4().to_string()],
+            )?;
+        }
+        tx.pragma_update(None, "user_version", i as u32 + 1)?;
+    }
+    let wall = crate::now_ms().max(0) as u64;
+    if clock::is_poisoned(read_clock(&tx)?, wall) {
+        // Stamps far past the bound were issued under the old replica id; a new id keeps every
+        // stamp issued from now on unique.
+        tracing::warn!("the server clock was moved far ahead by a device; the server takes a new replica id");
+        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'replica'", [Uuid::new_v4().to_string()])?;
+        tx.execute("UPDATE meta SET value = '0' WHERE key = 'clock'", [])?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -654,66 +626,47 @@ impl Storage for SqliteStorage {
             return Err(StorageError::Conflict("that replica id is the server's own".into()));
         }
         self.write(|tx| {
-            let code: Option<(Uuid, Role, i64, Option<i64>)> = tx
+            let code: Option<(Uuid, Role, enroll::CodeState)> = tx
                 .query_row(
-                    "SELECT project, role, uses_left, expires_ms FROM enrollment_codes WHERE code_hash = ?1",
+                    "SELECT project, role, uses_left, expires_ms, created_ms FROM enrollment_codes WHERE code_hash = ?1",
                     [redeem.code_hash.as_slice()],
-                    |r| Ok((uuid_col(r, 0)?, role_col(r, 1)?, r.get(2)?, r.get(3)?)),
+                    |r| {
+                        Ok((
+                            uuid_col(r, 0)?,
+                            role_col(r, 1)?,
+                            enroll::CodeState { uses_left: r.get(2)?, expires_ms: r.get(3)?, created_ms: r.get(4)? },
+                        ))
+                    },
                 )
                 .optional()?;
-            let Some((project_id, role, uses_left, expires_ms)) = code else {
-                return Err(StorageError::BadCode);
-            };
-            if expires_ms.is_some_and(|e| e <= redeem.now_ms) {
-                return Err(StorageError::BadCode);
-            }
             let replica = redeem.replica.0.as_bytes().as_slice();
-            let active: Option<(Uuid, Option<Vec<u8>>)> = tx
-                .query_row(
-                    "SELECT id, code_hash FROM devices WHERE replica = ?1 AND revoked_ms IS NULL",
-                    [replica],
-                    |r| Ok((uuid_col(r, 0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let device_id = match active {
-                // A retried enrollment (the answer was lost): a new token, the same device.
-                Some((id, Some(hash))) if hash == redeem.code_hash.as_slice() => {
-                    tx.execute(
-                        "UPDATE devices SET token_hash = ?2 WHERE id = ?1",
-                        params![id.as_bytes().as_slice(), redeem.token_hash.as_slice()],
-                    )?;
-                    id
-                }
-                Some(_) => {
-                    return Err(StorageError::Conflict(
-                        "this replica is already enrolled; revoke that device first".into(),
-                    ))
-                }
-                None => {
-                    if uses_left <= 0 {
-                        return Err(StorageError::BadCode);
-                    }
-                    tx.execute(
-                        "UPDATE enrollment_codes SET uses_left = uses_left - 1 WHERE code_hash = ?1",
-                        [redeem.code_hash.as_slice()],
-                    )?;
-                    tx.execute(
-                        "INSERT INTO devices (id, project, role, replica, name, token_hash, code_hash, created_ms)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                        params![
-                            redeem.device_id.as_bytes().as_slice(),
-                            project_id.as_bytes().as_slice(),
-                            role.as_str(),
-                            replica,
-                            redeem.device_name,
-                            redeem.token_hash.as_slice(),
-                            redeem.code_hash.as_slice(),
-                            redeem.now_ms
-                        ],
-                    )?;
-                    redeem.device_id
-                }
-            };
+            let state = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM devices WHERE replica = ?1 AND revoked_ms IS NULL),
+                        (SELECT max(revoked_ms) FROM devices WHERE replica = ?1)",
+                [replica],
+                |r| Ok(enroll::ReplicaState { active: r.get(0)?, revoked_ms: r.get(1)? }),
+            )?;
+            enroll::check_code(code.as_ref().map(|c| &c.2), &state, redeem.now_ms)?;
+            let Some((project_id, role, _)) = code else { return Err(StorageError::BadCode) };
+            tx.execute(
+                "UPDATE enrollment_codes SET uses_left = uses_left - 1 WHERE code_hash = ?1",
+                [redeem.code_hash.as_slice()],
+            )?;
+            tx.execute(
+                "INSERT INTO devices (id, project, role, replica, name, token_hash, code_hash, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![
+                    redeem.device_id.as_bytes().as_slice(),
+                    project_id.as_bytes().as_slice(),
+                    role.as_str(),
+                    replica,
+                    redeem.device_name,
+                    redeem.token_hash.as_slice(),
+                    redeem.code_hash.as_slice(),
+                    redeem.now_ms
+                ],
+            )?;
+            let device_id = redeem.device_id;
             let device = tx.query_row(
                 &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
                 [device_id.as_bytes().as_slice()],
@@ -775,7 +728,6 @@ impl Storage for SqliteStorage {
     }
 
     fn push(&self, device: &Device, changes: &[Change], now_ms: u64) -> Result<PushOutcome> {
-        let far = now_ms.saturating_add(tejido_core::crdt::FAR_FUTURE_MS);
         self.write(|tx| {
             // Revocation is checked inside the transaction: a push racing a revoke loses.
             let revoked: Option<Option<i64>> = tx
@@ -788,12 +740,42 @@ impl Storage for SqliteStorage {
             let mut outcome = PushOutcome::default();
             let mut far_future = false;
             for change in changes {
-                admit_change(tx, device, change)?;
-                let (new, known) =
-                    apply_change(tx, &device.project, Some(&device.id), change, now_ms as i64)?;
+                let admitted = rules::admit_change(&mut TxLookup(tx), device, change)?;
+                if let Some(parent) = admitted.create {
+                    insert_document(
+                        tx,
+                        &change.doc.0,
+                        &device.project,
+                        change.collection,
+                        Some(&device.id),
+                        parent.as_ref(),
+                        None,
+                    )?;
+                }
+                let (new, known) = apply_change(tx, &device.project, Some(device), change, now_ms as i64)?;
                 outcome.accepted_ops += new;
                 outcome.duplicate_ops += known;
-                far_future |= change.hlc.ms() > far;
+                far_future |= clock::is_far_future(change.hlc, now_ms);
+                if admitted.new_comment {
+                    // The author of a comment is the credential that created it, never a claim.
+                    let hlc = self.tick_after(tx, &change.doc.0)?;
+                    let label = device
+                        .name
+                        .clone()
+                        .unwrap_or_else(|| format!("{} {}", device.role.as_str(), device.id));
+                    let author = Change {
+                        doc: change.doc,
+                        collection: Collection::Comment,
+                        replica: self.replica,
+                        hlc,
+                        ops: vec![FieldOp {
+                            field: field_path("author")?,
+                            value: label.into(),
+                            seen: vec![],
+                        }],
+                    };
+                    apply_change(tx, &device.project, None, &author, now_ms as i64)?;
+                }
             }
             if far_future {
                 tx.execute(
@@ -838,12 +820,20 @@ impl Storage for SqliteStorage {
             let mut bytes = 0;
             let mut last = after;
             for (i, (doc, collection)) in docs.iter().enumerate() {
-                for json in snapshot_changes(tx, *doc, *collection)? {
-                    bytes += json.len();
-                    changes.push(json);
+                let snapshot = snapshot_changes(tx, *doc, *collection)?;
+                let size: usize = snapshot.iter().map(String::len).sum();
+                if !changes.is_empty() && bytes + size > limits::MAX_PAGE_BYTES {
+                    // This document starts the next page.
+                    return Ok(PullPage {
+                        changes,
+                        cursor: Cursor::Snapshot { upto, after: last },
+                        more: true,
+                    });
                 }
+                bytes += size;
+                changes.extend(snapshot);
                 last = *doc;
-                if (changes.len() >= limit || bytes >= MAX_PAGE_BYTES) && i + 1 < docs.len() {
+                if changes.len() >= limit && i + 1 < docs.len() {
                     return Ok(PullPage {
                         changes,
                         cursor: Cursor::Snapshot { upto, after: last },
@@ -861,14 +851,7 @@ impl Storage for SqliteStorage {
     }
 
     fn document(&self, doc: DocId) -> Result<Option<DocumentInfo>> {
-        self.read(|tx| {
-            Ok(load_doc(tx, &doc.0)?.map(|row| DocumentInfo {
-                doc,
-                project: row.project,
-                collection: row.collection,
-                author: row.author,
-            }))
-        })
+        self.read(|tx| Ok(load_doc(tx, &doc.0)?.map(|row| row.info(doc.0))))
     }
 
     fn review(&self, review: &Review) -> Result<ReviewOutcome> {
@@ -890,12 +873,15 @@ impl Storage for SqliteStorage {
                     Ok(OpId { hlc: hlc_from_sql(r.get(0)?), replica: ReplicaId(uuid_col(r, 1)?) })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
+            // A review replaces every open review state it can order after; one stamped beyond
+            // the clock bound (a coordinator device's clock far ahead) stays open, as a conflict.
+            let seen: Vec<OpId> = open.into_iter().filter(|id| id.hlc < hlc).collect();
             let change = Change {
                 doc: review.submission,
                 collection: Collection::Submission,
                 replica: self.replica,
                 hlc,
-                ops: vec![FieldOp { field: state_field.clone(), value: review.state.clone().into(), seen: open }],
+                ops: vec![FieldOp { field: state_field.clone(), value: review.state.clone().into(), seen }],
             };
             apply_change(tx, &review.project, None, &change, review.now_ms as i64)?;
             let mut comment_doc = None;
@@ -1066,11 +1052,11 @@ impl Storage for SqliteStorage {
         })
     }
 
-    fn blob_owned(&self, project: Uuid, sha256: &str) -> Result<bool> {
+    fn blob_held(&self, owner: UploadOwner, sha256: &str) -> Result<bool> {
         self.read(|tx| {
             Ok(tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2)",
-                params![sha256, project.as_bytes().as_slice()],
+                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2 AND device = ?3)",
+                params![sha256, owner.project.as_bytes().as_slice(), owner.device.as_bytes().as_slice()],
                 |r| r.get(0),
             )?)
         })
@@ -1098,43 +1084,82 @@ impl Storage for SqliteStorage {
                 ],
             )?;
             tx.execute(
-                "DELETE FROM uploads WHERE project = ?1 AND sha256 = ?2",
-                params![device.project.as_bytes().as_slice(), sha256],
+                "DELETE FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
+                params![device.project.as_bytes().as_slice(), device.id.as_bytes().as_slice(), sha256],
             )?;
             Ok(())
         })
     }
 
-    fn upload(&self, project: Uuid, sha256: &str) -> Result<Option<UploadInfo>> {
+    fn upload(&self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>> {
         self.read(|tx| {
             Ok(tx
                 .query_row(
-                    "SELECT length, media_type FROM uploads WHERE project = ?1 AND sha256 = ?2",
-                    params![project.as_bytes().as_slice(), sha256],
+                    "SELECT length, media_type FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
+                    params![owner.project.as_bytes().as_slice(), owner.device.as_bytes().as_slice(), sha256],
                     |r| Ok(UploadInfo { length: r.get::<_, i64>(0)? as u64, media_type: r.get(1)? }),
                 )
                 .optional()?)
         })
     }
 
-    fn start_upload(&self, project: Uuid, sha256: &str, length: u64, media_type: &str) -> Result<()> {
+    fn start_upload(
+        &self,
+        owner: UploadOwner,
+        sha256: &str,
+        length: u64,
+        media_type: &str,
+        now_ms: i64,
+    ) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "INSERT INTO uploads (project, sha256, length, media_type) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (project, sha256) DO UPDATE SET length = excluded.length",
-                params![project.as_bytes().as_slice(), sha256, length as i64, media_type],
+                "INSERT INTO uploads (project, device, sha256, length, media_type, started_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (project, device, sha256) DO UPDATE
+                 SET length = excluded.length, media_type = excluded.media_type, started_ms = excluded.started_ms",
+                params![
+                    owner.project.as_bytes().as_slice(),
+                    owner.device.as_bytes().as_slice(),
+                    sha256,
+                    length as i64,
+                    media_type,
+                    now_ms
+                ],
             )?;
             Ok(())
         })
     }
 
-    fn end_upload(&self, project: Uuid, sha256: &str) -> Result<()> {
+    fn end_upload(&self, owner: UploadOwner, sha256: &str) -> Result<()> {
         self.write(|tx| {
             tx.execute(
-                "DELETE FROM uploads WHERE project = ?1 AND sha256 = ?2",
-                params![project.as_bytes().as_slice(), sha256],
+                "DELETE FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
+                params![owner.project.as_bytes().as_slice(), owner.device.as_bytes().as_slice(), sha256],
             )?;
             Ok(())
+        })
+    }
+
+    fn upload_bytes_in_progress(&self, device: Uuid, except_sha256: &str) -> Result<u64> {
+        self.read(|tx| {
+            let n: i64 = tx.query_row(
+                "SELECT coalesce(sum(length), 0) FROM uploads WHERE device = ?1 AND sha256 <> ?2",
+                params![device.as_bytes().as_slice(), except_sha256],
+                |r| r.get(0),
+            )?;
+            Ok(n.max(0) as u64)
+        })
+    }
+
+    fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<(UploadOwner, String)>> {
+        self.read(|tx| {
+            let mut stmt = tx.prepare_cached(
+                "SELECT project, device, sha256 FROM uploads WHERE started_ms < ?1 ORDER BY started_ms LIMIT ?2",
+            )?;
+            let rows = stmt.query_map(params![before_ms, limit as i64], |r| {
+                Ok((UploadOwner { project: uuid_col(r, 0)?, device: uuid_col(r, 1)? }, r.get(2)?))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<_>>()?)
         })
     }
 }
@@ -1156,11 +1181,16 @@ fn log_page(tx: &Transaction<'_>, scope: &ScopeParams, after: i64, limit: usize)
     let mut bytes = 0;
     let mut last = after;
     while let Some(row) = rows.next()? {
-        last = row.get(0)?;
+        let seq: i64 = row.get(0)?;
         let body: String = row.get(1)?;
+        if !changes.is_empty() && bytes + body.len() > limits::MAX_PAGE_BYTES {
+            // This change starts the next page.
+            return Ok(PullPage { changes, cursor: Cursor::Log(last), more: true });
+        }
+        last = seq;
         bytes += body.len();
         changes.push(body);
-        if changes.len() >= limit || bytes >= MAX_PAGE_BYTES {
+        if changes.len() >= limit {
             return Ok(PullPage { changes, cursor: Cursor::Log(last), more: true });
         }
     }

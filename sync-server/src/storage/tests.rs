@@ -41,6 +41,7 @@ mod sqlite_backend {
         pull_scope_by_role,
         enrollment_codes_count_uses_and_expire,
         reviews_and_forms_are_written_by_the_server_replica,
+        a_document_past_its_bound_is_refused_and_pages_stay_bounded,
     );
 }
 
@@ -397,7 +398,8 @@ fn scope_refusals_write_nothing(s: &dyn Storage) {
         assert!(matches!(err, StorageError::Forbidden(_) | StorageError::Invalid(_)), "{what}: {err}");
     }
     let (log, _) = pull_all(s, &coord, Cursor::Log(0), 100);
-    assert_eq!(log.len(), 2, "only the allowed changes made before are stored");
+    // The two device changes, and the author the server wrote for the coordinator's comment.
+    assert_eq!(log.len(), 3, "only the allowed changes made before are stored");
     let (other_log, _) = pull_all(s, &outsider, Cursor::Start, 100);
     assert!(other_log.is_empty());
     // A revoked device's push is refused inside the transaction.
@@ -501,12 +503,43 @@ fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
     let r1 = ReplicaId::random();
     let first = redeem(r1, 10).unwrap();
     assert_eq!(first.device.role, Role::Youth);
-    // A retry by the same replica (its answer was lost) re-issues, without using the code.
-    let retry = redeem(r1, 11).unwrap();
-    assert_eq!(retry.device.id, first.device.id);
+    // The same replica again, while enrolled: refused without using the code.
+    assert!(matches!(redeem(r1, 11), Err(StorageError::Conflict(_))), "already enrolled");
     redeem(ReplicaId::random(), 12).unwrap();
     assert!(matches!(redeem(ReplicaId::random(), 13), Err(StorageError::BadCode)), "used up");
+    // A spent code never works again, not even for a replica that spent it.
+    assert!(matches!(redeem(r1, 14), Err(StorageError::BadCode)), "spent, same replica");
     assert_eq!(s.list_devices(p).unwrap().len(), 2);
+
+    // A revoked device cannot come back with a code made before its revocation.
+    let many: [u8; 32] = rand::random();
+    let make = |hash: [u8; 32], now_ms: i64| {
+        s.create_enrollment_code(&NewEnrollmentCode {
+            code_hash: hash,
+            project: p,
+            role: Role::Youth,
+            uses: 10,
+            expires_ms: None,
+            now_ms,
+        })
+        .unwrap()
+    };
+    make(many, 15);
+    assert!(s.revoke_device(first.device.id, 16).unwrap());
+    let again = |hash: [u8; 32], now_ms: i64| {
+        s.redeem_enrollment_code(&Redeem {
+            code_hash: hash,
+            replica: r1,
+            device_name: None,
+            device_id: Uuid::new_v4(),
+            token_hash: rand::random(),
+            now_ms,
+        })
+    };
+    assert!(matches!(again(many, 17), Err(StorageError::BadCode)), "code older than the revocation");
+    let newer: [u8; 32] = rand::random();
+    make(newer, 18);
+    again(newer, 19).expect("a code made after the revocation enrolls the replica again");
 
     let late: [u8; 32] = rand::random();
     s.create_enrollment_code(&NewEnrollmentCode {
@@ -527,7 +560,6 @@ fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
         now_ms: 100,
     });
     assert!(matches!(expired, Err(StorageError::BadCode)));
-    assert!(s.revoke_device(first.device.id, 20).unwrap());
     assert!(!s.revoke_device(first.device.id, 21).unwrap());
     assert!(s.device(first.device.id).unwrap().unwrap().is_revoked());
 }
@@ -623,4 +655,151 @@ fn a_device_cannot_enroll_with_the_server_replica_and_reopening_keeps_it() {
     assert_eq!(again.list_projects().unwrap().len(), 1);
     std::fs::write(dir.path().join("other.db"), b"not a database at all, just text").unwrap();
     assert!(SqliteStorage::open(dir.path().join("other.db")).is_err());
+}
+
+fn a_document_past_its_bound_is_refused_and_pages_stay_bounded(s: &dyn Storage) {
+    use crate::service::limits::{MAX_DOC_BYTES, MAX_DOC_OPS, MAX_PAGE_BYTES};
+    let p = project(s);
+    let coord = device(s, p, Role::Coordinator);
+    // One document grown 5,000 fields at a time towards 100,000: refused once past the bound.
+    let doc = DocId::new();
+    let mut accepted = 0u64;
+    let mut refused = None;
+    for round in 0..20u64 {
+        let fields: Vec<(String, Value)> =
+            (0..5_000).map(|i| (format!("q{round}_{i}"), json!(format!("answer {i}")))).collect();
+        let ops = fields
+            .iter()
+            .map(|(f, v)| FieldOp { field: FieldPath::parse(f).unwrap(), value: v.clone(), seen: vec![] })
+            .collect();
+        let c = Change {
+            doc,
+            collection: Collection::Entity,
+            replica: coord.replica,
+            hlc: Hlc(100 + round),
+            ops,
+        };
+        match s.push(&coord, &[c], now()) {
+            Ok(o) => accepted += o.accepted_ops,
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+    }
+    assert!(accepted <= MAX_DOC_OPS, "{accepted} ops stored");
+    assert!(matches!(refused, Some(StorageError::TooLarge(_))), "{refused:?}");
+    // Big values: refused by bytes, and the refused change left nothing behind.
+    let big = DocId::new();
+    let value = "x".repeat(700 * 1024);
+    let mut stored = 0;
+    for i in 0..4u64 {
+        let c = change(
+            &coord,
+            big,
+            Collection::Entity,
+            200 + i,
+            &[(&format!("photo_note{i}"), json!(value), vec![])],
+        );
+        if s.push(&coord, &[c], now()).is_ok() {
+            stored += 1;
+        }
+    }
+    assert_eq!(stored, (MAX_DOC_BYTES / (700 * 1024)) as usize);
+    // Every page, from a snapshot or the log, stays within the byte bound.
+    for start in [Cursor::Start, Cursor::Log(0)] {
+        let mut cursor = start;
+        loop {
+            let page = s.pull(&coord, cursor, 1_000).unwrap();
+            let bytes: usize = page.changes.iter().map(String::len).sum();
+            assert!(bytes <= MAX_PAGE_BYTES, "a page of {bytes} bytes");
+            cursor = page.cursor;
+            if !page.more {
+                break;
+            }
+        }
+    }
+}
+
+/// Column and index definitions of every table, to compare schemas.
+fn schema_of(path: &std::path::Path) -> Vec<String> {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    let mut out = Vec::new();
+    let names: Vec<(String, String)> = conn
+        .prepare("SELECT type, name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    for (kind, name) in names {
+        out.push(format!("{kind} {name}"));
+        if kind == "table" {
+            let mut stmt = conn.prepare(&format!("PRAGMA table_xinfo({name})")).unwrap();
+            let cols = stmt
+                .query_map([], |r| {
+                    Ok(format!(
+                        "  {} {} notnull={} default={:?} pk={}",
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, i64>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, i64>(5)?
+                    ))
+                })
+                .unwrap()
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .unwrap();
+            out.extend(cols);
+        }
+    }
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    out.push(format!("user_version {version}"));
+    out
+}
+
+#[test]
+fn an_upgraded_database_equals_a_fresh_one_and_keeps_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    // A database as the first server release made it, with a document and a clock that a
+    // device had moved to the end of time.
+    let old = dir.path().join("old.db");
+    {
+        let conn = rusqlite::Connection::open(&old).unwrap();
+        conn.execute_batch(super::sqlite::MIGRATIONS[0]).unwrap();
+        conn.execute_batch(
+            "PRAGMA application_id = 1414157142; PRAGMA user_version = 1;
+             INSERT INTO meta (key, value) VALUES ('replica', '0190a3c4-0000-7000-8000-00000000000a'),
+                                                  ('clock', '18446744073709551615');
+             INSERT INTO projects VALUES (x'00000000000000000000000000000001', 'p', 1);
+             INSERT INTO documents VALUES (x'00000000000000000000000000000002', x'00000000000000000000000000000001',
+                                           'entity', NULL, NULL, NULL);
+             INSERT INTO field_ops VALUES (x'00000000000000000000000000000002', 'a', 5, x'00000000000000000000000000000003', '1', 1, 1);
+             INSERT INTO changes (project, doc, hlc, replica, device, body, received_ms)
+                  VALUES (x'00000000000000000000000000000001', x'00000000000000000000000000000002', 5,
+                          x'00000000000000000000000000000003', NULL, '0123456789', 1);",
+        )
+        .unwrap();
+    }
+    let upgraded = SqliteStorage::open(&old).unwrap();
+    let fresh_path = dir.path().join("fresh.db");
+    let fresh = SqliteStorage::open(&fresh_path).unwrap();
+    drop(fresh);
+    assert_eq!(schema_of(&old), schema_of(&fresh_path));
+    // The data survived, with the document's size counted.
+    assert_eq!(upgraded.list_projects().unwrap().len(), 1);
+    let conn = rusqlite::Connection::open(&old).unwrap();
+    let (ops, bytes): (i64, i64) =
+        conn.query_row("SELECT ops, bytes FROM documents", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+    assert_eq!((ops, bytes), (1, 10));
+    // The poisoned clock was retired with the replica that issued it.
+    assert_ne!(upgraded.replica().to_string(), "0190a3c4-0000-7000-8000-00000000000a");
+    let clock: String =
+        conn.query_row("SELECT value FROM meta WHERE key = 'clock'", [], |r| r.get(0)).unwrap();
+    assert_eq!(clock, "0");
+    // A newer schema than this server knows is refused, not guessed at.
+    conn.execute_batch("PRAGMA user_version = 99").unwrap();
+    drop(upgraded);
+    let err = SqliteStorage::open(&old).unwrap_err().to_string();
+    assert!(err.contains("schema version 99"), "{err}");
 }

@@ -1,4 +1,4 @@
--- tejido-server's SQLite schema (version 1).
+-- tejido-server SQLite schema, migration 1: the first schema.
 
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,

@@ -1,0 +1,19 @@
+//! The bounds every document, page and upload is held to. Each one past which a request is
+//! refused gets a clear 4xx naming the bound.
+
+/// Most ops (values ever written, history included) one document may hold on the server.
+pub const MAX_DOC_OPS: u64 = 20_000;
+/// Most bytes (its changes as wire JSON, history included) one document may hold. A document
+/// can never outgrow a pull page, so a page that holds one change alone is still bounded.
+pub const MAX_DOC_BYTES: u64 = 2 * 1024 * 1024;
+/// A pull page stops before a change that would take it past this many bytes (a first change
+/// always fits, since no document exceeds [`MAX_DOC_BYTES`]).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+/// How long an unfinished blob upload is kept.
+pub const UPLOAD_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
+/// Most bytes one device may have in uploads in progress at once.
+pub const UPLOAD_QUOTA_BYTES: u64 = 256 * 1024 * 1024;
+/// Coordinator enrollment codes expire after this long unless made with `--expires never`.
+pub const COORDINATOR_CODE_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
+
+const _: () = assert!(MAX_DOC_BYTES as usize * 2 <= MAX_PAGE_BYTES);

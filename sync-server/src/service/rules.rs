@@ -1,0 +1,268 @@
+//! Who may write what: the one place the server decides whether a device's change is admitted.
+//! The table is also in `docs/protocol.md` ("Who writes what").
+//!
+//! | field | enumerator, youth (own documents) | coordinator (any of its project) |
+//! | --- | --- | --- |
+//! | answers (`household/size`, `members/<row>/age`, `…/_row`) | yes | yes |
+//! | `_deleted` | yes | yes |
+//! | `_form`, `_form_version` | once, in the change that creates the submission | same |
+//! | `_author` | once, when creating, and only its own replica | same |
+//! | `_status` | `"finalized"` only | same |
+//! | `_review/state` | no | `approved` or `has_issues` |
+//! | any other `_…` field | no | no |
+//! | comment `submission`, `text` | yes, on its own submissions | yes |
+//! | comment `review_state` | no | `approved` or `has_issues` |
+//! | comment `author` | no: the server writes it from the credential | no |
+//! | entities | no | yes (answers and `_deleted`) |
+//! | forms | no: published by the server | no |
+
+use tejido_core::sync::wire::Role;
+use tejido_core::{Change, Collection, FieldOp, OpId};
+use uuid::Uuid;
+
+use crate::storage::{Device, DocumentInfo, Result, StorageError};
+
+/// The review states a coordinator may set.
+pub const REVIEW_STATES: &[&str] = &["approved", "has_issues"];
+
+/// Blobs: a device may download a blob it uploaded, or one that a document it may read refers
+/// to, when the reference was written by the blob's uploader or by a coordinator. (Putting
+/// another device's photo hash into one's own submission does not make the photo readable.)
+/// A coordinator may download any blob of its project.
+pub fn reference_counts(writer: &Device, writer_uploaded_it: bool) -> bool {
+    writer.role == Role::Coordinator || writer_uploaded_it
+}
+
+/// What the rules need to look up in the transaction that applies a change.
+pub trait DocLookup {
+    /// The server's record of a document.
+    fn doc(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>>;
+    /// The op ids of the known values a field of a document holds.
+    fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>>;
+}
+
+/// What admitting a change asks storage to do before merging it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admitted {
+    /// The change creates its document: record it, authored by the pushing device, with this
+    /// parent (the submission a comment is about).
+    pub create: Option<Option<Uuid>>,
+    /// The change creates a comment: the server adds its `author` from the credential.
+    pub new_comment: bool,
+}
+
+/// The kinds of field the table above distinguishes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum FieldKind {
+    Answer,
+    Deleted,
+    WriteOnce,
+    Author,
+    Status,
+    ReviewState,
+    CommentSubmission,
+    CommentText,
+    CommentReviewState,
+    ServerWritten,
+    Refused,
+}
+
+fn kind(collection: Collection, field: &str) -> FieldKind {
+    match collection {
+        Collection::Submission | Collection::Entity => match field {
+            "_deleted" => FieldKind::Deleted,
+            "_form" | "_form_version" if collection == Collection::Submission => FieldKind::WriteOnce,
+            "_author" if collection == Collection::Submission => FieldKind::Author,
+            "_status" if collection == Collection::Submission => FieldKind::Status,
+            "_review/state" if collection == Collection::Submission => FieldKind::ReviewState,
+            f if f.starts_with('_') => FieldKind::Refused,
+            _ => FieldKind::Answer,
+        },
+        Collection::Comment => match field {
+            "submission" => FieldKind::CommentSubmission,
+            "text" => FieldKind::CommentText,
+            "review_state" => FieldKind::CommentReviewState,
+            "author" => FieldKind::ServerWritten,
+            "_deleted" => FieldKind::Deleted,
+            _ => FieldKind::Refused,
+        },
+        Collection::Form => FieldKind::ServerWritten,
+    }
+}
+
+fn forbidden(change: &Change, op: &FieldOp, why: &str) -> StorageError {
+    StorageError::Forbidden(format!("change to document {}: field {} {why}", change.doc.0, op.field.as_str()))
+}
+
+/// Checks one field op against the table. Values are checked only where the table names them;
+/// the message names the field, never the value.
+fn check_field(
+    lookup: &mut dyn DocLookup,
+    device: &Device,
+    change: &Change,
+    op: &FieldOp,
+    creating: bool,
+) -> Result<()> {
+    let coordinator = device.role == Role::Coordinator;
+    let text = op.value.as_str();
+    match kind(change.collection, op.field.as_str()) {
+        FieldKind::Answer | FieldKind::Deleted | FieldKind::CommentText => Ok(()),
+        FieldKind::CommentSubmission => Ok(()),
+        FieldKind::WriteOnce | FieldKind::Author => {
+            if kind(change.collection, op.field.as_str()) == FieldKind::Author
+                && text != Some(device.replica.to_string().as_str())
+            {
+                return Err(forbidden(change, op, "must name the writing device's own replica"));
+            }
+            if creating {
+                return Ok(());
+            }
+            // Set once: only a repeat of the op that set it is accepted.
+            let known = lookup.known_op_ids(change.doc.0, op.field.as_str())?;
+            if known.iter().all(|id| *id == change.op_id()) {
+                Ok(())
+            } else {
+                Err(forbidden(change, op, "is set when the submission is created and never changes"))
+            }
+        }
+        FieldKind::Status => {
+            if text == Some("finalized") {
+                Ok(())
+            } else {
+                Err(forbidden(change, op, "may only be \"finalized\""))
+            }
+        }
+        FieldKind::ReviewState | FieldKind::CommentReviewState => {
+            if !coordinator {
+                return Err(forbidden(change, op, "is written only by coordinators"));
+            }
+            if text.is_some_and(|s| REVIEW_STATES.contains(&s)) {
+                Ok(())
+            } else {
+                Err(StorageError::Invalid(format!(
+                    "change to document {}: field {} must be approved or has_issues",
+                    change.doc.0,
+                    op.field.as_str()
+                )))
+            }
+        }
+        FieldKind::ServerWritten => Err(forbidden(change, op, "is written by the server, not by devices")),
+        FieldKind::Refused => Err(forbidden(change, op, "is not a field devices may write")),
+    }
+}
+
+/// The submission a comment change names in its `submission` field, if it writes one.
+fn comment_target(change: &Change) -> Result<Option<Uuid>> {
+    let Some(op) = change.ops.iter().find(|op| op.field.as_str() == "submission") else {
+        return Ok(None);
+    };
+    op.value
+        .as_str()
+        .and_then(|s| Uuid::try_parse(s).ok())
+        .map(Some)
+        .ok_or_else(|| StorageError::Invalid("a comment's `submission` field must hold a document id".into()))
+}
+
+/// Decides whether `device` may write `change`, inside the transaction that will apply it.
+/// Every refusal is an error; the caller rolls the whole batch back.
+pub fn admit_change(lookup: &mut dyn DocLookup, device: &Device, change: &Change) -> Result<Admitted> {
+    let doc_id = change.doc.0;
+    change.validate().map_err(|e| StorageError::Invalid(format!("change to document {doc_id}: {e}")))?;
+    if change.replica != device.replica {
+        return Err(StorageError::Forbidden(format!(
+            "change to document {doc_id} carries replica {}, not this device's enrolled replica",
+            change.replica
+        )));
+    }
+    let coordinator = device.role == Role::Coordinator;
+    match change.collection {
+        Collection::Form => {
+            return Err(StorageError::Forbidden("forms are published by the server, not pushed".into()))
+        }
+        Collection::Entity if !coordinator => {
+            return Err(StorageError::Forbidden(format!(
+                "a {} may write only its own submissions and comments",
+                device.role.as_str()
+            )))
+        }
+        _ => {}
+    }
+    let existing = lookup.doc(doc_id)?;
+    if let Some(row) = &existing {
+        if row.project != device.project {
+            return Err(StorageError::Forbidden(format!("document {doc_id} belongs to another project")));
+        }
+        if row.collection != change.collection {
+            return Err(StorageError::Invalid(format!(
+                "document {doc_id} is a {}, not a {}",
+                row.collection.as_str(),
+                change.collection.as_str()
+            )));
+        }
+        if !coordinator && row.author != Some(device.id) {
+            return Err(StorageError::Forbidden(format!("document {doc_id} was not created by this device")));
+        }
+    }
+    let creating = existing.is_none();
+    for op in &change.ops {
+        check_field(lookup, device, change, op, creating)?;
+    }
+    let mut parent = None;
+    if change.collection == Collection::Comment {
+        if let Some(target) = comment_target(change)? {
+            let allowed = match lookup.doc(target)? {
+                Some(s) => {
+                    s.project == device.project
+                        && s.collection == Collection::Submission
+                        && (coordinator || s.author == Some(device.id))
+                }
+                None => false,
+            };
+            if !allowed {
+                return Err(StorageError::Forbidden(format!(
+                    "comment {doc_id} names submission {target}, which this device cannot see"
+                )));
+            }
+            match existing.as_ref().map(|e| e.parent) {
+                Some(Some(p)) if p != target => {
+                    return Err(StorageError::Invalid(format!(
+                        "comment {doc_id} is about submission {p}; it cannot move to another"
+                    )))
+                }
+                // Devices following the log would miss what the comment said before it joined
+                // their scope: the submission is named when the comment is created.
+                Some(None) => {
+                    return Err(StorageError::Invalid(format!(
+                        "comment {doc_id} was created without a submission; it cannot gain one later"
+                    )))
+                }
+                _ => {}
+            }
+            parent = Some(target);
+        }
+    }
+    Ok(Admitted {
+        create: creating.then_some(parent),
+        new_comment: creating && change.collection == Collection::Comment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_sorts_fields() {
+        use Collection::*;
+        assert_eq!(kind(Submission, "household/size"), FieldKind::Answer);
+        assert_eq!(kind(Submission, "members/0190a3/_row"), FieldKind::Answer);
+        assert_eq!(kind(Submission, "_review/state"), FieldKind::ReviewState);
+        assert_eq!(kind(Submission, "_review/other"), FieldKind::Refused);
+        assert_eq!(kind(Submission, "_form"), FieldKind::WriteOnce);
+        assert_eq!(kind(Entity, "_form"), FieldKind::Refused);
+        assert_eq!(kind(Comment, "author"), FieldKind::ServerWritten);
+        assert_eq!(kind(Comment, "review_state"), FieldKind::CommentReviewState);
+        assert_eq!(kind(Comment, "anything"), FieldKind::Refused);
+        assert_eq!(kind(Form, "form"), FieldKind::ServerWritten);
+    }
+}

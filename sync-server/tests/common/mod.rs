@@ -1,0 +1,157 @@
+//! The harness the HTTP API tests share: a real server on 127.0.0.1:0, reqwest, helpers to
+//! enroll devices and push and pull.
+#![allow(clippy::unwrap_used, dead_code)]
+
+use std::sync::Arc;
+
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use tejido_core::sync::wire::PROTOCOL_HEADER;
+use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, ReplicaId};
+use tejido_server::api::{router, AppState};
+use tejido_server::blobs::BlobStore;
+use tejido_server::storage::SqliteStorage;
+use uuid::Uuid;
+
+pub const ADMIN: &str = "admin-secret-for-tests";
+/// The address enrollment links name.
+pub const PUBLIC_URL: &str = "http://tejido.test:8080";
+
+pub struct Server {
+    pub url: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+#[derive(Clone, Debug)]
+pub struct Dev {
+    pub token: String,
+    pub id: Uuid,
+    pub replica: ReplicaId,
+}
+
+pub async fn start() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
+    let state = AppState::new(Arc::new(storage), BlobStore::new(dir.path().join("blobs")))
+        .with_admin_token(ADMIN)
+        .with_public_url(PUBLIC_URL);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    Server {
+        url: format!("http://{addr}"),
+        http: reqwest::Client::builder()
+            // See the raw encodings: in a workspace build reqwest may have gzip/zstd enabled by
+            // another crate and would otherwise decode (and strip) them itself.
+            .no_gzip()
+            .no_zstd()
+            .build()
+            .unwrap(),
+        dir,
+    }
+}
+
+impl Server {
+    pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{path}", self.url)).header(PROTOCOL_HEADER, "1");
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    pub async fn send(&self, r: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = r.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    pub async fn project(&self, name: &str) -> Uuid {
+        let (status, body) = self
+            .send(self.req(Method::POST, "/v1/projects", Some(ADMIN)).json(&json!({ "name": name })))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        body["id"].as_str().unwrap().parse().unwrap()
+    }
+
+    pub async fn code(&self, project: Uuid, role: &str, uses: u32) -> String {
+        let (status, body) = self
+            .send(
+                self.req(Method::POST, &format!("/v1/projects/{project}/enrollment-codes"), Some(ADMIN))
+                    .json(&json!({ "role": role, "uses": uses })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{body}");
+        assert!(body["link"].as_str().unwrap().starts_with("tejido://enroll?server="));
+        body["code"].as_str().unwrap().to_owned()
+    }
+
+    pub async fn try_enroll(&self, code: &str, replica: ReplicaId) -> (StatusCode, Value) {
+        self.send(
+            self.req(Method::POST, "/v1/enroll", None).json(&json!({ "code": code, "replica": replica })),
+        )
+        .await
+    }
+
+    pub async fn device(&self, project: Uuid, role: &str) -> Dev {
+        let code = self.code(project, role, 1).await;
+        let replica = ReplicaId::random();
+        let (status, body) = self.try_enroll(&code, replica).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        Dev {
+            token: body["token"].as_str().unwrap().to_owned(),
+            id: body["device_id"].as_str().unwrap().parse().unwrap(),
+            replica,
+        }
+    }
+
+    pub async fn push(&self, d: &Dev, changes: &[Change]) -> (StatusCode, Value) {
+        self.send(self.req(Method::POST, "/v1/push", Some(&d.token)).json(&json!({ "changes": changes })))
+            .await
+    }
+
+    /// Everything a device sees, from a fresh snapshot to the end of the log.
+    pub async fn pull_all(&self, d: &Dev) -> Vec<Change> {
+        let mut cursor = String::new();
+        let mut out = Vec::new();
+        loop {
+            let (status, body) = self
+                .send(self.req(Method::GET, &format!("/v1/pull?cursor={cursor}&limit=3"), Some(&d.token)))
+                .await;
+            assert_eq!(status, StatusCode::OK, "{body}");
+            out.extend(serde_json::from_value::<Vec<Change>>(body["changes"].clone()).unwrap());
+            cursor = body["cursor"].as_str().unwrap().to_owned();
+            if !body["more"].as_bool().unwrap() {
+                return out;
+            }
+        }
+    }
+
+    pub async fn upload(&self, d: &Dev, bytes: &[u8], offset: u64, chunk: &[u8]) -> (StatusCode, Value) {
+        let sha = hex::encode(Sha256::digest(bytes));
+        self.send(
+            self.req(Method::PATCH, &format!("/v1/blobs/{sha}"), Some(&d.token))
+                .header("upload-offset", offset)
+                .header("upload-length", bytes.len())
+                .header("upload-media-type", "image/jpeg")
+                .body(chunk.to_vec()),
+        )
+        .await
+    }
+}
+
+pub fn change(d: &Dev, doc: DocId, collection: Collection, hlc: u64, fields: &[(&str, Value)]) -> Change {
+    Change {
+        doc,
+        collection,
+        replica: d.replica,
+        hlc: Hlc(hlc),
+        ops: fields
+            .iter()
+            .map(|(f, v)| FieldOp { field: FieldPath::parse(f).unwrap(), value: v.clone(), seen: vec![] })
+            .collect(),
+    }
+}
