@@ -115,7 +115,13 @@ pub fn run(data: &Path, options: DemoOptions) -> Result<(), Failure> {
         let server = {
             let stop = stop.clone();
             tokio::spawn(async move {
-                axum::serve(listener, router(state)).with_graceful_shutdown(stop.cancelled_owned()).await
+                tejido_server::serve::serve(
+                    listener,
+                    router(state),
+                    tejido_server::serve::ConnectionLimits::default(),
+                    stop.cancelled_owned(),
+                )
+                .await
             })
         };
         {

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod blobs;
 pub mod secrets;
+pub mod serve;
 pub mod service;
 pub mod storage;
 

@@ -15,6 +15,7 @@ use tejido_core::sync::wire::Role;
 use tejido_server::api::{router, AppState};
 use tejido_server::blobs::BlobStore;
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
+use tejido_server::serve::ConnectionLimits;
 use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm, SqliteStorage, Storage, StorageError};
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,16 @@ enum Command {
         /// The address phones use, for enrollment links (default: http://<the listen address>).
         #[arg(long, env = "TEJIDO_PUBLIC_URL")]
         public_url: Option<String>,
+        /// Most connections served at once; more wait in the listen backlog.
+        #[arg(long, default_value_t = 512)]
+        max_connections: usize,
+        /// How long a client may take to send a request's headers; also how long a connection
+        /// may sit idle between requests.
+        #[arg(long, default_value = "30s", value_parser = parse_duration)]
+        header_timeout: std::time::Duration,
+        /// How long a request body may stall between chunks.
+        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        body_timeout: std::time::Duration,
     },
     /// Serve a seeded demo project (in DATA/demo) with the example forms and simulated devices
     /// that fill and sync submissions through the real client; runs until Ctrl-C.
@@ -128,6 +139,10 @@ enum FormCommand {
     },
 }
 
+fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a duration like 30s or 2m"))
+}
+
 fn parse_role(s: &str) -> Result<Role, String> {
     Role::parse(s).ok_or_else(|| format!("{s:?} is not a role: enumerator, youth or coordinator"))
 }
@@ -189,7 +204,10 @@ fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
 
 fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { listen, admin_token, public_url } => serve(data, &listen, admin_token, public_url),
+        Command::Serve { listen, admin_token, public_url, max_connections, header_timeout, body_timeout } => {
+            let limits = ConnectionLimits { max_connections, header_timeout, body_timeout };
+            serve(data, &listen, admin_token, public_url, limits)
+        }
         Command::Demo { listen, devices, rounds, per_round, exit_after_rounds } => {
             demo::run(data, demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds })
         }
@@ -362,6 +380,7 @@ fn serve(
     listen: &str,
     admin_token: Option<String>,
     public_url: Option<String>,
+    limits: ConnectionLimits,
 ) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -379,7 +398,6 @@ fn serve(
     if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
         state = state.with_admin_token(&t);
     }
-    state = state.with_public_url(public_url.unwrap_or_else(|| format!("http://{listen}")));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -389,14 +407,14 @@ fn serve(
             .await
             .map_err(|e| Failure(format!("cannot listen on {listen}: {e}"), 1))?;
         let addr = listener.local_addr().map_err(|e| Failure(format!("cannot listen: {e}"), 1))?;
+        let state = state.with_public_url(public_url.unwrap_or_else(|| format!("http://{addr}")));
         {
             let mut stdout = std::io::stdout().lock();
             let _ = writeln!(stdout, "listening on http://{addr}");
             let _ = stdout.flush();
         }
         tracing::info!(%addr, data = %data.display(), "serving");
-        axum::serve(listener, router(state))
-            .with_graceful_shutdown(shutdown_signal())
+        tejido_server::serve::serve(listener, router(state), limits, shutdown_signal())
             .await
             .map_err(|e| Failure(format!("the server failed: {e}"), 1))?;
         tracing::info!("stopped");

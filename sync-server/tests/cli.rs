@@ -93,3 +93,86 @@ fn admin_commands_print_json_and_serve_stops_gracefully() {
     let exit = child.wait().unwrap();
     assert!(exit.success(), "serve exits cleanly on SIGTERM: {exit:?}");
 }
+
+/// `serve` under a 1,024-descriptor limit, with a short header timeout.
+fn serve_limited(data: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_tejido-server"))
+        .arg("--data")
+        .arg(data)
+        .args(["serve", "--listen", "127.0.0.1:0", "--header-timeout", "2s"])
+        .env("TEJIDO_LOG", "error")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.trim().strip_prefix("listening on http://").unwrap().to_owned();
+    (child, addr)
+}
+
+#[test]
+fn eleven_hundred_idle_connections_leave_healthz_answering() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = serve_limited(dir.path());
+    // 1,100 connections that send nothing, or half a request, and then sit there.
+    let mut idle = Vec::new();
+    for i in 0..1_100 {
+        let mut s = std::net::TcpStream::connect(&addr).unwrap();
+        if i % 2 == 0 {
+            s.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-half: ").unwrap();
+        }
+        idle.push(s);
+    }
+    let started = std::time::Instant::now();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(60))).unwrap();
+    stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "healthz after {:?}: {answer:?}", started.elapsed());
+    println!("healthz answered {:?} after 1,100 idle connections", started.elapsed());
+    // The server closed the idle ones.
+    let mut closed = 0;
+    for s in idle.iter_mut().take(50) {
+        s.set_read_timeout(Some(std::time::Duration::from_secs(30))).unwrap();
+        let mut buf = [0u8; 512];
+        if s.read(&mut buf).is_ok() {
+            closed += 1;
+        }
+    }
+    assert_eq!(closed, 50, "idle connections are closed by the server");
+    let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
+    let _ = child.wait();
+}
+
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let form = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/forms/victimizacion_hogares.xlsx");
+    for args in [
+        vec!["project", "create", "p"],
+        vec!["project", "list"],
+        vec!["--json", "project", "list"],
+        vec!["form", "check", form],
+        vec!["enroll", "--project", "nope", "--role", "youth", "--json"],
+    ] {
+        // `>&-` closes stdout, as `tejido-server … | head` does once head has had enough.
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" \"$@\" >&-")
+            .arg(env!("CARGO_BIN_EXE_tejido-server"))
+            .arg("--data")
+            .arg(dir.path())
+            .args(&args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(101), "{args:?} panicked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+    }
+}
