@@ -1,5 +1,6 @@
 //! `tejido-server`: the sync server and the admin CLI, one binary.
 
+#[cfg(feature = "demo")]
 mod demo;
 mod form_cli;
 
@@ -54,6 +55,7 @@ enum Command {
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         body_timeout: std::time::Duration,
     },
+    #[cfg(feature = "demo")]
     /// Serve a seeded demo project (in DATA/demo) with the example forms and simulated devices
     /// that fill and sync submissions through the real client; runs until Ctrl-C.
     Demo {
@@ -208,6 +210,7 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             let limits = ConnectionLimits { max_connections, header_timeout, body_timeout };
             serve(data, &listen, admin_token, public_url, limits)
         }
+        #[cfg(feature = "demo")]
         Command::Demo { listen, devices, rounds, per_round, exit_after_rounds } => {
             demo::run(data, demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds })
         }
