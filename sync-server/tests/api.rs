@@ -510,4 +510,10 @@ async fn health_and_the_openapi_document_are_served() {
         assert!(doc["paths"][path].is_object(), "{path} is documented");
     }
     assert!(doc["components"]["schemas"]["PushRequest"].is_object());
+    // As the server sends them: `seen` is left out when empty, and a value is any JSON.
+    let field_op = &doc["components"]["schemas"]["FieldOp"];
+    let required: Vec<&str> =
+        field_op["required"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    assert_eq!(required, ["field", "value"], "{field_op}");
+    assert!(field_op["properties"]["value"].get("type").is_none(), "{field_op}");
 }

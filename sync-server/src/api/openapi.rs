@@ -24,8 +24,9 @@ pub mod docs {
 
     #[derive(ToSchema)]
     pub struct ErrorBody {
-        /// `bad_request`, `unauthorized`, `forbidden`, `not_found`, `too_large`,
-        /// `protocol_mismatch`, `hash_mismatch`, `conflict` or `internal`.
+        /// `bad_request`, `unauthorized`, `bad_code`, `forbidden`, `not_found`, `too_large`,
+        /// `unsupported_media_type`, `protocol_mismatch`, `hash_mismatch`, `conflict` or
+        /// `internal`.
         pub error: String,
         /// What went wrong, for people. Never contains answers.
         pub message: String,
@@ -55,9 +56,11 @@ pub mod docs {
         /// A field path such as `household/size` or `members/<row uuid>/age`.
         pub field: String,
         /// Any JSON value.
-        #[schema(value_type = Object)]
+        #[schema(value_type = Value)]
         pub value: serde_json::Value,
-        /// Op ids (`<hlc hex>@<replica>`) of the values the writer saw and replaces.
+        /// Op ids (`<hlc hex>@<replica>`) of the values the writer saw and replaces; left out
+        /// when it saw none.
+        #[schema(required = false)]
         pub seen: Vec<String>,
     }
 
@@ -114,11 +117,57 @@ impl Modify for BearerAuth {
     }
 }
 
+/// The answers every `/v1` endpoint can give whatever it does, added to each operation so the
+/// document lists every status the server can answer: a protocol mismatch (400), a missing or
+/// revoked token (401) and a device of the wrong role (403) where a token is needed, a body
+/// too large (413) or in an unknown encoding (415) where there is a body, and a server failure
+/// (500).
+struct CommonResponses;
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let error = |what: &str| {
+            ResponseBuilder::new()
+                .description(what)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            let ops = [&mut item.get, &mut item.post, &mut item.patch, &mut item.head];
+            for op in ops.into_iter().flatten() {
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = op.request_body.is_some();
+                let responses = &mut op.responses.responses;
+                let mut add = |status: &str, what: &str| {
+                    responses.entry(status.to_owned()).or_insert_with(|| error(what).into());
+                };
+                add("400", "A malformed request, or a protocol mismatch");
+                if secured {
+                    add("401", "Missing, unknown or revoked token");
+                    add("403", "The token may not do this");
+                }
+                if has_body {
+                    add("413", "The body is too large");
+                    add("415", "The body is in an unknown encoding or not JSON");
+                }
+                add("500", "The server failed; try again later");
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Tejido sync server", description = "The sync protocol; see docs/protocol.md."),
     paths(
-        super::healthz,
+        super::healthz, serve,
         sync::enroll, sync::push, sync::pull,
         blobs::status, blobs::upload, blobs::download,
         admin::create_project, admin::create_enrollment_code, admin::list_devices,
@@ -131,10 +180,17 @@ impl Modify for BearerAuth {
         admin::EnrollmentCodeView, admin::DeviceView, admin::RevokeView, admin::ReviewRequest,
         admin::ReviewView,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
 )]
 pub struct ApiDoc;
 
+/// The document `/openapi.json` serves.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "health", responses((status = 200, description = "The OpenAPI document")))]
 pub(crate) async fn serve() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+    Json(document())
 }

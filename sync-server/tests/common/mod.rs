@@ -2,7 +2,8 @@
 //! enroll devices and push and pull.
 #![allow(clippy::unwrap_used, dead_code)]
 
-use std::sync::Arc;
+use std::collections::BTreeSet;
+use std::sync::{Arc, Mutex};
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -22,6 +23,46 @@ pub struct Server {
     pub url: String,
     pub http: reqwest::Client,
     pub dir: tempfile::TempDir,
+    /// Every (method, route, status) the server answered, checked against the OpenAPI
+    /// document when the server is dropped.
+    answered: Answered,
+}
+
+type Answered = Arc<Mutex<BTreeSet<(String, String, u16)>>>;
+
+async fn record(
+    axum::extract::State(answered): axum::extract::State<Answered>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let method = req.method().as_str().to_ascii_lowercase();
+    let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
+    let res = next.run(req).await;
+    if let Some(route) = route {
+        answered.lock().unwrap().insert((method, route, res.status().as_u16()));
+    }
+    res
+}
+
+impl Drop for Server {
+    /// Every status a handler gave in the test is one the OpenAPI document lists for it.
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let doc = serde_json::to_value(tejido_server::api::openapi::document()).unwrap();
+        let mut missing = Vec::new();
+        for (method, route, status) in self.answered.lock().unwrap().iter() {
+            let Some(op) = doc["paths"][route.as_str()].get(method.as_str()) else {
+                assert_eq!(*status, 405, "{method} {route} is undocumented and answered {status}");
+                continue;
+            };
+            if op["responses"].get(status.to_string()).is_none() {
+                missing.push(format!("{method} {route} {status}"));
+            }
+        }
+        assert!(missing.is_empty(), "answered but not in the OpenAPI document: {missing:?}");
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -37,9 +78,11 @@ pub async fn start() -> Server {
     let state = AppState::new(Arc::new(storage), BlobStore::new(dir.path().join("blobs")))
         .with_admin_token(ADMIN)
         .with_public_url(PUBLIC_URL);
+    let answered = Answered::default();
+    let app = router(state).layer(axum::middleware::from_fn_with_state(answered.clone(), record));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, router(state)).await });
+    tokio::spawn(async move { axum::serve(listener, app).await });
     Server {
         url: format!("http://{addr}"),
         http: reqwest::Client::builder()
@@ -50,6 +93,7 @@ pub async fn start() -> Server {
             .build()
             .unwrap(),
         dir,
+        answered,
     }
 }
 
