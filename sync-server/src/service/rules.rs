@@ -25,6 +25,31 @@ use crate::storage::{Device, DocumentInfo, Result, StorageError};
 /// The review states a coordinator may set.
 pub const REVIEW_STATES: &[&str] = &["approved", "has_issues"];
 
+/// What a device receives (its scope), as data a backend turns into its query: coordinators
+/// the whole project; enumerators and youth the project's entities, the forms published for
+/// their role, the documents they created, and comments on the submissions they created.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Scope {
+    pub project: Uuid,
+    /// Everything of the project.
+    pub everything: bool,
+    /// The device whose own documents (and comments on them) are in scope.
+    pub device: Uuid,
+    /// Forms published for this role are in scope.
+    pub role: Role,
+}
+
+impl Scope {
+    pub fn of(device: &Device) -> Scope {
+        Scope {
+            project: device.project,
+            everything: device.role == Role::Coordinator,
+            device: device.id,
+            role: device.role,
+        }
+    }
+}
+
 /// Blobs: a device may download a blob it uploaded, or one that a document it may read refers
 /// to, when the reference was written by the blob's uploader or by a coordinator. (Putting
 /// another device's photo hash into one's own submission does not make the photo readable.)

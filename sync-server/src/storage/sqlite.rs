@@ -108,8 +108,8 @@ fn project_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<Project> {
     Ok(Project { id: uuid_col(row, 0)?, name: row.get(1)?, created_ms: row.get(2)? })
 }
 
-/// The documents a device may see, as a condition on `d` (a row of `documents`). Parameters:
-/// ?1 project, ?2 device id, ?3 ',role,' for form audiences, ?4 1 for a coordinator.
+/// The documents a [`rules::Scope`] covers, as a condition on `d` (a row of `documents`).
+/// Parameters: ?1 project, ?2 device id, ?3 ',role,' for form audiences, ?4 1 for everything.
 const SCOPE: &str = "d.project = ?1 AND (?4 = 1 OR d.collection = 'entity'
     OR (d.collection = 'form' AND instr(d.audience, ?3) > 0)
     OR d.author_device = ?2
@@ -123,12 +123,14 @@ struct ScopeParams {
 }
 
 impl ScopeParams {
+    /// The query parameters of the service's scope.
     fn of(device: &Device) -> ScopeParams {
+        let scope = rules::Scope::of(device);
         ScopeParams {
-            project: *device.project.as_bytes(),
-            device: *device.id.as_bytes(),
-            audience: format!(",{},", device.role.as_str()),
-            coordinator: i64::from(device.role == Role::Coordinator),
+            project: *scope.project.as_bytes(),
+            device: *scope.device.as_bytes(),
+            audience: format!(",{},", scope.role.as_str()),
+            coordinator: i64::from(scope.everything),
         }
     }
 }
