@@ -2,6 +2,7 @@
 //! against their question's type, repeat rows, errors, and finalizing only a complete form.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use tejido_core::doc::{meta, PublishedForm};
 
 use serde_json::Value;
 use tejido_core::form::{self, Form, FormSession, QuestionType, ValidationKind};
@@ -232,7 +233,7 @@ impl TejidoStore {
     /// version arrived).
     pub fn form_of_submission(&self, submission_id: String) -> Result<Arc<TejidoForm>, TejidoError> {
         let doc = self.store.read_document(parse_doc(&submission_id)?)?;
-        let (id, version) = (doc.text("_form"), doc.text("_form_version"));
+        let (id, version) = (doc.text(meta::FORM), doc.text(meta::FORM_VERSION));
         self.received_forms()?
             .into_iter()
             .find(|f| Some(f.settings.form_id.as_str()) == id && Some(f.settings.version.as_str()) == version)
@@ -268,7 +269,7 @@ impl TejidoStore {
         let mut forms = Vec::new();
         for doc in self.store.list_documents(Collection::Form)? {
             let d = self.store.read_document(doc)?;
-            let Some(json) = d.value("form") else { continue };
+            let Some(json) = d.value(PublishedForm::FORM) else { continue };
             // A form a newer server published in a shape this build cannot read is left out.
             if let Ok(form) = serde_json::from_value::<Form>(json.clone()) {
                 forms.push(form);

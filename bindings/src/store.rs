@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tejido_core::doc::{meta, Comment};
 
 use tejido_core::store::{self as core_store, StatusFilter, StoreOptions};
 use tejido_core::{DocId, Store};
@@ -212,8 +213,8 @@ impl TejidoStore {
         }
         Ok(Submission {
             id: doc.id.to_string(),
-            form_id: doc.text("_form").map(str::to_owned),
-            form_version: doc.text("_form_version").map(str::to_owned),
+            form_id: doc.text(meta::FORM).map(str::to_owned),
+            form_version: doc.text(meta::FORM_VERSION).map(str::to_owned),
             status: status(doc.status()),
             review_state: doc.review_state().map(str::to_owned),
             answers: doc
@@ -294,12 +295,12 @@ impl TejidoStore {
             if doc.is_deleted() {
                 continue;
             }
-            let (Some(submission), Some(text)) = (doc.text("submission"), doc.text("text")) else { continue };
-            out.entry(submission.to_owned()).or_default().push(ReviewComment {
+            let Some(comment) = Comment::read(&doc) else { continue };
+            out.entry(comment.submission.to_string()).or_default().push(ReviewComment {
                 id: id.to_string(),
-                text: text.to_owned(),
-                author: doc.text("author").map(str::to_owned),
-                review_state: doc.text("review_state").map(str::to_owned),
+                text: comment.text,
+                author: comment.author,
+                review_state: comment.review_state,
             });
         }
         Ok(out)

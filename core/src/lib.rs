@@ -3,6 +3,7 @@
 //! and `tejido-ffi` build on this crate.
 
 pub mod crdt;
+pub mod doc;
 pub mod form;
 pub mod store;
 pub mod sync;

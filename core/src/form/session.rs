@@ -129,7 +129,7 @@ impl<'s> FormSession<'s> {
 
     fn open_with(store: StoreRef<'s>, form: &Form, doc: DocId) -> Result<FormSession<'s>, FormError> {
         let document = store.read_document(doc)?;
-        if let Some(found) = document.text("_form") {
+        if let Some(found) = document.text(crate::doc::meta::FORM) {
             if found != form.settings.form_id {
                 return Err(FormError::WrongForm {
                     doc,

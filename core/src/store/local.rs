@@ -1,6 +1,7 @@
 //! Local writes: drafts, answers, repeat rows, finalizing, deletes and conflict resolution.
 //! Each public method is one transaction.
 
+use crate::doc::meta;
 use rusqlite::{params, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -20,7 +21,7 @@ enum Replaces {
 }
 
 /// The marker field that says a repeat row exists.
-const ROW_MARKER: &str = "_row";
+const ROW_MARKER: &str = meta::ROW_MARKER;
 
 impl Store {
     /// Starts a draft submission of a form. Drafts stay on this device until finalized.
@@ -36,9 +37,9 @@ impl Store {
         let hlc = inner.clock.tick();
         let id = OpId { hlc, replica: self.replica };
         let meta = [
-            ("_form", json!(form_id)),
-            ("_form_version", json!(form_version)),
-            ("_author", json!(self.replica.to_string())),
+            (meta::FORM, json!(form_id)),
+            (meta::FORM_VERSION, json!(form_version)),
+            (meta::AUTHOR, json!(self.replica.to_string())),
         ];
         for (field, value) in meta {
             merge_op(&tx, doc.0.as_bytes(), field, id, &value.to_string(), &[])?;
@@ -135,8 +136,8 @@ impl Store {
             }
             current.push((leaf.field, leaf.value));
         }
-        current.retain(|(f, v)| !v.is_null() && !omit(f) && f.as_str() != "_status");
-        current.push((FieldPath::parse("_status")?, json!("finalized")));
+        current.retain(|(f, v)| !v.is_null() && !omit(f) && f.as_str() != meta::STATUS);
+        current.push((FieldPath::parse(meta::STATUS)?, json!(meta::FINALIZED)));
         tx.execute("DELETE FROM field_ops WHERE doc = ?1", [doc.0.as_bytes().as_slice()])?;
         let hlc = inner.clock.tick();
         let change = write_fields(&tx, self, doc, collection, hlc, current, Replaces::Shown)?;
@@ -177,7 +178,7 @@ impl Store {
             .flat_map(|(_, s)| std::iter::once(s.op).chain(s.conflicts.iter().map(|c| c.op)))
             .map(|id| id.to_string())
             .collect();
-        let deleted = FieldPath::parse("_deleted")?;
+        let deleted = FieldPath::parse(meta::DELETED)?;
         self.write_unchecked(
             doc,
             vec![(deleted, json!({ "deleted": true, "covers": covers }))],
@@ -187,7 +188,7 @@ impl Store {
 
     /// Restores a deleted document.
     pub fn restore_document(&self, doc: DocId) -> Result<()> {
-        let deleted = FieldPath::parse("_deleted")?;
+        let deleted = FieldPath::parse(meta::DELETED)?;
         self.write_unchecked(doc, vec![(deleted, json!({ "deleted": false }))], Replaces::AllOpen)
     }
 

@@ -1,5 +1,6 @@
 //! Reading documents, submissions and conflicts.
 
+use crate::doc::meta;
 use std::collections::BTreeMap;
 
 use rusqlite::{params, Connection};
@@ -116,16 +117,16 @@ impl Document {
     }
 
     pub fn review_state(&self) -> Option<&str> {
-        self.text("_review/state")
+        self.text(crate::doc::meta::REVIEW_STATE)
     }
 
     pub fn is_deleted(&self) -> bool {
-        deleted_flag(self.value("_deleted"))
+        deleted_flag(self.value(crate::doc::meta::DELETED))
     }
 
     /// Deleted, but holding an edit the deleter never saw: kept, and shown for review.
     pub fn edited_after_delete(&self) -> bool {
-        let Some(tombstone) = self.value("_deleted") else { return false };
+        let Some(tombstone) = self.value(crate::doc::meta::DELETED) else { return false };
         if !deleted_flag(Some(tombstone)) {
             return false;
         }
@@ -265,10 +266,10 @@ impl Store {
             let Some(summary) = out.last_mut() else { continue };
             let text = value.as_str().map(str::to_owned);
             match key.1.as_str() {
-                "_form" => summary.form = text,
-                "_form_version" => summary.form_version = text,
-                "_review/state" => summary.review_state = text,
-                "_deleted" => summary.deleted = deleted_flag(Some(&value)),
+                meta::FORM => summary.form = text,
+                meta::FORM_VERSION => summary.form_version = text,
+                meta::REVIEW_STATE => summary.review_state = text,
+                meta::DELETED => summary.deleted = deleted_flag(Some(&value)),
                 _ => {}
             }
             last_field = Some(key);

@@ -16,6 +16,7 @@
 //! | entities | no | yes (answers and `_deleted`) |
 //! | forms | no: published by the server | no |
 
+use tejido_core::doc::{meta, Comment};
 use tejido_core::sync::wire::Role;
 use tejido_core::{Change, Collection, FieldOp, OpId};
 use uuid::Uuid;
@@ -23,7 +24,7 @@ use uuid::Uuid;
 use crate::storage::{Device, DocumentInfo, Result, StorageError};
 
 /// The review states a coordinator may set.
-pub const REVIEW_STATES: &[&str] = &["approved", "has_issues"];
+pub use tejido_core::doc::REVIEW_STATES;
 
 /// What a device receives (its scope), as data a backend turns into its query: coordinators
 /// the whole project; enumerators and youth the project's entities, the forms published for
@@ -94,21 +95,24 @@ enum FieldKind {
 
 fn kind(collection: Collection, field: &str) -> FieldKind {
     match collection {
-        Collection::Submission | Collection::Entity => match field {
-            "_deleted" => FieldKind::Deleted,
-            "_form" | "_form_version" if collection == Collection::Submission => FieldKind::WriteOnce,
-            "_author" if collection == Collection::Submission => FieldKind::Author,
-            "_status" if collection == Collection::Submission => FieldKind::Status,
-            "_review/state" if collection == Collection::Submission => FieldKind::ReviewState,
-            f if f.starts_with('_') => FieldKind::Refused,
-            _ => FieldKind::Answer,
-        },
+        Collection::Submission | Collection::Entity => {
+            let submission = collection == Collection::Submission;
+            match field {
+                meta::DELETED => FieldKind::Deleted,
+                meta::FORM | meta::FORM_VERSION if submission => FieldKind::WriteOnce,
+                meta::AUTHOR if submission => FieldKind::Author,
+                meta::STATUS if submission => FieldKind::Status,
+                meta::REVIEW_STATE if submission => FieldKind::ReviewState,
+                f if f.starts_with('_') => FieldKind::Refused,
+                _ => FieldKind::Answer,
+            }
+        }
         Collection::Comment => match field {
-            "submission" => FieldKind::CommentSubmission,
-            "text" => FieldKind::CommentText,
-            "review_state" => FieldKind::CommentReviewState,
-            "author" => FieldKind::ServerWritten,
-            "_deleted" => FieldKind::Deleted,
+            Comment::SUBMISSION => FieldKind::CommentSubmission,
+            Comment::TEXT => FieldKind::CommentText,
+            Comment::REVIEW_STATE => FieldKind::CommentReviewState,
+            Comment::AUTHOR => FieldKind::ServerWritten,
+            meta::DELETED => FieldKind::Deleted,
             _ => FieldKind::Refused,
         },
         Collection::Form => FieldKind::ServerWritten,
@@ -151,7 +155,7 @@ fn check_field(
             }
         }
         FieldKind::Status => {
-            if text == Some("finalized") {
+            if text == Some(meta::FINALIZED) {
                 Ok(())
             } else {
                 Err(forbidden(change, op, "may only be \"finalized\""))
@@ -178,7 +182,7 @@ fn check_field(
 
 /// The submission a comment change names in its `submission` field, if it writes one.
 fn comment_target(change: &Change) -> Result<Option<Uuid>> {
-    let Some(op) = change.ops.iter().find(|op| op.field.as_str() == "submission") else {
+    let Some(op) = change.ops.iter().find(|op| op.field.as_str() == Comment::SUBMISSION) else {
         return Ok(None);
     };
     op.value

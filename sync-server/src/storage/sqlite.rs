@@ -8,9 +8,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
 use sha2::{Digest, Sha256};
+use tejido_core::doc;
 use tejido_core::store::parse_attachment_ref;
 use tejido_core::sync::wire::Role;
-use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, OpId, ReplicaId};
+use tejido_core::{Change, Collection, DocId, Hlc, OpId, ReplicaId};
 use uuid::Uuid;
 
 use super::*;
@@ -404,10 +405,6 @@ fn snapshot_changes(conn: &Connection, doc: Uuid, collection: Collection) -> Res
         .collect())
 }
 
-fn field_path(s: &str) -> Result<FieldPath> {
-    FieldPath::parse(s).map_err(|e| StorageError::Other(e.to_string()))
-}
-
 fn max_seq(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))
 }
@@ -770,11 +767,7 @@ impl Storage for SqliteStorage {
                         collection: Collection::Comment,
                         replica: self.replica,
                         hlc,
-                        ops: vec![FieldOp {
-                            field: field_path("author")?,
-                            value: label.into(),
-                            seen: vec![],
-                        }],
+                        ops: vec![doc::Comment::author_op(&label)],
                     };
                     apply_change(tx, &device.project, None, &author, now_ms as i64)?;
                 }
@@ -857,8 +850,6 @@ impl Storage for SqliteStorage {
     }
 
     fn review(&self, review: &Review) -> Result<ReviewOutcome> {
-        let state_field =
-            FieldPath::parse("_review/state").map_err(|e| StorageError::Other(e.to_string()))?;
         self.write(|tx| {
             let sub = review.submission.0;
             let row = load_doc(tx, &sub)?;
@@ -869,9 +860,9 @@ impl Storage for SqliteStorage {
             let hlc = self.tick_after(tx, &sub)?;
             let open: Vec<OpId> = tx
                 .prepare_cached(
-                    "SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = '_review/state' AND leaf = 1",
+                    "SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = ?2 AND leaf = 1",
                 )?
-                .query_map([sub.as_bytes().as_slice()], |r| {
+                .query_map(params![sub.as_bytes().as_slice(), doc::meta::REVIEW_STATE], |r| {
                     Ok(OpId { hlc: hlc_from_sql(r.get(0)?), replica: ReplicaId(uuid_col(r, 1)?) })
                 })?
                 .collect::<rusqlite::Result<_>>()?;
@@ -883,7 +874,7 @@ impl Storage for SqliteStorage {
                 collection: Collection::Submission,
                 replica: self.replica,
                 hlc,
-                ops: vec![FieldOp { field: state_field.clone(), value: review.state.clone().into(), seen }],
+                ops: vec![doc::review_op(&review.state, seen)],
             };
             apply_change(tx, &review.project, None, &change, review.now_ms as i64)?;
             let mut comment_doc = None;
@@ -898,23 +889,27 @@ impl Storage for SqliteStorage {
                     Some(&sub),
                     None,
                 )?;
-                let field = |s: &str| FieldPath::parse(s).map_err(|e| StorageError::Other(e.to_string()));
+                let comment = doc::Comment {
+                    submission: review.submission,
+                    text: text.clone(),
+                    author: Some(review.author_label.clone()),
+                    review_state: Some(review.state.clone()),
+                };
                 let change = Change {
                     doc,
                     collection: Collection::Comment,
                     replica: self.replica,
                     hlc,
-                    ops: vec![
-                        FieldOp { field: field("submission")?, value: sub.to_string().into(), seen: vec![] },
-                        FieldOp { field: field("text")?, value: text.clone().into(), seen: vec![] },
-                        FieldOp { field: field("author")?, value: review.author_label.clone().into(), seen: vec![] },
-                        FieldOp { field: field("review_state")?, value: review.state.clone().into(), seen: vec![] },
-                    ],
+                    ops: comment.ops(),
                 };
                 apply_change(tx, &review.project, None, &change, review.now_ms as i64)?;
                 comment_doc = Some(doc);
             }
-            Ok(ReviewOutcome { submission: review.submission, state: review.state.clone(), comment: comment_doc })
+            Ok(ReviewOutcome {
+                submission: review.submission,
+                state: review.state.clone(),
+                comment: comment_doc,
+            })
         })
     }
 
@@ -955,20 +950,13 @@ impl Storage for SqliteStorage {
             }
             insert_document(tx, &doc.0, &form.project, Collection::Form, None, None, Some(&audience))?;
             let hlc = self.tick_after(tx, &doc.0)?;
-            let field = |s: &str| FieldPath::parse(s).map_err(|e| StorageError::Other(e.to_string()));
-            let roles: Vec<&str> = form.roles.iter().map(|r| r.as_str()).collect();
-            let change = Change {
-                doc,
-                collection: Collection::Form,
-                replica: self.replica,
-                hlc,
-                ops: vec![
-                    FieldOp { field: field("form_id")?, value: form.form_id.clone().into(), seen: vec![] },
-                    FieldOp { field: field("version")?, value: form.version.clone().into(), seen: vec![] },
-                    FieldOp { field: field("roles")?, value: serde_json::json!(roles), seen: vec![] },
-                    FieldOp { field: field("form")?, value: form.form.clone(), seen: vec![] },
-                ],
+            let published = doc::PublishedForm {
+                form_id: form.form_id.clone(),
+                version: form.version.clone(),
+                roles: form.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+                form: form.form.clone(),
             };
+            let change = Change { doc, collection: Collection::Form, replica: self.replica, hlc, ops: published.ops() };
             apply_change(tx, &form.project, None, &change, form.now_ms as i64)?;
             tx.execute(
                 "INSERT INTO forms (project, form_id, version, content_hash, doc, published_ms)
