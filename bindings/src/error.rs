@@ -17,6 +17,10 @@ pub enum TejidoError {
     /// The file is not a readable Tejido store: corrupt, not SQLite, or another app's database.
     #[error("{0}")]
     StoreCorrupt(String),
+    /// The store is already open, in this app or in another process. A store has one owner:
+    /// within an app, share the one `TejidoStore` handle instead of opening it again.
+    #[error("{0}")]
+    StoreLocked(String),
     /// The store was written by a newer version of Tejido.
     #[error("{0}")]
     StoreTooNew(String),
@@ -67,6 +71,7 @@ impl From<StoreError> for TejidoError {
         let message = e.to_string();
         match e {
             StoreError::Missing(_) => TejidoError::StoreMissing(message),
+            StoreError::Locked(_) => TejidoError::StoreLocked(message),
             StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) => TejidoError::StoreCorrupt(message),
             StoreError::TooNew { .. } => TejidoError::StoreTooNew(message),
             StoreError::UnknownDocument(_)

@@ -111,6 +111,10 @@ impl std::fmt::Debug for TejidoStore {
 #[uniffi::export]
 impl TejidoStore {
     /// Opens the store at `path`, creating it if there is none.
+    ///
+    /// A store has one owner: while a handle is open, opening the same path again, in this app
+    /// or in another process, fails at once with `StoreLocked`. Within an app, open the store
+    /// once and share that handle (it is safe to use from several threads).
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<TejidoStore>, TejidoError> {
         Self::open_with(path, true)

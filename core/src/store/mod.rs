@@ -31,6 +31,8 @@ pub use remote::{ApplyReport, PendingChange};
 pub enum StoreError {
     #[error("there is no store at {0}")]
     Missing(PathBuf),
+    #[error("the store at {0} is already open (in this app or another process); share the one handle")]
+    Locked(PathBuf),
     #[error("{0} is not a readable database: the file is corrupt or not SQLite")]
     Corrupt(PathBuf),
     #[error("{0} is a SQLite database but not a Tejido store")]
@@ -156,6 +158,36 @@ pub struct Store {
     replica: ReplicaId,
     path: Option<PathBuf>,
     attachment_dir: Option<PathBuf>,
+    /// The exclusive lock on `<store>.lock` that makes this handle the store's one owner. Last
+    /// field, so it is released only after the connections above have closed; the operating
+    /// system releases it too if the process dies.
+    _owner: Option<OwnerLock>,
+}
+
+/// An exclusive advisory lock (`flock` on Unix, `LockFileEx` on Windows) on a file beside the
+/// store. A separate file, never the database itself: closing another descriptor of the
+/// database would drop SQLite's own POSIX locks. Two handles in one process conflict as well,
+/// since each open of the lock file is its own open file description.
+struct OwnerLock {
+    _file: std::fs::File,
+}
+
+impl OwnerLock {
+    fn acquire(store: &Path) -> Result<OwnerLock> {
+        let path = lock_path_for(store);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(OwnerLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(store.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -175,6 +207,7 @@ impl Store {
         if !options.create && !path.exists() {
             return Err(StoreError::Missing(path));
         }
+        let owner = OwnerLock::acquire(&path)?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -183,7 +216,7 @@ impl Store {
         )
         .map_err(|e| classify_open_error(e, &path))?;
         let attachment_dir = attachment_dir_for(&path);
-        Store::init(conn, Some(path), Some(attachment_dir), options)
+        Store::init(conn, Some(path), Some(attachment_dir), Some(owner), options)
     }
 
     /// A store that lives only in memory (tests, simulations); it cannot hold attachments.
@@ -193,13 +226,14 @@ impl Store {
 
     pub fn open_in_memory_with(options: StoreOptions) -> Result<Store> {
         let conn = Connection::open_in_memory()?;
-        Store::init(conn, None, None, options)
+        Store::init(conn, None, None, None, options)
     }
 
     fn init(
         mut conn: Connection,
         path: Option<PathBuf>,
         attachment_dir: Option<PathBuf>,
+        owner: Option<OwnerLock>,
         options: StoreOptions,
     ) -> Result<Store> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
@@ -258,6 +292,7 @@ impl Store {
             replica,
             path,
             attachment_dir,
+            _owner: owner,
         })
     }
 
@@ -323,6 +358,13 @@ impl Store {
 fn attachment_dir_for(path: &Path) -> PathBuf {
     let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
     name.push(".attachments");
+    path.with_file_name(name)
+}
+
+/// `<store>.lock`, beside the store; it stays on disk (empty) after the store closes.
+fn lock_path_for(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
     path.with_file_name(name)
 }
 
