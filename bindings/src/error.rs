@@ -58,6 +58,10 @@ pub enum TejidoError {
     /// The sync was cancelled; everything done so far is kept and the next sync resumes.
     #[error("{0}")]
     Cancelled(String),
+    /// The device's storage is full; the call changed nothing and can be retried once space
+    /// is freed.
+    #[error("{0}")]
+    DiskFull(String),
     /// Reading or writing a file failed.
     #[error("{0}")]
     Io(String),
@@ -72,7 +76,11 @@ impl From<StoreError> for TejidoError {
         match e {
             StoreError::Missing(_) => TejidoError::StoreMissing(message),
             StoreError::Locked(_) => TejidoError::StoreLocked(message),
-            StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) => TejidoError::StoreCorrupt(message),
+            StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) | StoreError::Damaged(_) => {
+                TejidoError::StoreCorrupt(message)
+            }
+            StoreError::DiskFull => TejidoError::DiskFull(message),
+            StoreError::StorageIo(_) => TejidoError::Io(message),
             StoreError::TooNew { .. } => TejidoError::StoreTooNew(message),
             StoreError::UnknownDocument(_)
             | StoreError::UnknownRow { .. }

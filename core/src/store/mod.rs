@@ -65,8 +65,48 @@ pub enum StoreError {
     UnknownAttachment(String),
     #[error("file system error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// SQLite found a damaged page or a malformed image while the store was in use.
+    #[error("the store's database is damaged ({0}); restore it from a backup or sync to a fresh store")]
+    Damaged(String),
+    /// The device's storage is full; the write that hit it was rolled back.
+    #[error("the device's storage is full; free some space and try again (nothing was written)")]
+    DiskFull,
+    /// SQLite could not read or write the store's files (an I/O error, a read-only file).
+    #[error("the store's files could not be read or written: {0}")]
+    StorageIo(String),
+    /// Anything else SQLite reports: a bug in Tejido, not something a user can cause.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
+}
+
+/// Every SQLite failure is classified here, where it leaves SQLite: what a damaged file, a full
+/// disk or a failing file system causes gets its own variant; only the rest is `Sqlite`.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Damaged(sqlite_message(&e)),
+            Some(C::DiskFull) => StoreError::DiskFull,
+            Some(
+                C::SystemIoFailure
+                | C::CannotOpen
+                | C::ReadOnly
+                | C::PermissionDenied
+                | C::NoLargeFileSupport,
+            ) => StoreError::StorageIo(sqlite_message(&e)),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// SQLite's own description of a failure (it names no values); rusqlite's display would add
+/// the failing statement's text for some errors.
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(err, Some(msg)) => format!("{msg} ({:?})", err.code),
+        rusqlite::Error::SqliteFailure(err, None) => format!("{err}"),
+        other => other.to_string(),
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -204,9 +244,7 @@ impl Store {
 
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
         let path = path.as_ref().to_path_buf();
-        if !options.create && !path.exists() {
-            return Err(StoreError::Missing(path));
-        }
+        check_store_path(&path, options.create)?;
         let owner = OwnerLock::acquire(&path)?;
         let conn = Connection::open_with_flags(
             &path,
@@ -216,7 +254,12 @@ impl Store {
         )
         .map_err(|e| classify_open_error(e, &path))?;
         let attachment_dir = attachment_dir_for(&path);
-        Store::init(conn, Some(path), Some(attachment_dir), Some(owner), options)
+        // Damage met anywhere while opening (schema, migrations, identity) is a corrupt store.
+        Store::init(conn, Some(path.clone()), Some(attachment_dir), Some(owner), options).map_err(|e| match e
+        {
+            StoreError::Damaged(_) => StoreError::Corrupt(path),
+            e => e,
+        })
     }
 
     /// A store that lives only in memory (tests, simulations); it cannot hold attachments.
@@ -368,12 +411,71 @@ fn lock_path_for(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Refuses, before SQLite sees it, a path that cannot hold a store: a missing file when asked
+/// not to create one, a directory, or a file the process cannot open for reading and writing.
+/// Each gets the operating system's own error.
+fn check_store_path(path: &Path, create: bool) -> Result<()> {
+    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            Err(io(std::io::Error::new(std::io::ErrorKind::IsADirectory, "a directory is not a store file")))
+        }
+        Ok(_) => std::fs::OpenOptions::new().read(true).write(true).open(path).map(drop).map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+            Err(StoreError::Missing(path.to_path_buf()))
+        }
+        // A missing file is created by SQLite; a missing or unusable parent shows up then.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
 fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
             StoreError::Corrupt(path.to_path_buf())
         }
         Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing(path.to_path_buf()),
-        _ => StoreError::Sqlite(e),
+        _ => StoreError::from(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A full disk. SQLite reports ENOSPC and a database that reached `max_page_count` with the
+    /// same code (SQLITE_FULL); the page cap stands in for a phone with no space left, on the
+    /// store's own connection and through its ordinary write path.
+    #[test]
+    fn a_full_disk_is_its_own_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("device.db")).unwrap();
+        let doc = store.start_submission("f", "1").unwrap();
+        store.set_answer(doc, "q", serde_json::json!("before")).unwrap();
+        {
+            let inner = store.lock();
+            let pages: i64 = inner.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+            inner.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).unwrap();
+        }
+        let big = serde_json::json!("x".repeat(64 * 1024));
+        let err = store.set_answer(doc, "q", big).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        assert!(err.to_string().contains("storage is full"), "{err}");
+        assert_eq!(store.read_document(doc).unwrap().value("q"), Some(&serde_json::json!("before")));
+        assert!(store.check_integrity().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sqlite_failures_are_classified_where_they_leave_sqlite() {
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_CORRUPT).into(), StoreError::Damaged(_)));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_NOTADB).into(), StoreError::Damaged(_)));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_FULL).into(), StoreError::DiskFull));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_IOERR).into(), StoreError::StorageIo(_)));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_READONLY).into(), StoreError::StorageIo(_)));
+        // A bug (SQL that breaks a constraint) stays the catch-all.
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_CONSTRAINT).into(), StoreError::Sqlite(_)));
     }
 }
