@@ -180,7 +180,12 @@ impl Table {
         let mut rows = sheet.rows.into_iter().skip_while(|(_, r)| r.iter().all(|c| c.trim().is_empty()));
         let (_, header) = rows.next()?;
         let columns = header.iter().map(|h| parse_header(h)).collect();
-        let rows = rows.filter(|(_, r)| r.iter().any(|c| !c.trim().is_empty())).collect();
+        // As pyxform: a column with no header is ignored, so a row whose only content is under
+        // no header (a stray number off to the side) is an empty row.
+        let named = |i: usize| header.get(i).is_some_and(|h| !h.trim().is_empty());
+        let rows = rows
+            .filter(|(_, r)| r.iter().enumerate().any(|(i, c)| named(i) && !c.trim().is_empty()))
+            .collect();
         Some(Table { sheet: sheet.name, columns, rows })
     }
 
