@@ -384,6 +384,12 @@ impl Importer {
         let form = Form { settings, languages, nodes, choice_lists };
         self.check_expressions(&form, &survey);
         if self.errors.is_empty() {
+            // The same check as every other way in (JSON publishing, the engine).
+            if let Err(e) = form.validate() {
+                let row = e.node_name().and_then(|name| form.node(name)).map_or(0, |n| n.row);
+                self.error(&survey.sheet, row, "", e.to_string());
+                return Err(ImportErrors(self.errors));
+            }
             Ok(form)
         } else {
             Err(ImportErrors(self.errors))
