@@ -21,6 +21,10 @@ pub enum TejidoError {
     /// within an app, share the one `TejidoStore` handle instead of opening it again.
     #[error("{0}")]
     StoreLocked(String),
+    /// The key does not open this encrypted store (or the store is not encrypted). Nothing
+    /// was changed.
+    #[error("{0}")]
+    WrongKey(String),
     /// The store was written by a newer version of Tejido.
     #[error("{0}")]
     StoreTooNew(String),
@@ -76,6 +80,7 @@ impl From<StoreError> for TejidoError {
         match e {
             StoreError::Missing(_) => TejidoError::StoreMissing(message),
             StoreError::Locked(_) => TejidoError::StoreLocked(message),
+            StoreError::WrongKey(_) => TejidoError::WrongKey(message),
             StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) | StoreError::Damaged(_) => {
                 TejidoError::StoreCorrupt(message)
             }
@@ -91,6 +96,7 @@ impl From<StoreError> for TejidoError {
             | StoreError::AlreadyFinalized(_)
             | StoreError::NoConflict(_)
             | StoreError::NoAttachmentDir
+            | StoreError::NotEncrypted
             | StoreError::CollectionMismatch { .. } => TejidoError::NotAllowed(message),
             StoreError::InvalidChange { .. } => TejidoError::InvalidInput(message),
             StoreError::Io { .. } => TejidoError::Io(message),

@@ -126,6 +126,20 @@ impl TejidoStore {
         Self::open_with(path, false)
     }
 
+    /// Opens (or creates) the store at `path` encrypted with `key`: bytes the app keeps in the
+    /// Android Keystore or the iOS Keychain (32 random bytes). A wrong key is `WrongKey` and
+    /// changes nothing. The one-owner rule of `open` applies.
+    #[uniffi::constructor]
+    pub fn open_encrypted(path: String, key: Vec<u8>) -> Result<Arc<TejidoStore>, TejidoError> {
+        let store = Store::open_encrypted(&path, &key)?;
+        Ok(Arc::new(TejidoStore { store: Arc::new(store) }))
+    }
+
+    /// Re-encrypts an encrypted store with a new key, atomically.
+    pub fn rekey(&self, new_key: Vec<u8>) -> Result<(), TejidoError> {
+        Ok(self.store.rekey(&new_key)?)
+    }
+
     /// This device's replica id.
     pub fn replica_id(&self) -> String {
         self.store.replica_id().to_string()

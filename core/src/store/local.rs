@@ -45,7 +45,7 @@ impl Store {
         }
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(doc)
     }
 
@@ -66,7 +66,7 @@ impl Store {
         enqueue(&tx, &change)?;
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(doc)
     }
 
@@ -144,7 +144,7 @@ impl Store {
         enqueue(&tx, &change)?;
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(())
     }
 
@@ -165,7 +165,7 @@ impl Store {
             if draft {
                 tx.execute("DELETE FROM documents WHERE doc = ?1", [doc.0.as_bytes().as_slice()])?;
                 tx.commit()?;
-                inner.committed(&self.checkpointer);
+                inner.committed();
                 return Ok(());
             }
         }
@@ -220,7 +220,7 @@ impl Store {
         }
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(())
     }
 }

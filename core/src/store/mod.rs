@@ -33,8 +33,14 @@ pub enum StoreError {
     Missing(PathBuf),
     #[error("the store at {0} is already open (in this app or another process); share the one handle")]
     Locked(PathBuf),
-    #[error("{0} is not a readable database: the file is corrupt or not SQLite")]
+    #[error("{0} is not a readable database: the file is corrupt, encrypted, or not SQLite")]
     Corrupt(PathBuf),
+    #[error(
+        "the key does not open the store at {0} (it was encrypted with another key, or is not encrypted)"
+    )]
+    WrongKey(PathBuf),
+    #[error("the store is not encrypted, so it has no key to change")]
+    NotEncrypted,
     #[error("{0} is a SQLite database but not a Tejido store")]
     NotATejidoStore(PathBuf),
     #[error(
@@ -131,14 +137,15 @@ struct Inner {
     conn: Connection,
     clock: HybridClock,
     commits: u64,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Inner {
     /// Counts a commit; every so often asks the checkpointer to fold the WAL into the database.
-    fn committed(&mut self, checkpointer: &Option<Checkpointer>) {
+    fn committed(&mut self) {
         self.commits += 1;
         if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
-            if let Some(c) = checkpointer {
+            if let Some(c) = &self.checkpointer {
                 // A full channel means a checkpoint is already pending: nothing to do.
                 let _ = c.wake.try_send(());
             }
@@ -158,11 +165,14 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer> {
+    fn start(path: &Path, key: Option<&StoreKey>) -> Result<Checkpointer> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        if let Some(key) = key {
+            key.apply(&conn, "key")?;
+        }
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
@@ -194,14 +204,44 @@ impl Drop for Checkpointer {
 /// serialised on one connection.
 pub struct Store {
     inner: Mutex<Inner>,
-    checkpointer: Option<Checkpointer>,
     replica: ReplicaId,
     path: Option<PathBuf>,
     attachment_dir: Option<PathBuf>,
+    /// The SQLCipher key of an encrypted store.
+    key: Mutex<Option<StoreKey>>,
     /// The exclusive lock on `<store>.lock` that makes this handle the store's one owner. Last
     /// field, so it is released only after the connections above have closed; the operating
     /// system releases it too if the process dies.
     _owner: Option<OwnerLock>,
+}
+
+/// The raw 256-bit SQLCipher key of a store, derived from the key the app holds. SQLCipher
+/// uses a raw key as is (no passphrase stretching: the app's key is already random), and
+/// encrypts and authenticates every page (AES-256, HMAC-SHA512), the WAL's included.
+#[derive(Clone)]
+struct StoreKey {
+    hex: String,
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
+}
+
+impl StoreKey {
+    fn derive(app_key: &[u8]) -> StoreKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"tejido store key v1\0");
+        h.update(app_key);
+        StoreKey { hex: hex::encode(h.finalize()) }
+    }
+
+    /// `PRAGMA key` or `PRAGMA rekey` with this key (only hex digits reach the SQL text).
+    fn apply(&self, conn: &Connection, pragma: &str) -> rusqlite::Result<()> {
+        conn.execute_batch(&format!("PRAGMA {pragma} = \"x'{}'\";", self.hex))
+    }
 }
 
 /// An exclusive advisory lock (`flock` on Unix, `LockFileEx` on Windows) on a file beside the
@@ -243,7 +283,44 @@ impl Store {
     }
 
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
+        Store::open_file(path.as_ref(), options, None)
+    }
+
+    /// Opens (or creates) a store encrypted with `key`: bytes the app keeps in the Android
+    /// Keystore or the iOS Keychain (32 random bytes). Every page of the database and of its
+    /// write-ahead log is encrypted and authenticated. A wrong key gives `WrongKey` and changes
+    /// nothing. Attachments are not encrypted yet.
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &[u8]) -> Result<Store> {
+        Store::open_encrypted_with(path, key, StoreOptions::default())
+    }
+
+    pub fn open_encrypted_with(path: impl AsRef<Path>, key: &[u8], options: StoreOptions) -> Result<Store> {
+        Store::open_file(path.as_ref(), options, Some(StoreKey::derive(key)))
+    }
+
+    /// Re-encrypts an encrypted store with a new key, in one transaction: a crash leaves it
+    /// under the old key or the new one, never half of each.
+    pub fn rekey(&self, new_key: &[u8]) -> Result<()> {
+        let mut key = self.key.lock().unwrap_or_else(|p| p.into_inner());
+        if key.is_none() {
+            return Err(StoreError::NotEncrypted);
+        }
+        let new = StoreKey::derive(new_key);
+        let mut inner = self.lock();
+        // The checkpointer's connection holds the old key: stop it, rekey, start it anew.
+        inner.checkpointer = None;
+        let result = new.apply(&inner.conn, "rekey");
+        let active = if result.is_ok() { &new } else { key.as_ref().unwrap_or(&new) };
+        if let Some(p) = &self.path {
+            inner.checkpointer = Some(Checkpointer::start(p, Some(active))?);
+        }
+        result?;
+        *key = Some(new);
+        Ok(())
+    }
+
+    fn open_file(path: &Path, options: StoreOptions, key: Option<StoreKey>) -> Result<Store> {
+        let path = path.to_path_buf();
         check_store_path(&path, options.create)?;
         let owner = OwnerLock::acquire(&path)?;
         let conn = Connection::open_with_flags(
@@ -253,12 +330,20 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| classify_open_error(e, &path))?;
+        let encrypted = key.is_some();
+        if let Some(key) = &key {
+            key.apply(&conn, "key")?;
+        }
         let attachment_dir = attachment_dir_for(&path);
-        // Damage met anywhere while opening (schema, migrations, identity) is a corrupt store.
-        Store::init(conn, Some(path.clone()), Some(attachment_dir), Some(owner), options).map_err(|e| match e
-        {
-            StoreError::Damaged(_) => StoreError::Corrupt(path),
-            e => e,
+        Store::init(conn, Some(path.clone()), Some(attachment_dir), Some(owner), key, options).map_err(|e| {
+            match e {
+                // With a key, a first page that does not decrypt is the wrong key (SQLCipher
+                // cannot tell it from damage to that page).
+                StoreError::Corrupt(_) if encrypted => StoreError::WrongKey(path),
+                // Damage met anywhere else while opening (migrations, identity) is a corrupt store.
+                StoreError::Damaged(_) => StoreError::Corrupt(path),
+                e => e,
+            }
         })
     }
 
@@ -269,7 +354,7 @@ impl Store {
 
     pub fn open_in_memory_with(options: StoreOptions) -> Result<Store> {
         let conn = Connection::open_in_memory()?;
-        Store::init(conn, None, None, None, options)
+        Store::init(conn, None, None, None, None, options)
     }
 
     fn init(
@@ -277,6 +362,7 @@ impl Store {
         path: Option<PathBuf>,
         attachment_dir: Option<PathBuf>,
         owner: Option<OwnerLock>,
+        key: Option<StoreKey>,
         options: StoreOptions,
     ) -> Result<Store> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
@@ -326,15 +412,15 @@ impl Store {
             }
         };
         let checkpointer = match &path {
-            Some(p) => Some(Checkpointer::start(p)?),
+            Some(p) => Some(Checkpointer::start(p, key.as_ref())?),
             None => None,
         };
         Ok(Store {
-            inner: Mutex::new(Inner { conn, clock: HybridClock::new(wall, last), commits: 0 }),
-            checkpointer,
+            inner: Mutex::new(Inner { conn, clock: HybridClock::new(wall, last), commits: 0, checkpointer }),
             replica,
             path,
             attachment_dir,
+            key: Mutex::new(key),
             _owner: owner,
         })
     }
