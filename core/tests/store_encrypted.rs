@@ -124,3 +124,72 @@ fn an_encrypted_store_has_one_owner_too() {
     drop(store);
     drop(Store::open_encrypted(&path, KEY).unwrap());
 }
+
+const CHILD_STORE: &str = "TEJIDO_CHILD_ENCRYPTED_STORE";
+
+/// Writes answers into an encrypted store forever, printing `committed N` after each commit.
+/// Run only by the crash test below, which kills it with SIGKILL.
+#[test]
+#[ignore = "run by an_encrypted_store_loses_nothing_committed_when_the_app_is_killed"]
+fn child_encrypted_writer() {
+    let path = std::env::var_os(CHILD_STORE).expect("run by the parent test");
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    let doc = match store.list_submissions(StatusFilter::All).unwrap().first() {
+        Some(s) => s.id,
+        None => store.start_submission("f", "1").unwrap(),
+    };
+    let start = store.read_document(doc).unwrap().answers().count() as u64;
+    for n in start.. {
+        store.set_answer(doc, &format!("q{n}"), json!(format!("{CANARY}-{n}"))).unwrap();
+        println!("TEJIDO_COMMITTED {n}");
+    }
+}
+
+/// SIGKILL at a random moment, many times: the reopened store (right key) passes its integrity
+/// check and holds every answer whose commit was reported.
+#[cfg(unix)]
+#[test]
+fn an_encrypted_store_loses_nothing_committed_when_the_app_is_killed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let mut last: Option<u64> = None;
+    for round in 0..8u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["child_encrypted_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD_STORE, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut seen = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, n)) = line.split_once("TEJIDO_COMMITTED ") {
+                    seen = n.trim().parse::<u64>().ok().or(seen);
+                }
+            }
+            seen
+        });
+        std::thread::sleep(std::time::Duration::from_millis(40 + round * 37 % 90));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if let Some(n) = reader.join().unwrap() {
+            last = Some(last.map_or(n, |m| m.max(n)));
+        }
+        let store = Store::open_encrypted(&path, KEY).unwrap();
+        assert!(store.check_integrity().unwrap().is_empty(), "round {round}");
+        if let Some(last) = last {
+            let s = store.list_submissions(StatusFilter::All).unwrap();
+            let d = store.read_document(s[0].id).unwrap();
+            for i in 0..=last {
+                assert_eq!(d.value(&format!("q{i}")), Some(&json!(format!("{CANARY}-{i}"))), "round {round}");
+            }
+        }
+    }
+    assert!(last.is_some_and(|n| n > 0), "the writer committed something");
+    assert!(!files_contain(&path, CANARY.as_bytes()));
+}
