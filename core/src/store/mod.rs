@@ -310,13 +310,13 @@ impl Store {
         // The checkpointer's connection holds the old key: stop it, rekey, start it anew.
         inner.checkpointer = None;
         let result = new.apply(&inner.conn, "rekey");
-        let active = if result.is_ok() { &new } else { key.as_ref().unwrap_or(&new) };
-        if let Some(p) = &self.path {
-            inner.checkpointer = Some(Checkpointer::start(p, Some(active))?);
+        if result.is_ok() {
+            *key = Some(new);
         }
-        result?;
-        *key = Some(new);
-        Ok(())
+        if let Some(p) = &self.path {
+            inner.checkpointer = Some(Checkpointer::start(p, key.as_ref())?);
+        }
+        Ok(result?)
     }
 
     fn open_file(path: &Path, options: StoreOptions, key: Option<StoreKey>) -> Result<Store> {
