@@ -17,6 +17,14 @@ pub enum TejidoError {
     /// The file is not a readable Tejido store: corrupt, not SQLite, or another app's database.
     #[error("{0}")]
     StoreCorrupt(String),
+    /// The store is already open, in this app or in another process. A store has one owner:
+    /// within an app, share the one `TejidoStore` handle instead of opening it again.
+    #[error("{0}")]
+    StoreLocked(String),
+    /// The key does not open this encrypted store (or the store is not encrypted). Nothing
+    /// was changed.
+    #[error("{0}")]
+    WrongKey(String),
     /// The store was written by a newer version of Tejido.
     #[error("{0}")]
     StoreTooNew(String),
@@ -54,6 +62,10 @@ pub enum TejidoError {
     /// The sync was cancelled; everything done so far is kept and the next sync resumes.
     #[error("{0}")]
     Cancelled(String),
+    /// The device's storage is full; the call changed nothing and can be retried once space
+    /// is freed.
+    #[error("{0}")]
+    DiskFull(String),
     /// Reading or writing a file failed.
     #[error("{0}")]
     Io(String),
@@ -67,7 +79,13 @@ impl From<StoreError> for TejidoError {
         let message = e.to_string();
         match e {
             StoreError::Missing(_) => TejidoError::StoreMissing(message),
-            StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) => TejidoError::StoreCorrupt(message),
+            StoreError::Locked(_) => TejidoError::StoreLocked(message),
+            StoreError::WrongKey(_) => TejidoError::WrongKey(message),
+            StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) | StoreError::Damaged(_) => {
+                TejidoError::StoreCorrupt(message)
+            }
+            StoreError::DiskFull => TejidoError::DiskFull(message),
+            StoreError::StorageIo(_) => TejidoError::Io(message),
             StoreError::TooNew { .. } => TejidoError::StoreTooNew(message),
             StoreError::UnknownDocument(_)
             | StoreError::UnknownRow { .. }
@@ -78,6 +96,7 @@ impl From<StoreError> for TejidoError {
             | StoreError::AlreadyFinalized(_)
             | StoreError::NoConflict(_)
             | StoreError::NoAttachmentDir
+            | StoreError::NotEncrypted
             | StoreError::CollectionMismatch { .. } => TejidoError::NotAllowed(message),
             StoreError::InvalidChange { .. } => TejidoError::InvalidInput(message),
             StoreError::Io { .. } => TejidoError::Io(message),

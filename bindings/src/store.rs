@@ -112,6 +112,10 @@ impl std::fmt::Debug for TejidoStore {
 #[uniffi::export]
 impl TejidoStore {
     /// Opens the store at `path`, creating it if there is none.
+    ///
+    /// A store has one owner: while a handle is open, opening the same path again, in this app
+    /// or in another process, fails at once with `StoreLocked`. Within an app, open the store
+    /// once and share that handle (it is safe to use from several threads).
     #[uniffi::constructor]
     pub fn open(path: String) -> Result<Arc<TejidoStore>, TejidoError> {
         Self::open_with(path, true)
@@ -121,6 +125,20 @@ impl TejidoStore {
     #[uniffi::constructor]
     pub fn open_existing(path: String) -> Result<Arc<TejidoStore>, TejidoError> {
         Self::open_with(path, false)
+    }
+
+    /// Opens (or creates) the store at `path` encrypted with `key`: bytes the app keeps in the
+    /// Android Keystore or the iOS Keychain (32 random bytes). A wrong key is `WrongKey` and
+    /// changes nothing. The one-owner rule of `open` applies.
+    #[uniffi::constructor]
+    pub fn open_encrypted(path: String, key: Vec<u8>) -> Result<Arc<TejidoStore>, TejidoError> {
+        let store = Store::open_encrypted(&path, &key)?;
+        Ok(Arc::new(TejidoStore { store: Arc::new(store) }))
+    }
+
+    /// Re-encrypts an encrypted store with a new key, atomically.
+    pub fn rekey(&self, new_key: Vec<u8>) -> Result<(), TejidoError> {
+        Ok(self.store.rekey(&new_key)?)
     }
 
     /// This device's replica id.

@@ -365,6 +365,8 @@ fn load_form(file: &Path) -> Result<(String, String, serde_json::Value), Failure
         import_xlsform(file)
             .map_err(|errors| Failure(format!("{} has errors:\n{errors}", file.display()), 1))?
     };
+    // The one check every form passes, however it arrives (the import runs it too).
+    form.validate().map_err(|e| Failure(format!("{} cannot be published: {e}", file.display()), 1))?;
     let id = form.settings.form_id.clone();
     let version = form.settings.version.clone();
     if id.is_empty() || version.is_empty() {

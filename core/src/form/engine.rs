@@ -107,7 +107,9 @@ fn parse_opt(src: Option<&str>, what: &str, name: &str) -> Result<Option<Expr>, 
 
 impl Engine {
     /// Compiles a form: parses its expressions and orders its dependency graph.
+    /// Refuses a form that does not pass [`Form::validate`].
     pub fn new(form: &Form) -> Result<Engine, FormError> {
+        form.validate().map_err(|e| FormError::InvalidForm(e.to_string()))?;
         let mut by_name = HashMap::new();
         let mut by_path = HashMap::new();
         let mut nodes: Vec<CNode> = Vec::with_capacity(form.nodes.len());

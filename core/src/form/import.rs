@@ -96,9 +96,20 @@ fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErro
             };
         let mut out = Vec::new();
         for name in book.sheet_names() {
+            if let calamine::Sheets::Xlsx(xlsx) = &mut book {
+                out.push(read_xlsx_sheet(xlsx, &name)?);
+                continue;
+            }
+            // .xls and .ods: the parser has read the sheet already; its extent is bounded by
+            // the format (.xls) or by the file, and is checked before it is copied.
             let range = book.worksheet_range(&name).map_err(|e| format!("sheet {name}: {e}"))?;
             let first_row = range.start().map(|(r, _)| r).unwrap_or(0);
             let first_col = range.start().map(|(_, c)| c).unwrap_or(0) as usize;
+            let (end_row, end_col) = range.end().unwrap_or((0, 0));
+            check_sheet_extent(&name, end_row, end_col)?;
+            if (range.height() as u64).saturating_mul(end_col as u64 + 1) > MAX_SHEET_CELLS as u64 {
+                return Err(too_many_cells(&name));
+            }
             let mut rows = Vec::new();
             for (i, row) in range.rows().enumerate() {
                 let mut cells = vec![String::new(); first_col];
@@ -114,6 +125,75 @@ fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErro
         Ok(Err(e)) => Err(whole_file_error(file_name, format!("not a readable spreadsheet: {e}"))),
         Err(_) => Err(whole_file_error(file_name, "not a readable spreadsheet: the file is corrupt".into())),
     }
+}
+
+/// Rows a sheet may have (a national list of places fits many times over).
+pub const MAX_SHEET_ROWS: u32 = 100_000;
+/// Columns a sheet may have (column `AMJ`; a form in ten languages uses a few dozen).
+pub const MAX_SHEET_COLUMNS: u32 = 1_024;
+/// Cells a sheet may hold, counting the empty cells to the left of each row's last one.
+pub const MAX_SHEET_CELLS: usize = 2_000_000;
+
+/// Refuses a sheet that reaches past [`MAX_SHEET_ROWS`] or [`MAX_SHEET_COLUMNS`]
+/// (0-based, inclusive `end_row` and `end_col`).
+fn check_sheet_extent(name: &str, end_row: u32, end_col: u32) -> Result<(), String> {
+    let (rows, cols) = (u64::from(end_row) + 1, u64::from(end_col) + 1);
+    if rows > u64::from(MAX_SHEET_ROWS) || cols > u64::from(MAX_SHEET_COLUMNS) {
+        return Err(format!(
+            "sheet {name} reaches row {rows} and column {cols}; a form's sheets may have at most \
+             {MAX_SHEET_ROWS} rows and {MAX_SHEET_COLUMNS} columns (delete the cells far down or \
+             to the right)"
+        ));
+    }
+    Ok(())
+}
+
+fn too_many_cells(name: &str) -> String {
+    format!("sheet {name} has more than {MAX_SHEET_CELLS} cells")
+}
+
+/// Reads an .xlsx sheet cell by cell: the declared dimension is checked before anything is
+/// read, every cell's position as it arrives (the declaration may lie or be missing), and only
+/// cells with content are kept, so a lone cell at `XFD1048576` costs nothing.
+fn read_xlsx_sheet<RS: std::io::Read + std::io::Seek>(
+    book: &mut calamine::Xlsx<RS>,
+    name: &str,
+) -> Result<Sheet, String> {
+    let mut reader = book.worksheet_cells_reader(name).map_err(|e| format!("sheet {name}: {e}"))?;
+    let declared = reader.dimensions();
+    check_sheet_extent(name, declared.end.0, declared.end.1)?;
+    let mut sparse: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
+    let mut kept = 0usize;
+    while let Some(cell) = reader.next_cell().map_err(|e| format!("sheet {name}: {e}"))? {
+        let (row, col) = cell.get_position();
+        check_sheet_extent(name, row, col)?;
+        let text = cell_text(&Data::from(cell.get_value().clone()));
+        if text.is_empty() {
+            continue;
+        }
+        kept += 1;
+        if kept > MAX_SHEET_CELLS {
+            return Err(too_many_cells(name));
+        }
+        sparse.entry(row).or_default().push((col, text));
+    }
+    let area: usize =
+        sparse.values().map(|cells| cells.iter().map(|(c, _)| *c as usize + 1).max().unwrap_or(0)).sum();
+    if area > MAX_SHEET_CELLS {
+        return Err(too_many_cells(name));
+    }
+    let rows = sparse
+        .into_iter()
+        .map(|(row, cells)| {
+            let width = cells.iter().map(|(c, _)| *c as usize + 1).max().unwrap_or(0);
+            let mut dense = vec![String::new(); width];
+            for (c, text) in cells {
+                dense[c as usize] = text;
+            }
+            (row.saturating_add(1), dense)
+        })
+        .collect();
+    Ok(Sheet { name: name.to_owned(), rows })
 }
 
 fn cell_text(d: &Data) -> String {
@@ -180,7 +260,12 @@ impl Table {
         let mut rows = sheet.rows.into_iter().skip_while(|(_, r)| r.iter().all(|c| c.trim().is_empty()));
         let (_, header) = rows.next()?;
         let columns = header.iter().map(|h| parse_header(h)).collect();
-        let rows = rows.filter(|(_, r)| r.iter().any(|c| !c.trim().is_empty())).collect();
+        // As pyxform: a column with no header is ignored, so a row whose only content is under
+        // no header (a stray number off to the side) is an empty row.
+        let named = |i: usize| header.get(i).is_some_and(|h| !h.trim().is_empty());
+        let rows = rows
+            .filter(|(_, r)| r.iter().enumerate().any(|(i, c)| named(i) && !c.trim().is_empty()))
+            .collect();
         Some(Table { sheet: sheet.name, columns, rows })
     }
 
@@ -379,6 +464,12 @@ impl Importer {
         let form = Form { settings, languages, nodes, choice_lists };
         self.check_expressions(&form, &survey);
         if self.errors.is_empty() {
+            // The same check as every other way in (JSON publishing, the engine).
+            if let Err(e) = form.validate() {
+                let row = e.node_name().and_then(|name| form.node(name)).map_or(0, |n| n.row);
+                self.error(&survey.sheet, row, "", e.to_string());
+                return Err(ImportErrors(self.errors));
+            }
             Ok(form)
         } else {
             Err(ImportErrors(self.errors))

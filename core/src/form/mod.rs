@@ -4,6 +4,7 @@
 //! - [`import`]: XLSForm (.xlsx, .xls, .ods) to [`Form`], reporting every error at once.
 //! - [`expr`]: the ODK XPath subset: parser, printer and evaluator.
 //! - [`engine`]: a pure form engine over answers in memory, recomputing along a dependency graph.
+//! - [`validate`]: [`Form::validate`], the one check (and the limits) every form passes.
 //! - [`session`]: a [`FormSession`] over a draft in the device store.
 
 pub mod engine;
@@ -13,8 +14,10 @@ pub mod model;
 pub mod report;
 pub mod session;
 pub mod synthetic;
+pub mod validate;
 
 pub use engine::{Engine, Key, RowAction};
 pub use import::{import_xlsform, import_xlsform_bytes, ImportError, ImportErrors};
 pub use model::{Choice, Form, Node, QuestionType, Settings, Translations};
 pub use session::{ChoiceView, FormError, FormSession, QuestionView, ValidationError, ValidationKind};
+pub use validate::{limits, FormInvalid};

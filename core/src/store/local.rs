@@ -46,7 +46,7 @@ impl Store {
         }
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(doc)
     }
 
@@ -67,7 +67,7 @@ impl Store {
         enqueue(&tx, &change)?;
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(doc)
     }
 
@@ -145,7 +145,7 @@ impl Store {
         enqueue(&tx, &change)?;
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(())
     }
 
@@ -166,7 +166,7 @@ impl Store {
             if draft {
                 tx.execute("DELETE FROM documents WHERE doc = ?1", [doc.0.as_bytes().as_slice()])?;
                 tx.commit()?;
-                inner.committed(&self.checkpointer);
+                inner.committed();
                 return Ok(());
             }
         }
@@ -221,7 +221,7 @@ impl Store {
         }
         save_clock(&tx, hlc)?;
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(())
     }
 }

@@ -31,8 +31,16 @@ pub use remote::{ApplyReport, PendingChange};
 pub enum StoreError {
     #[error("there is no store at {0}")]
     Missing(PathBuf),
-    #[error("{0} is not a readable database: the file is corrupt or not SQLite")]
+    #[error("the store at {0} is already open (in this app or another process); share the one handle")]
+    Locked(PathBuf),
+    #[error("{0} is not a readable database: the file is corrupt, encrypted, or not SQLite")]
     Corrupt(PathBuf),
+    #[error(
+        "the key does not open the store at {0} (it was encrypted with another key, or is not encrypted)"
+    )]
+    WrongKey(PathBuf),
+    #[error("the store is not encrypted, so it has no key to change")]
+    NotEncrypted,
     #[error("{0} is a SQLite database but not a Tejido store")]
     NotATejidoStore(PathBuf),
     #[error(
@@ -63,8 +71,48 @@ pub enum StoreError {
     UnknownAttachment(String),
     #[error("file system error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    /// SQLite found a damaged page or a malformed image while the store was in use.
+    #[error("the store's database is damaged ({0}); restore it from a backup or sync to a fresh store")]
+    Damaged(String),
+    /// The device's storage is full; the write that hit it was rolled back.
+    #[error("the device's storage is full; free some space and try again (nothing was written)")]
+    DiskFull,
+    /// SQLite could not read or write the store's files (an I/O error, a read-only file).
+    #[error("the store's files could not be read or written: {0}")]
+    StorageIo(String),
+    /// Anything else SQLite reports: a bug in Tejido, not something a user can cause.
     #[error("database error: {0}")]
-    Sqlite(#[from] rusqlite::Error),
+    Sqlite(#[source] rusqlite::Error),
+}
+
+/// Every SQLite failure is classified here, where it leaves SQLite: what a damaged file, a full
+/// disk or a failing file system causes gets its own variant; only the rest is `Sqlite`.
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode as C;
+        match e.sqlite_error_code() {
+            Some(C::DatabaseCorrupt | C::NotADatabase) => StoreError::Damaged(sqlite_message(&e)),
+            Some(C::DiskFull) => StoreError::DiskFull,
+            Some(
+                C::SystemIoFailure
+                | C::CannotOpen
+                | C::ReadOnly
+                | C::PermissionDenied
+                | C::NoLargeFileSupport,
+            ) => StoreError::StorageIo(sqlite_message(&e)),
+            _ => StoreError::Sqlite(e),
+        }
+    }
+}
+
+/// SQLite's own description of a failure (it names no values); rusqlite's display would add
+/// the failing statement's text for some errors.
+fn sqlite_message(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(err, Some(msg)) => format!("{msg} ({:?})", err.code),
+        rusqlite::Error::SqliteFailure(err, None) => format!("{err}"),
+        other => other.to_string(),
+    }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -89,14 +137,15 @@ struct Inner {
     conn: Connection,
     clock: HybridClock,
     commits: u64,
+    checkpointer: Option<Checkpointer>,
 }
 
 impl Inner {
     /// Counts a commit; every so often asks the checkpointer to fold the WAL into the database.
-    fn committed(&mut self, checkpointer: &Option<Checkpointer>) {
+    fn committed(&mut self) {
         self.commits += 1;
         if self.commits.is_multiple_of(CHECKPOINT_EVERY) {
-            if let Some(c) = checkpointer {
+            if let Some(c) = &self.checkpointer {
                 // A full channel means a checkpoint is already pending: nothing to do.
                 let _ = c.wake.try_send(());
             }
@@ -116,11 +165,14 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer> {
+    fn start(path: &Path, key: Option<&StoreKey>) -> Result<Checkpointer> {
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
+        if let Some(key) = key {
+            key.apply(&conn, "key")?;
+        }
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
         let thread = std::thread::Builder::new()
@@ -152,10 +204,70 @@ impl Drop for Checkpointer {
 /// serialised on one connection.
 pub struct Store {
     inner: Mutex<Inner>,
-    checkpointer: Option<Checkpointer>,
     replica: ReplicaId,
     path: Option<PathBuf>,
     attachment_dir: Option<PathBuf>,
+    /// The SQLCipher key of an encrypted store.
+    key: Mutex<Option<StoreKey>>,
+    /// The exclusive lock on `<store>.lock` that makes this handle the store's one owner. Last
+    /// field, so it is released only after the connections above have closed; the operating
+    /// system releases it too if the process dies.
+    _owner: Option<OwnerLock>,
+}
+
+/// The raw 256-bit SQLCipher key of a store, derived from the key the app holds. SQLCipher
+/// uses a raw key as is (no passphrase stretching: the app's key is already random), and
+/// encrypts and authenticates every page (AES-256, HMAC-SHA512), the WAL's included.
+#[derive(Clone)]
+struct StoreKey {
+    hex: String,
+}
+
+impl std::fmt::Debug for StoreKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreKey(..)")
+    }
+}
+
+impl StoreKey {
+    fn derive(app_key: &[u8]) -> StoreKey {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(b"tejido store key v1\0");
+        h.update(app_key);
+        StoreKey { hex: hex::encode(h.finalize()) }
+    }
+
+    /// `PRAGMA key` or `PRAGMA rekey` with this key (only hex digits reach the SQL text).
+    fn apply(&self, conn: &Connection, pragma: &str) -> rusqlite::Result<()> {
+        conn.execute_batch(&format!("PRAGMA {pragma} = \"x'{}'\";", self.hex))
+    }
+}
+
+/// An exclusive advisory lock (`flock` on Unix, `LockFileEx` on Windows) on a file beside the
+/// store. A separate file, never the database itself: closing another descriptor of the
+/// database would drop SQLite's own POSIX locks. Two handles in one process conflict as well,
+/// since each open of the lock file is its own open file description.
+struct OwnerLock {
+    _file: std::fs::File,
+}
+
+impl OwnerLock {
+    fn acquire(store: &Path) -> Result<OwnerLock> {
+        let path = lock_path_for(store);
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| StoreError::Io { path: path.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(OwnerLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Locked(store.to_path_buf())),
+            Err(std::fs::TryLockError::Error(source)) => Err(StoreError::Io { path, source }),
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -171,10 +283,46 @@ impl Store {
     }
 
     pub fn open_with(path: impl AsRef<Path>, options: StoreOptions) -> Result<Store> {
-        let path = path.as_ref().to_path_buf();
-        if !options.create && !path.exists() {
-            return Err(StoreError::Missing(path));
+        Store::open_file(path.as_ref(), options, None)
+    }
+
+    /// Opens (or creates) a store encrypted with `key`: bytes the app keeps in the Android
+    /// Keystore or the iOS Keychain (32 random bytes). Every page of the database and of its
+    /// write-ahead log is encrypted and authenticated. A wrong key gives `WrongKey` and changes
+    /// nothing. Attachments are not encrypted yet.
+    pub fn open_encrypted(path: impl AsRef<Path>, key: &[u8]) -> Result<Store> {
+        Store::open_encrypted_with(path, key, StoreOptions::default())
+    }
+
+    pub fn open_encrypted_with(path: impl AsRef<Path>, key: &[u8], options: StoreOptions) -> Result<Store> {
+        Store::open_file(path.as_ref(), options, Some(StoreKey::derive(key)))
+    }
+
+    /// Re-encrypts an encrypted store with a new key, in one transaction: a crash leaves it
+    /// under the old key or the new one, never half of each.
+    pub fn rekey(&self, new_key: &[u8]) -> Result<()> {
+        let mut key = self.key.lock().unwrap_or_else(|p| p.into_inner());
+        if key.is_none() {
+            return Err(StoreError::NotEncrypted);
         }
+        let new = StoreKey::derive(new_key);
+        let mut inner = self.lock();
+        // The checkpointer's connection holds the old key: stop it, rekey, start it anew.
+        inner.checkpointer = None;
+        let result = new.apply(&inner.conn, "rekey");
+        if result.is_ok() {
+            *key = Some(new);
+        }
+        if let Some(p) = &self.path {
+            inner.checkpointer = Some(Checkpointer::start(p, key.as_ref())?);
+        }
+        Ok(result?)
+    }
+
+    fn open_file(path: &Path, options: StoreOptions, key: Option<StoreKey>) -> Result<Store> {
+        let path = path.to_path_buf();
+        check_store_path(&path, options.create)?;
+        let owner = OwnerLock::acquire(&path)?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -182,8 +330,21 @@ impl Store {
                 | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .map_err(|e| classify_open_error(e, &path))?;
+        let encrypted = key.is_some();
+        if let Some(key) = &key {
+            key.apply(&conn, "key")?;
+        }
         let attachment_dir = attachment_dir_for(&path);
-        Store::init(conn, Some(path), Some(attachment_dir), options)
+        Store::init(conn, Some(path.clone()), Some(attachment_dir), Some(owner), key, options).map_err(|e| {
+            match e {
+                // With a key, a first page that does not decrypt is the wrong key (SQLCipher
+                // cannot tell it from damage to that page).
+                StoreError::Corrupt(_) if encrypted => StoreError::WrongKey(path),
+                // Damage met anywhere else while opening (migrations, identity) is a corrupt store.
+                StoreError::Damaged(_) => StoreError::Corrupt(path),
+                e => e,
+            }
+        })
     }
 
     /// A store that lives only in memory (tests, simulations); it cannot hold attachments.
@@ -193,13 +354,15 @@ impl Store {
 
     pub fn open_in_memory_with(options: StoreOptions) -> Result<Store> {
         let conn = Connection::open_in_memory()?;
-        Store::init(conn, None, None, options)
+        Store::init(conn, None, None, None, None, options)
     }
 
     fn init(
         mut conn: Connection,
         path: Option<PathBuf>,
         attachment_dir: Option<PathBuf>,
+        owner: Option<OwnerLock>,
+        key: Option<StoreKey>,
         options: StoreOptions,
     ) -> Result<Store> {
         let shown = path.clone().unwrap_or_else(|| PathBuf::from(":memory:"));
@@ -249,15 +412,16 @@ impl Store {
             }
         };
         let checkpointer = match &path {
-            Some(p) => Some(Checkpointer::start(p)?),
+            Some(p) => Some(Checkpointer::start(p, key.as_ref())?),
             None => None,
         };
         Ok(Store {
-            inner: Mutex::new(Inner { conn, clock: HybridClock::new(wall, last), commits: 0 }),
-            checkpointer,
+            inner: Mutex::new(Inner { conn, clock: HybridClock::new(wall, last), commits: 0, checkpointer }),
             replica,
             path,
             attachment_dir,
+            key: Mutex::new(key),
+            _owner: owner,
         })
     }
 
@@ -326,12 +490,78 @@ fn attachment_dir_for(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// `<store>.lock`, beside the store; it stays on disk (empty) after the store closes.
+fn lock_path_for(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".lock");
+    path.with_file_name(name)
+}
+
+/// Refuses, before SQLite sees it, a path that cannot hold a store: a missing file when asked
+/// not to create one, a directory, or a file the process cannot open for reading and writing.
+/// Each gets the operating system's own error.
+fn check_store_path(path: &Path, create: bool) -> Result<()> {
+    let io = |source| StoreError::Io { path: path.to_path_buf(), source };
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            Err(io(std::io::Error::new(std::io::ErrorKind::IsADirectory, "a directory is not a store file")))
+        }
+        Ok(_) => std::fs::OpenOptions::new().read(true).write(true).open(path).map(drop).map_err(io),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !create => {
+            Err(StoreError::Missing(path.to_path_buf()))
+        }
+        // A missing file is created by SQLite; a missing or unusable parent shows up then.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io(e)),
+    }
+}
+
 fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {
     match e.sqlite_error_code() {
         Some(rusqlite::ErrorCode::NotADatabase) | Some(rusqlite::ErrorCode::DatabaseCorrupt) => {
             StoreError::Corrupt(path.to_path_buf())
         }
         Some(rusqlite::ErrorCode::CannotOpen) if !path.exists() => StoreError::Missing(path.to_path_buf()),
-        _ => StoreError::Sqlite(e),
+        _ => StoreError::from(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A full disk. SQLite reports ENOSPC and a database that reached `max_page_count` with the
+    /// same code (SQLITE_FULL); the page cap stands in for a phone with no space left, on the
+    /// store's own connection and through its ordinary write path.
+    #[test]
+    fn a_full_disk_is_its_own_error_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("device.db")).unwrap();
+        let doc = store.start_submission("f", "1").unwrap();
+        store.set_answer(doc, "q", serde_json::json!("before")).unwrap();
+        {
+            let inner = store.lock();
+            let pages: i64 = inner.conn.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
+            inner.conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(())).unwrap();
+        }
+        let big = serde_json::json!("x".repeat(64 * 1024));
+        let err = store.set_answer(doc, "q", big).unwrap_err();
+        assert!(matches!(err, StoreError::DiskFull), "{err:?}");
+        assert!(err.to_string().contains("storage is full"), "{err}");
+        assert_eq!(store.read_document(doc).unwrap().value("q"), Some(&serde_json::json!("before")));
+        assert!(store.check_integrity().unwrap().is_empty());
+    }
+
+    #[test]
+    fn sqlite_failures_are_classified_where_they_leave_sqlite() {
+        let failure = |code| rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(code), None);
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_CORRUPT).into(), StoreError::Damaged(_)));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_NOTADB).into(), StoreError::Damaged(_)));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_FULL).into(), StoreError::DiskFull));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_IOERR).into(), StoreError::StorageIo(_)));
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_READONLY).into(), StoreError::StorageIo(_)));
+        // A bug (SQL that breaks a constraint) stays the catch-all.
+        assert!(matches!(failure(rusqlite::ffi::SQLITE_CONSTRAINT).into(), StoreError::Sqlite(_)));
     }
 }

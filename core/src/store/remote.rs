@@ -154,7 +154,7 @@ impl Store {
             )?;
         }
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         inner.clock = clock;
         Ok(report)
     }
@@ -205,7 +205,7 @@ impl Store {
             }
         }
         tx.commit()?;
-        inner.committed(&self.checkpointer);
+        inner.committed();
         Ok(removed)
     }
 

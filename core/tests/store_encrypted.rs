@@ -1,0 +1,195 @@
+//! Encryption at rest (SQLCipher): a lost phone's store file, its `-wal` and `-shm` hold none
+//! of the answers; the right key reads them back, a wrong key gives `WrongKey` and changes
+//! nothing, and `rekey` moves the store to a new key atomically.
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+use tejido_core::store::{StatusFilter, StoreError};
+use tejido_core::Store;
+
+const KEY: &[u8; 32] = b"0123456789abcdef0123456789abcdef";
+const OTHER_KEY: &[u8; 32] = b"fedcba9876543210fedcba9876543210";
+const CANARY: &str = "CANARY-violencia-domestica-4417";
+
+/// The store's database, `-wal` and `-shm` files that exist.
+fn store_files(path: &Path) -> Vec<PathBuf> {
+    ["", "-wal", "-shm"]
+        .iter()
+        .map(|suffix| PathBuf::from(format!("{}{suffix}", path.display())))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn files_contain(path: &Path, needle: &[u8]) -> bool {
+    store_files(path).iter().any(|f| std::fs::read(f).unwrap().windows(needle.len()).any(|w| w == needle))
+}
+
+/// Writes distinctive answers (many of them, so the WAL holds frames) and returns the doc.
+fn write_answers(store: &Store) -> tejido_core::DocId {
+    let doc = store.start_submission("victimization", "2026-11").unwrap();
+    for i in 0..50 {
+        store.set_answer(doc, &format!("q{i}"), json!(format!("{CANARY}-{i}"))).unwrap();
+    }
+    store.finalize(doc).unwrap();
+    doc
+}
+
+#[test]
+fn the_detector_finds_answers_in_a_plain_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plain.db");
+    let store = Store::open(&path).unwrap();
+    write_answers(&store);
+    assert!(files_contain(&path, CANARY.as_bytes()), "a plain store holds its answers in clear");
+}
+
+#[test]
+fn an_encrypted_store_holds_no_answer_in_its_files_and_reads_back_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let doc = {
+        let store = Store::open_encrypted(&path, KEY).unwrap();
+        let doc = write_answers(&store);
+        // While open: the WAL holds the latest pages, encrypted too.
+        assert!(store_files(&path).len() >= 2, "{:?}", store_files(&path));
+        assert!(!files_contain(&path, CANARY.as_bytes()));
+        assert!(!files_contain(&path, b"victimization"));
+        doc
+    };
+    assert!(!files_contain(&path, CANARY.as_bytes()));
+    assert!(!files_contain(&path, b"SQLite format 3"), "not even the SQLite header is in clear");
+
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    assert_eq!(store.read_document(doc).unwrap().value("q7"), Some(&json!(format!("{CANARY}-7"))));
+    assert_eq!(store.list_submissions(StatusFilter::Finalized).unwrap().len(), 1);
+    assert!(store.check_integrity().unwrap().is_empty());
+}
+
+#[test]
+fn a_wrong_key_is_refused_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let doc = write_answers(&Store::open_encrypted(&path, KEY).unwrap());
+    let before: Vec<Vec<u8>> = store_files(&path).iter().map(|f| std::fs::read(f).unwrap()).collect();
+
+    let err = Store::open_encrypted(&path, OTHER_KEY).unwrap_err();
+    assert!(matches!(err, StoreError::WrongKey(_)), "{err:?}");
+    assert!(err.to_string().contains("key does not open"), "{err}");
+    // Without a key it is no readable database either.
+    assert!(matches!(Store::open(&path), Err(StoreError::Corrupt(_))));
+    let after: Vec<Vec<u8>> = store_files(&path).iter().map(|f| std::fs::read(f).unwrap()).collect();
+    assert_eq!(before, after, "a refused key changes nothing");
+
+    // A plain store opened with a key is refused too, and left alone.
+    let plain = dir.path().join("plain.db");
+    drop(Store::open(&plain).unwrap());
+    assert!(matches!(Store::open_encrypted(&plain, KEY), Err(StoreError::WrongKey(_))));
+    drop(Store::open(&plain).unwrap());
+
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    assert!(store.read_document(doc).is_ok());
+}
+
+#[test]
+fn rekey_moves_the_store_to_the_new_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    let doc = write_answers(&store);
+    store.rekey(OTHER_KEY).unwrap();
+    // Still usable after the rekey, checkpoints included.
+    for i in 0..100 {
+        store.set_answer(store.start_submission("f", "1").unwrap(), "n", json!(i)).unwrap();
+    }
+    drop(store);
+    assert!(!files_contain(&path, CANARY.as_bytes()));
+    assert!(matches!(Store::open_encrypted(&path, KEY), Err(StoreError::WrongKey(_))));
+    let store = Store::open_encrypted(&path, OTHER_KEY).unwrap();
+    assert_eq!(store.read_document(doc).unwrap().value("q0"), Some(&json!(format!("{CANARY}-0"))));
+    assert_eq!(store.list_submissions(StatusFilter::All).unwrap().len(), 101);
+    assert!(store.check_integrity().unwrap().is_empty());
+
+    let plain = Store::open(dir.path().join("plain.db")).unwrap();
+    assert!(matches!(plain.rekey(KEY), Err(StoreError::NotEncrypted)));
+}
+
+#[test]
+fn an_encrypted_store_has_one_owner_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    assert!(matches!(Store::open_encrypted(&path, KEY), Err(StoreError::Locked(_))));
+    drop(store);
+    drop(Store::open_encrypted(&path, KEY).unwrap());
+}
+
+const CHILD_STORE: &str = "TEJIDO_CHILD_ENCRYPTED_STORE";
+
+/// Writes answers into an encrypted store forever, printing `committed N` after each commit.
+/// Run only by the crash test below, which kills it with SIGKILL.
+#[test]
+#[ignore = "run by an_encrypted_store_loses_nothing_committed_when_the_app_is_killed"]
+fn child_encrypted_writer() {
+    let path = std::env::var_os(CHILD_STORE).expect("run by the parent test");
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    let doc = match store.list_submissions(StatusFilter::All).unwrap().first() {
+        Some(s) => s.id,
+        None => store.start_submission("f", "1").unwrap(),
+    };
+    let start = store.read_document(doc).unwrap().answers().count() as u64;
+    for n in start.. {
+        store.set_answer(doc, &format!("q{n}"), json!(format!("{CANARY}-{n}"))).unwrap();
+        println!("TEJIDO_COMMITTED {n}");
+    }
+}
+
+/// SIGKILL at a random moment, many times: the reopened store (right key) passes its integrity
+/// check and holds every answer whose commit was reported.
+#[cfg(unix)]
+#[test]
+fn an_encrypted_store_loses_nothing_committed_when_the_app_is_killed() {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let mut last: Option<u64> = None;
+    for round in 0..8u64 {
+        let mut child = Command::new(std::env::current_exe().unwrap())
+            .args(["child_encrypted_writer", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env(CHILD_STORE, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let reader = std::thread::spawn(move || {
+            let mut seen = None;
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if let Some((_, n)) = line.split_once("TEJIDO_COMMITTED ") {
+                    seen = n.trim().parse::<u64>().ok().or(seen);
+                }
+            }
+            seen
+        });
+        std::thread::sleep(std::time::Duration::from_millis(40 + round * 37 % 90));
+        child.kill().unwrap();
+        child.wait().unwrap();
+        if let Some(n) = reader.join().unwrap() {
+            last = Some(last.map_or(n, |m| m.max(n)));
+        }
+        let store = Store::open_encrypted(&path, KEY).unwrap();
+        assert!(store.check_integrity().unwrap().is_empty(), "round {round}");
+        if let Some(last) = last {
+            let s = store.list_submissions(StatusFilter::All).unwrap();
+            let d = store.read_document(s[0].id).unwrap();
+            for i in 0..=last {
+                assert_eq!(d.value(&format!("q{i}")), Some(&json!(format!("{CANARY}-{i}"))), "round {round}");
+            }
+        }
+    }
+    assert!(last.is_some_and(|n| n > 0), "the writer committed something");
+    assert!(!files_contain(&path, CANARY.as_bytes()));
+}
