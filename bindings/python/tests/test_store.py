@@ -1,5 +1,6 @@
 """The device store from Python: answers, repeats, finalize, attachments, typed errors, threads."""
 
+import gc
 import threading
 
 import pytest
@@ -139,8 +140,14 @@ def test_missing_and_corrupt_store_files(tmp_path):
     first = TejidoStore.open(path)
     sub = first.start_submission("f", "1")
     first.set_answer(sub, "a", AnswerValue.INTEGER(1))
+    # One owner per store: a second handle while the first is open is refused.
+    with pytest.raises(TejidoError.StoreLocked, match="already open"):
+        TejidoStore.open_existing(path)
+    replica = first.replica_id()
+    del first
+    gc.collect()
     again = TejidoStore.open_existing(path)
-    assert again.replica_id() == first.replica_id()
+    assert again.replica_id() == replica
     assert answers(again, sub) == {"a": AnswerValue.INTEGER(1)}
 
 

@@ -144,13 +144,17 @@ class StoreTest {
         assertThrows<TejidoException.StoreCorrupt> { TejidoStore.openExisting(corrupt.toString()) }
 
         val path = dir.resolve("device.db").toString()
-        TejidoStore.open(path).use { first ->
+        val (sub, replica) = TejidoStore.open(path).use { first ->
             val sub = first.startSubmission("f", "1")
             first.setAnswer(sub, "a", AnswerValue.Integer(1))
-            TejidoStore.openExisting(path).use { again ->
-                assertEquals(first.replicaId(), again.replicaId())
-                assertEquals(mapOf("a" to AnswerValue.Integer(1)), answers(again, sub))
-            }
+            // One owner per store: a second handle while the first is open is refused.
+            assertThrows<TejidoException.StoreLocked> { TejidoStore.openExisting(path) }
+            sub to first.replicaId()
+        }
+        // Once the first handle is closed, the store opens again with its data and identity.
+        TejidoStore.openExisting(path).use { again ->
+            assertEquals(replica, again.replicaId())
+            assertEquals(mapOf("a" to AnswerValue.Integer(1)), answers(again, sub))
         }
     }
 
