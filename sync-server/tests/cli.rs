@@ -70,18 +70,7 @@ fn admin_commands_print_json_and_serve_stops_gracefully() {
     let out = bin().arg("--data").arg(&data).args(["devices", "revoke", "not-a-uuid"]).output().unwrap();
     assert!(!out.status.success());
 
-    let mut child = bin()
-        .arg("--data")
-        .arg(&data)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .env("TEJIDO_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening on http://").unwrap().to_owned();
+    let (mut child, addr) = spawn_serve(&data, "", &[]);
     let mut stream = std::net::TcpStream::connect(&addr).unwrap();
     use std::io::{Read, Write};
     stream.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").unwrap();
@@ -94,15 +83,17 @@ fn admin_commands_print_json_and_serve_stops_gracefully() {
     assert!(exit.success(), "serve exits cleanly on SIGTERM: {exit:?}");
 }
 
-/// `serve` under a 1,024-descriptor limit, with a short header timeout.
-fn serve_limited(data: &std::path::Path) -> (std::process::Child, String) {
+/// Starts `serve` on a free port, after a shell `prefix` (such as `ulimit -n 1024 &&`) and with
+/// `extra` options; returns the child and its address.
+fn spawn_serve(data: &std::path::Path, prefix: &str, extra: &[&str]) -> (std::process::Child, String) {
     let mut child = Command::new("sh")
         .arg("-c")
-        .arg("ulimit -n 1024 && exec \"$0\" \"$@\"")
+        .arg(format!("{prefix} exec \"$0\" \"$@\""))
         .arg(env!("CARGO_BIN_EXE_tejido-server"))
         .arg("--data")
         .arg(data)
-        .args(["serve", "--listen", "127.0.0.1:0", "--header-timeout", "2s"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(extra)
         .env("TEJIDO_LOG", "error")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -118,7 +109,8 @@ fn serve_limited(data: &std::path::Path) -> (std::process::Child, String) {
 fn eleven_hundred_idle_connections_leave_healthz_answering() {
     use std::io::{Read, Write};
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr) = serve_limited(dir.path());
+    // Under a 1,024-descriptor limit, with a short header timeout.
+    let (mut child, addr) = spawn_serve(dir.path(), "ulimit -n 1024 &&", &["--header-timeout", "2s"]);
     // 1,100 connections that send nothing, or half a request, and then sit there.
     let mut idle = Vec::new();
     for i in 0..1_100 {

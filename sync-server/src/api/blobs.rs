@@ -13,7 +13,8 @@ use tokio_util::io::ReaderStream;
 use super::openapi::docs;
 use super::{blocking, ApiError, AppState, DeviceAuth};
 use crate::blobs::{valid_sha256, BlobStore, UploadOwner};
-use crate::service::limits::{UPLOAD_EXPIRY_MS, UPLOAD_QUOTA_BYTES};
+use crate::service::blobs as blob_rules;
+use crate::service::limits::UPLOAD_EXPIRY_MS;
 
 /// The header naming an attachment's media type on upload and download (as the client sends it).
 pub const MEDIA_TYPE_HEADER: &str = "upload-media-type";
@@ -137,7 +138,6 @@ pub(crate) async fn upload(
     let owner = UploadOwner::of(&device);
     let lock = state.blobs.upload_lock(owner, &sha256);
     let _guard = lock.lock().await;
-    expire_stale_uploads(&state).await?;
 
     let name = sha256.clone();
     let held = blocking(&state, move |s| s.blob_held(owner, &name)).await?;
@@ -157,7 +157,7 @@ pub(crate) async fn upload(
         .get(MEDIA_TYPE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
-        .map(allowed_media_type)
+        .map(blob_rules::allowed_media_type)
         .unwrap_or("application/octet-stream")
         .to_owned();
     let upload = blocking(&state, move |s| s.upload(owner, &name)).await?;
@@ -173,13 +173,10 @@ pub(crate) async fn upload(
         Some(u) if u.length == length => u.media_type,
         _ => {
             let name = sha256.clone();
+            // Only when an upload starts: forget stale ones, then hold the device to its quota.
+            expire_stale_uploads(&state).await?;
             let others = blocking(&state, move |s| s.upload_bytes_in_progress(owner.device, &name)).await?;
-            if others.saturating_add(length) > UPLOAD_QUOTA_BYTES {
-                return Err(ApiError::too_large(format!(
-                    "this device already has {others} bytes in unfinished uploads; at most {UPLOAD_QUOTA_BYTES} \
-                     may be in progress at once: finish those first"
-                )));
-            }
+            blob_rules::check_quota(others, length).map_err(ApiError::from)?;
             // A fresh start: no bytes of an earlier, forgotten attempt stay behind.
             state.blobs.discard_partial(owner, &sha256).map_err(io_error)?;
             let name = sha256.clone();
@@ -301,53 +298,17 @@ pub(crate) async fn download(
     let file = tokio::fs::File::open(state.blobs.complete_path(&sha256)).await.map_err(io_error)?;
     let mut res = Body::from_stream(ReaderStream::new(file)).into_response();
     // Blobs recorded before the allow-list existed are checked again on the way out.
-    let media_type = allowed_media_type(&media_type);
+    let media_type = blob_rules::allowed_media_type(&media_type);
     let media = HeaderValue::from_static(media_type);
     let h = res.headers_mut();
     h.insert(CONTENT_TYPE, media.clone());
     h.insert(MEDIA_TYPE_HEADER, media);
     h.insert(CONTENT_LENGTH, size.into());
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    if !shown_inline(media_type) {
+    if !blob_rules::shown_inline(media_type) {
         h.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
     }
     Ok(res)
-}
-
-/// The media types served as themselves; anything else is served as
-/// `application/octet-stream` (never `text/html` or `image/svg+xml`, which a browser would run).
-const MEDIA_TYPES: &[&str] = &[
-    "image/jpeg",
-    "image/png",
-    "image/webp",
-    "image/gif",
-    "image/heic",
-    "audio/mpeg",
-    "audio/mp4",
-    "audio/aac",
-    "audio/ogg",
-    "audio/wav",
-    "audio/amr",
-    "audio/3gpp",
-    "video/mp4",
-    "video/3gpp",
-    "video/webm",
-    "application/pdf",
-    "text/csv",
-    "application/json",
-    "application/geo+json",
-    "application/octet-stream",
-];
-
-/// The allowed media type a device's claim maps to (parameters dropped, case folded).
-fn allowed_media_type(claimed: &str) -> &'static str {
-    let base = claimed.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    MEDIA_TYPES.iter().copied().find(|m| *m == base).unwrap_or("application/octet-stream")
-}
-
-/// Photos and recordings are shown in place; everything else downloads as a file.
-fn shown_inline(media_type: &str) -> bool {
-    media_type.starts_with("image/") || media_type.starts_with("audio/")
 }
 
 /// Forgets uploads left unfinished for longer than a day (their bytes too), a few at a time.
