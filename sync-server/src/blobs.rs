@@ -3,16 +3,11 @@
 //! holds the bytes by sending them, so no device learns what another uploaded, and no device
 //! can add bytes to another's upload).
 
-use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
-
-/// Serialises the writers of one upload.
-pub type UploadLock = Arc<tokio::sync::Mutex<()>>;
 
 /// Whose upload: one device of one project.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -30,7 +25,6 @@ impl UploadOwner {
 #[derive(Debug)]
 pub struct BlobStore {
     root: PathBuf,
-    locks: Mutex<HashMap<(UploadOwner, String), UploadLock>>,
 }
 
 /// A blob name: 64 lowercase hex digits.
@@ -40,7 +34,7 @@ pub fn valid_sha256(s: &str) -> bool {
 
 impl BlobStore {
     pub fn new(root: impl Into<PathBuf>) -> BlobStore {
-        BlobStore { root: root.into(), locks: Mutex::new(HashMap::new()) }
+        BlobStore { root: root.into() }
     }
 
     pub fn root(&self) -> &Path {
@@ -68,15 +62,6 @@ impl BlobStore {
     /// How many bytes of a device's upload have arrived.
     pub fn partial_len(&self, owner: UploadOwner, sha256: &str) -> u64 {
         std::fs::metadata(self.partial_path(owner, sha256)).map(|m| m.len()).unwrap_or(0)
-    }
-
-    /// One writer at a time per device and blob.
-    pub fn upload_lock(&self, owner: UploadOwner, sha256: &str) -> UploadLock {
-        let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
-        if locks.len() > 10_000 {
-            locks.retain(|_, l| Arc::strong_count(l) > 1);
-        }
-        locks.entry((owner, sha256.to_owned())).or_default().clone()
     }
 
     /// Opens the partial file for appending, creating it (and its folder) when new.

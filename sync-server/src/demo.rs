@@ -24,7 +24,8 @@ use tejido_core::{Collection, Store};
 use tejido_server::api::{router, AppState};
 use tejido_server::blobs::BlobStore;
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
-use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm, SqliteStorage, Storage};
+use tejido_server::service::Service;
+use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm};
 use tokio_util::sync::CancellationToken;
 
 use crate::{open_storage, shutdown_signal, Failure};
@@ -75,42 +76,43 @@ pub fn run(data: &Path, options: DemoOptions) -> Result<(), Failure> {
         .init();
     let dir = data.join("demo");
     let storage = open_storage(&dir)?;
-    let project = seed(&storage)?;
-    let forms = project_forms()?;
-    for (form, role) in &forms {
-        let value =
-            serde_json::to_value(form).map_err(|e| Failure(format!("cannot encode the form: {e}"), 1))?;
-        let outcome = storage.publish_form(&PublishForm {
-            project: project.id,
-            form_id: form.settings.form_id.clone(),
-            version: form.settings.version.clone(),
-            roles: vec![*role],
-            form: value,
-            now_ms: tejido_server::now_ms().max(0) as u64,
-        })?;
-        say(&format!(
-            "demo: form {} version {} {} to {}",
-            form.settings.form_id,
-            form.settings.version,
-            if outcome.published { "published" } else { "already published" },
-            role.as_str()
-        ));
-    }
     let blobs = BlobStore::new(dir.join("blobs"));
     std::fs::create_dir_all(blobs.root())
         .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
-    let storage = Arc::new(storage);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
     runtime.block_on(async move {
+        let service = Service::new(Arc::new(storage)).await?;
+        let project = seed(&service).await?;
+        for (form, role) in &project_forms()? {
+            let value =
+                serde_json::to_value(form).map_err(|e| Failure(format!("cannot encode the form: {e}"), 1))?;
+            let outcome = service
+                .publish_form(&PublishForm {
+                    project: project.id,
+                    form_id: form.settings.form_id.clone(),
+                    version: form.settings.version.clone(),
+                    roles: vec![*role],
+                    form: value,
+                    now_ms: tejido_server::now_ms().max(0) as u64,
+                })
+                .await?;
+            say(&format!(
+                "demo: form {} version {} {} to {}",
+                form.settings.form_id,
+                form.settings.version,
+                if outcome.published { "published" } else { "already published" },
+                role.as_str()
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
             .map_err(|e| Failure(format!("cannot listen on {}: {e}", options.listen), 1))?;
         let addr = listener.local_addr().map_err(|e| Failure(format!("cannot listen: {e}"), 1))?;
         let url = format!("http://{addr}");
-        let state = AppState::new(storage.clone(), blobs).with_public_url(url.clone());
+        let state = AppState::new(service.clone(), blobs).with_public_url(url.clone());
         let stop = CancellationToken::new();
         let server = {
             let stop = stop.clone();
@@ -133,13 +135,13 @@ pub fn run(data: &Path, options: DemoOptions) -> Result<(), Failure> {
         }
         say(&format!("listening on {url}"));
         say(&format!("demo: data in {}", dir.display()));
-        let coordinator = make_code(&storage, &project, Role::Coordinator, 1)?;
+        let coordinator = make_code(&service, &project, Role::Coordinator, 1).await?;
         let link = enrollment_link(&url, &coordinator);
         say(&format!("demo: coordinator enrollment link (one device): {link}"));
         say(&qr(&link));
 
         tokio::select! {
-            result = simulate(&storage, &project, &url, &dir, &options, &stop) => {
+            result = simulate(&service, &project, &url, &dir, &options, &stop) => {
                 if let Err(Failure(message, _)) = result {
                     say(&format!("demo: the simulated devices stopped: {message}"));
                 }
@@ -159,12 +161,12 @@ pub fn run(data: &Path, options: DemoOptions) -> Result<(), Failure> {
     })
 }
 
-fn seed(storage: &SqliteStorage) -> Result<Project, Failure> {
-    if let Some(p) = storage.find_project(PROJECT)? {
+async fn seed(service: &Service) -> Result<Project, Failure> {
+    if let Some(p) = service.find_project(PROJECT).await? {
         say(&format!("demo: project {} ({}) already exists", p.name, p.id));
         return Ok(p);
     }
-    let p = storage.create_project(PROJECT, tejido_server::now_ms())?;
+    let p = service.create_project(PROJECT, tejido_server::now_ms()).await?;
     say(&format!("demo: created project {} ({})", p.name, p.id));
     Ok(p)
 }
@@ -180,16 +182,18 @@ fn project_forms() -> Result<Vec<(Form, Role)>, Failure> {
         .collect()
 }
 
-fn make_code(storage: &SqliteStorage, project: &Project, role: Role, uses: u32) -> Result<String, Failure> {
+async fn make_code(service: &Service, project: &Project, role: Role, uses: u32) -> Result<String, Failure> {
     let code = new_code();
-    storage.create_enrollment_code(&NewEnrollmentCode {
-        code_hash: hash_code(&code),
-        project: project.id,
-        role,
-        uses,
-        expires_ms: Some(tejido_server::now_ms() + 24 * 3600 * 1000),
-        now_ms: tejido_server::now_ms(),
-    })?;
+    service
+        .create_enrollment_code(&NewEnrollmentCode {
+            code_hash: hash_code(&code),
+            project: project.id,
+            role,
+            uses,
+            expires_ms: Some(tejido_server::now_ms() + 24 * 3600 * 1000),
+            now_ms: tejido_server::now_ms(),
+        })
+        .await?;
     Ok(code)
 }
 
@@ -226,7 +230,7 @@ fn sync_error(n: u32, e: impl std::fmt::Display) -> Failure {
 }
 
 async fn simulate(
-    storage: &SqliteStorage,
+    service: &Service,
     project: &Project,
     url: &str,
     dir: &Path,
@@ -248,7 +252,7 @@ async fn simulate(
     for role in [Role::Enumerator, Role::Youth] {
         let uses = (1..=options.devices).filter(|n| role_of(*n) == role).count() as u32;
         if uses > 0 {
-            codes.insert(role.as_str(), make_code(storage, project, role, uses)?);
+            codes.insert(role.as_str(), make_code(service, project, role, uses).await?);
         }
     }
     for n in 1..=options.devices {

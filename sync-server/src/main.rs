@@ -17,7 +17,8 @@ use tejido_server::api::{router, AppState};
 use tejido_server::blobs::BlobStore;
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::serve::ConnectionLimits;
-use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm, SqliteStorage, Storage, StorageError};
+use tejido_server::service::Service;
+use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm, SqliteStorage, StorageError};
 
 #[derive(Debug, Parser)]
 #[command(name = "tejido-server", version, about = "Tejido's sync server and admin commands")]
@@ -193,8 +194,32 @@ fn open_storage(data: &Path) -> Result<SqliteStorage, Failure> {
     Ok(SqliteStorage::open(data.join("tejido.db"))?)
 }
 
-fn project(storage: &SqliteStorage, p: &str) -> Result<Project, Failure> {
-    storage.find_project(p)?.ok_or_else(|| Failure(format!("there is no project {p:?}"), 1))
+/// What an admin command works with: the service over the deployment's storage, and a
+/// runtime to drive it.
+struct Admin {
+    runtime: tokio::runtime::Runtime,
+    service: Service,
+}
+
+impl Admin {
+    fn open(data: &Path) -> Result<Admin, Failure> {
+        let storage = open_storage(data)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
+        let service = runtime.block_on(Service::new(Arc::new(storage)))?;
+        Ok(Admin { runtime, service })
+    }
+
+    fn run<T>(&self, f: impl std::future::Future<Output = Result<T, StorageError>>) -> Result<T, Failure> {
+        Ok(self.runtime.block_on(f)?)
+    }
+
+    fn project(&self, p: &str) -> Result<Project, Failure> {
+        self.run(self.service.find_project(p))?
+            .ok_or_else(|| Failure(format!("there is no project {p:?}"), 1))
+    }
 }
 
 fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
@@ -215,16 +240,16 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             demo::run(data, demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds })
         }
         Command::Project(ProjectCommand::Create { name }) => {
-            let storage = open_storage(data)?;
-            let p = storage.create_project(&name, tejido_server::now_ms())?;
+            let admin = Admin::open(data)?;
+            let p = admin.run(admin.service.create_project(&name, tejido_server::now_ms()))?;
             print(json, json!({ "id": p.id, "name": p.name }), || {
                 format!("created project {} ({})", p.name, p.id)
             });
             Ok(())
         }
         Command::Project(ProjectCommand::List) => {
-            let storage = open_storage(data)?;
-            let projects = storage.list_projects()?;
+            let admin = Admin::open(data)?;
+            let projects = admin.run(admin.service.list_projects())?;
             let list: Vec<_> = projects.iter().map(|p| json!({ "id": p.id, "name": p.name })).collect();
             print(json, json!({ "projects": list }), || {
                 projects.iter().map(|p| format!("{}  {}", p.id, p.name)).collect::<Vec<_>>().join("\n")
@@ -232,8 +257,8 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Enroll { project: p, role, uses, expires, server } => {
-            let storage = open_storage(data)?;
-            let p = project(&storage, &p)?;
+            let admin = Admin::open(data)?;
+            let p = admin.project(&p)?;
             if uses == 0 {
                 return Err(Failure("--uses must be at least 1".into(), 2));
             }
@@ -242,14 +267,14 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
                 .map_err(|m| Failure(m, 2))?
                 .resolve(role, now);
             let code = new_code();
-            storage.create_enrollment_code(&NewEnrollmentCode {
+            admin.run(admin.service.create_enrollment_code(&NewEnrollmentCode {
                 code_hash: hash_code(&code),
                 project: p.id,
                 role,
                 uses,
                 expires_ms,
                 now_ms: tejido_server::now_ms(),
-            })?;
+            }))?;
             let link = enrollment_link(&server, &code);
             print(
                 json,
@@ -275,9 +300,9 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Devices(DevicesCommand::List { project: p }) => {
-            let storage = open_storage(data)?;
-            let p = project(&storage, &p)?;
-            let devices = storage.list_devices(p.id)?;
+            let admin = Admin::open(data)?;
+            let p = admin.project(&p)?;
+            let devices = admin.run(admin.service.list_devices(p.id))?;
             print(json, json!({ "devices": devices }), || {
                 if devices.is_empty() {
                     return format!("no devices in {}", p.name);
@@ -300,10 +325,10 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Devices(DevicesCommand::Revoke { device }) => {
-            let storage = open_storage(data)?;
+            let admin = Admin::open(data)?;
             let id = uuid::Uuid::try_parse(&device)
                 .map_err(|_| Failure(format!("{device:?} is not a device id"), 2))?;
-            let revoked = storage.revoke_device(id, tejido_server::now_ms())?;
+            let revoked = admin.run(admin.service.revoke_device(id, tejido_server::now_ms()))?;
             print(json, json!({ "device": id, "revoked": revoked }), || {
                 if revoked {
                     format!("revoked device {id}")
@@ -314,17 +339,17 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Form(FormCommand::Publish { project: p, file, roles }) => {
-            let storage = open_storage(data)?;
-            let p = project(&storage, &p)?;
+            let admin = Admin::open(data)?;
+            let p = admin.project(&p)?;
             let (form_id, version, form) = load_form(&file)?;
-            let outcome = storage.publish_form(&PublishForm {
+            let outcome = admin.run(admin.service.publish_form(&PublishForm {
                 project: p.id,
                 form_id: form_id.clone(),
                 version: version.clone(),
                 roles: roles.clone(),
                 form,
                 now_ms: tejido_server::now_ms().max(0) as u64,
-            })?;
+            }))?;
             let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             print(
                 json,
@@ -399,15 +424,16 @@ fn serve(
     let blobs = BlobStore::new(data.join("blobs"));
     std::fs::create_dir_all(blobs.root())
         .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
-    let mut state = AppState::new(Arc::new(storage), blobs);
-    if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
-        state = state.with_admin_token(&t);
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
     runtime.block_on(async move {
+        let mut state = AppState::new(Service::new(Arc::new(storage)).await?, blobs)
+            .with_body_timeout(limits.body_timeout);
+        if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
+            state = state.with_admin_token(&t);
+        }
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| Failure(format!("cannot listen on {listen}: {e}"), 1))?;

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use std::sync::Arc;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -429,9 +430,9 @@ async fn unfinished_uploads_have_a_quota_and_expire() {
 
     // An upload left for more than a day is forgotten (bytes and all) and frees the quota.
     let storage = tejido_server::storage::SqliteStorage::open(s.dir.path().join("tejido.db")).unwrap();
-    use tejido_server::storage::Storage;
+    let service = tejido_server::service::Service::new(Arc::new(storage)).await.unwrap();
     let owner = tejido_server::blobs::UploadOwner { project: p, device: d.id };
-    storage.start_upload(owner, &started[0], big, "application/octet-stream", 1).unwrap();
+    service.start_upload(owner, &started[0], big, "application/octet-stream", 1).await.unwrap();
     let sha = hex::encode(Sha256::digest(b"next"));
     let (st, body) = s
         .send(
@@ -471,4 +472,63 @@ async fn served_blobs_never_run_in_a_browser() {
         assert_eq!(h["x-content-type-options"], "nosniff", "{claimed}");
         assert_eq!(h.get("content-disposition").is_none(), inline, "{claimed}");
     }
+}
+
+#[tokio::test]
+async fn one_writer_per_upload_across_server_processes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let a = start().await;
+    let b = a.another_process().await;
+    let p = a.project("p").await;
+    let ana = a.device(p, "enumerator").await;
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    let sha = hex::encode(Sha256::digest(&bytes));
+    // Process A receives the first half of a PATCH, and the rest is slow to come.
+    let addr = a.url.trim_start_matches("http://").to_owned();
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let head = format!(
+        "PATCH /v1/blobs/{sha} HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {}\r\n{}: 1\r\n\
+         upload-offset: 0\r\nupload-length: {}\r\ncontent-length: {}\r\nupload-media-type: image/png\r\n\r\n",
+        ana.token,
+        tejido_core::sync::wire::PROTOCOL_HEADER,
+        bytes.len(),
+        bytes.len()
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    slow.write_all(&bytes[..500]).await.unwrap();
+    slow.flush().await.unwrap();
+    // Once A holds those bytes, process B is asked to append the rest at the right offset: it
+    // refuses, saying where the upload stands, rather than write while A is writing.
+    let mut stands = String::new();
+    for _ in 0..200 {
+        let head = b.req(Method::HEAD, &format!("/v1/blobs/{sha}"), Some(&ana.token)).send().await.unwrap();
+        stands = head.headers().get("upload-offset").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+        if stands == "500" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(stands, "500", "A received the first half");
+    let refused = b
+        .req(Method::PATCH, &format!("/v1/blobs/{sha}"), Some(&ana.token))
+        .header("upload-offset", 500)
+        .header("upload-length", bytes.len())
+        .body(bytes[500..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::CONFLICT, "B must not write while A holds the upload");
+    assert_eq!(refused.headers()["upload-offset"], "500");
+    // A finishes; the lease is given back, and the blob is whole and right.
+    slow.write_all(&bytes[500..]).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = slow.read(&mut answer).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
+    let head = b.req(Method::HEAD, &format!("/v1/blobs/{sha}"), Some(&ana.token)).send().await.unwrap();
+    assert_eq!(head.headers()["upload-offset"], "1000");
+    assert_eq!(get_blob(&b, &ana, &sha).await.bytes().await.unwrap().as_ref(), bytes.as_slice());
 }

@@ -12,7 +12,7 @@ use tejido_core::DocId;
 use uuid::Uuid;
 
 use super::openapi::docs;
-use super::{blocking, body_error, parse_json, public_url, ApiError, AppState, Caller};
+use super::{body_error, parse_json, public_url, ApiError, AppState, Caller};
 use crate::secrets::{enrollment_link, hash_code, new_code};
 use crate::service::enroll::Expiry;
 use crate::storage::{Device, FieldConflict, NewEnrollmentCode, Review, ReviewOutcome};
@@ -61,7 +61,7 @@ pub(crate) async fn create_project(
         return Err(ApiError::forbidden("only the admin token can create projects"));
     }
     let req: NewProject = parse_json(&body.map_err(body_error)?, "project")?;
-    let p = blocking(&state, move |s| s.create_project(&req.name, crate::now_ms())).await?;
+    let p = state.service.create_project(&req.name, crate::now_ms()).await?;
     Ok((StatusCode::CREATED, Json(ProjectView { id: p.id, name: p.name })))
 }
 
@@ -128,7 +128,7 @@ pub(crate) async fn create_enrollment_code(
         expires_ms,
         now_ms: crate::now_ms(),
     };
-    blocking(&state, move |s| s.create_enrollment_code(&new)).await?;
+    state.service.create_enrollment_code(&new).await?;
     let link = enrollment_link(&public_url(&state), &code);
     tracing::info!(project = %project, role = req.role.as_str(), uses, "enrollment code created");
     Ok((
@@ -178,7 +178,7 @@ pub(crate) async fn list_devices(
 ) -> Result<Json<Vec<DeviceView>>, ApiError> {
     let project = parse_uuid(&project, "project")?;
     check_project(&caller, project)?;
-    let devices = blocking(&state, move |s| s.list_devices(project)).await?;
+    let devices = state.service.list_devices(project).await?;
     Ok(Json(devices.into_iter().map(DeviceView::from).collect()))
 }
 
@@ -200,12 +200,12 @@ pub(crate) async fn revoke_device(
     Path(device): Path<String>,
 ) -> Result<Json<RevokeView>, ApiError> {
     let id = parse_uuid(&device, "device")?;
-    let found = blocking(&state, move |s| s.device(id)).await?;
+    let found = state.service.device(id).await?;
     match found {
         Some(d) if caller.may_manage(d.project) => {}
         _ => return Err(ApiError::not_found("no such device")),
     }
-    let revoked = blocking(&state, move |s| s.revoke_device(id, crate::now_ms())).await?;
+    let revoked = state.service.revoke_device(id, crate::now_ms()).await?;
     tracing::info!(device = %id, "device revoked");
     Ok(Json(RevokeView { device: id, revoked }))
 }
@@ -236,8 +236,6 @@ impl From<ReviewOutcome> for ReviewView {
     }
 }
 
-pub use crate::service::rules::REVIEW_STATES;
-
 /// Set a submission's review state (`_review/state`) and optionally add a comment document;
 /// both are written by the server's replica and reach the author's device on its next pull.
 #[utoipa::path(post, path = "/v1/submissions/{doc}/review", tag = "admin",
@@ -257,14 +255,9 @@ pub(crate) async fn review_submission(
 ) -> Result<Json<ReviewView>, ApiError> {
     let doc = DocId(parse_uuid(&doc, "submission")?);
     let req: ReviewRequest = parse_json(&body.map_err(body_error)?, "review")?;
-    if !REVIEW_STATES.contains(&req.state.as_str()) {
-        return Err(ApiError::bad_request("state must be approved or has_issues"));
-    }
-    let comment = req.comment.filter(|c| !c.trim().is_empty());
-    if comment.as_ref().is_some_and(|c| c.len() > 10_000) {
-        return Err(ApiError::too_large("a comment has at most 10000 bytes"));
-    }
-    let info = blocking(&state, move |s| s.document(doc)).await?;
+    // Checked before the submission is looked up: a bad request is a 400 whatever it names.
+    crate::service::rules::check_review(&req.state, req.comment.as_deref())?;
+    let info = state.service.document(doc).await?;
     let project = match info {
         Some(i) if caller.may_manage(i.project) && i.collection == tejido_core::Collection::Submission => {
             i.project
@@ -275,12 +268,12 @@ pub(crate) async fn review_submission(
         project,
         submission: doc,
         state: req.state,
-        comment,
+        comment: req.comment,
         author: caller.device_id(),
         author_label: caller.label(),
         now_ms: crate::now_ms().max(0) as u64,
     };
-    let outcome = blocking(&state, move |s| s.review(&review)).await?;
+    let outcome = state.service.review(&review).await?;
     tracing::info!(submission = %doc, state = %outcome.state, "reviewed");
     Ok(Json(outcome.into()))
 }
@@ -297,5 +290,5 @@ pub(crate) async fn list_conflicts(
 ) -> Result<Json<Vec<FieldConflict>>, ApiError> {
     let project = parse_uuid(&project, "project")?;
     check_project(&caller, project)?;
-    Ok(Json(blocking(&state, move |s| s.conflicts(project)).await?))
+    Ok(Json(state.service.conflicts(project).await?))
 }

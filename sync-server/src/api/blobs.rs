@@ -11,10 +11,10 @@ use tejido_core::sync::wire::{MAX_BLOB_BYTES, UPLOAD_LENGTH_HEADER, UPLOAD_OFFSE
 use tokio_util::io::ReaderStream;
 
 use super::openapi::docs;
-use super::{blocking, ApiError, AppState, DeviceAuth};
+use super::{ApiError, AppState, DeviceAuth};
 use crate::blobs::{valid_sha256, BlobStore, UploadOwner};
 use crate::service::blobs as blob_rules;
-use crate::service::limits::UPLOAD_EXPIRY_MS;
+use crate::storage::Device;
 
 /// The header naming an attachment's media type on upload and download (as the client sends it).
 pub const MEDIA_TYPE_HEADER: &str = "upload-media-type";
@@ -81,7 +81,7 @@ pub(crate) async fn status(
     let owner = UploadOwner::of(&device);
     let name = sha256.clone();
     // Complete only when this device uploaded it: HEAD tells nothing of other devices' blobs.
-    let held = blocking(&state, move |s| s.blob_held(owner, &name)).await?;
+    let held = state.service.blob_held(owner, &name).await?;
     if held {
         if let Some(size) = state.blobs.complete_size(&sha256) {
             return Ok(status_response(
@@ -91,7 +91,7 @@ pub(crate) async fn status(
         }
     }
     let name = sha256.clone();
-    let upload = blocking(&state, move |s| s.upload(owner, &name)).await?;
+    let upload = state.service.upload(owner, &name).await?;
     let offset = if upload.is_some() { state.blobs.partial_len(owner, &sha256) } else { 0 };
     let mut res = StatusCode::OK.into_response();
     res.headers_mut().insert(UPLOAD_OFFSET_HEADER, offset.into());
@@ -136,11 +136,33 @@ pub(crate) async fn upload(
         return Err(ApiError::too_large(format!("a blob may have at most {MAX_BLOB_BYTES} bytes")));
     }
     let owner = UploadOwner::of(&device);
-    let lock = state.blobs.upload_lock(owner, &sha256);
-    let _guard = lock.lock().await;
+    // One writer per upload in every process: the lease lives in the database.
+    let Some(lease) = state.service.lease_upload(owner, &sha256, state.upload_lease_ms).await? else {
+        let held = state.blobs.partial_len(owner, &sha256);
+        return Err(ApiError::conflict(
+            "another request is appending to this upload; ask where it stands and resume",
+        )
+        .with_header(UPLOAD_OFFSET_HEADER, held));
+    };
+    let result = append(&state, device, owner, sha256, offset, length, &headers, body).await;
+    lease.release().await?;
+    result
+}
 
+/// [`upload`] under the upload's lease.
+#[allow(clippy::too_many_arguments)]
+async fn append(
+    state: &AppState,
+    device: Device,
+    owner: UploadOwner,
+    sha256: String,
+    offset: u64,
+    length: u64,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let name = sha256.clone();
-    let held = blocking(&state, move |s| s.blob_held(owner, &name)).await?;
+    let held = state.service.blob_held(owner, &name).await?;
     if held {
         if let Some(size) = state.blobs.complete_size(&sha256) {
             if size != length {
@@ -160,7 +182,7 @@ pub(crate) async fn upload(
         .map(blob_rules::allowed_media_type)
         .unwrap_or("application/octet-stream")
         .to_owned();
-    let upload = blocking(&state, move |s| s.upload(owner, &name)).await?;
+    let upload = state.service.upload(owner, &name).await?;
     let held_before = if upload.is_some() { state.blobs.partial_len(owner, &sha256) } else { 0 };
     let media_type = match upload {
         Some(u) if u.length != length && held_before > 0 => {
@@ -172,16 +194,12 @@ pub(crate) async fn upload(
         }
         Some(u) if u.length == length => u.media_type,
         _ => {
-            let name = sha256.clone();
-            // Only when an upload starts: forget stale ones, then hold the device to its quota.
-            expire_stale_uploads(&state).await?;
-            let others = blocking(&state, move |s| s.upload_bytes_in_progress(owner.device, &name)).await?;
-            blob_rules::check_quota(others, length).map_err(ApiError::from)?;
+            // Only when an upload starts: forget expired ones (the service holds the device
+            // to its quota of bytes in progress).
+            expire_stale_uploads(state).await?;
             // A fresh start: no bytes of an earlier, forgotten attempt stay behind.
             state.blobs.discard_partial(owner, &sha256).map_err(io_error)?;
-            let name = sha256.clone();
-            let m = media_type.clone();
-            blocking(&state, move |s| s.start_upload(owner, &name, length, &m, crate::now_ms())).await?;
+            state.service.start_upload(owner, &sha256, length, &media_type, crate::now_ms()).await?;
             media_type
         }
     };
@@ -197,7 +215,7 @@ pub(crate) async fn upload(
             // Nothing was held before this request: leave no trace of it.
             state.blobs.discard_partial(owner, &sha256).map_err(io_error)?;
             let name = sha256.clone();
-            blocking(&state, move |s| s.end_upload(owner, &name)).await?;
+            state.service.end_upload(owner, &name).await?;
         } else {
             state.blobs.truncate_partial(owner, &sha256, held).map_err(io_error)?;
         }
@@ -222,7 +240,7 @@ pub(crate) async fn upload(
         .map_err(io_error)?;
     if !verified {
         let name = sha256.clone();
-        blocking(&state, move |s| s.end_upload(owner, &name)).await?;
+        state.service.end_upload(owner, &name).await?;
         tracing::warn!(device = %device.id, blob = %sha256, "blob hash mismatch");
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -233,7 +251,7 @@ pub(crate) async fn upload(
     }
     let name = sha256.clone();
     let device_id = device.id;
-    blocking(&state, move |s| s.record_blob(&device, &name, length, &media_type, crate::now_ms())).await?;
+    state.service.record_blob(&device, &name, length, &media_type, crate::now_ms()).await?;
     tracing::info!(device = %device_id, blob = %sha256, bytes = length, "blob stored");
     Ok(status_response(StatusCode::OK, BlobStatus { sha256, offset: length, length, complete: true }))
 }
@@ -290,7 +308,7 @@ pub(crate) async fn download(
 ) -> Result<Response, ApiError> {
     check_name(&sha256)?;
     let name = sha256.clone();
-    let media_type = blocking(&state, move |s| s.blob_access(&device, &name)).await?;
+    let media_type = state.service.blob_access(&device, &name).await?;
     let size = state.blobs.complete_size(&sha256);
     let (Some(media_type), Some(size)) = (media_type, size) else {
         return Err(ApiError::not_found("no such blob"));
@@ -313,11 +331,10 @@ pub(crate) async fn download(
 
 /// Forgets uploads left unfinished for longer than a day (their bytes too), a few at a time.
 async fn expire_stale_uploads(state: &AppState) -> Result<(), ApiError> {
-    let before = crate::now_ms().saturating_sub(UPLOAD_EXPIRY_MS);
-    let stale = blocking(state, move |s| s.stale_uploads(before, 16)).await?;
+    let stale = state.service.expired_uploads(crate::now_ms(), 16).await?;
     for (owner, sha) in stale {
         state.blobs.discard_partial(owner, &sha).map_err(io_error)?;
-        blocking(state, move |s| s.end_upload(owner, &sha)).await?;
+        state.service.end_upload(owner, &sha).await?;
     }
     Ok(())
 }

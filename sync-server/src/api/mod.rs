@@ -25,22 +25,31 @@ use tower_http::trace::TraceLayer;
 
 use crate::blobs::BlobStore;
 use crate::secrets::hash_token;
-use crate::storage::{Device, Storage, StorageError};
+use crate::service::Service;
+use crate::storage::{Device, StorageError};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
-    pub storage: Arc<dyn Storage>,
+    pub service: Service,
     pub blobs: Arc<BlobStore>,
     /// The hash of the admin token, when one is configured.
     pub admin_token_hash: Option<[u8; 32]>,
     /// The address phones use to reach this server, for enrollment links.
     pub public_url: Option<String>,
+    /// How long a blob upload's lease lasts: longer than any request body may take.
+    pub upload_lease_ms: i64,
 }
 
 impl AppState {
-    pub fn new(storage: Arc<dyn Storage>, blobs: BlobStore) -> AppState {
-        AppState { storage, blobs: Arc::new(blobs), admin_token_hash: None, public_url: None }
+    pub fn new(service: Service, blobs: BlobStore) -> AppState {
+        AppState {
+            service,
+            blobs: Arc::new(blobs),
+            admin_token_hash: None,
+            public_url: None,
+            upload_lease_ms: lease_for(crate::serve::ConnectionLimits::default().body_timeout),
+        }
     }
 
     pub fn with_admin_token(mut self, token: &str) -> AppState {
@@ -48,10 +57,21 @@ impl AppState {
         self
     }
 
+    /// Holds upload leases for as long as a request body may take under `body_timeout`.
+    pub fn with_body_timeout(mut self, body_timeout: std::time::Duration) -> AppState {
+        self.upload_lease_ms = lease_for(body_timeout);
+        self
+    }
+
     pub fn with_public_url(mut self, url: impl Into<String>) -> AppState {
         self.public_url = Some(url.into());
         self
     }
+}
+
+/// A lease outlasts the longest request body by a margin.
+fn lease_for(body_timeout: std::time::Duration) -> i64 {
+    i64::try_from(body_timeout.as_millis()).unwrap_or(i64::MAX / 2).saturating_add(30_000)
 }
 
 /// The API. Tests bind it to 127.0.0.1:0; `serve` to its `--listen` address.
@@ -178,21 +198,6 @@ impl From<StorageError> for ApiError {
     }
 }
 
-/// Runs a storage call off the async threads.
-pub(crate) async fn blocking<T: Send + 'static>(
-    state: &AppState,
-    f: impl FnOnce(&dyn Storage) -> Result<T, StorageError> + Send + 'static,
-) -> Result<T, ApiError> {
-    let storage = state.storage.clone();
-    match tokio::task::spawn_blocking(move || f(storage.as_ref())).await {
-        Ok(r) => r.map_err(ApiError::from),
-        Err(e) => {
-            tracing::error!(error = %e, "storage task failed");
-            Err(ApiError::internal())
-        }
-    }
-}
-
 /// Parses a JSON body; the message names the position, never the content.
 pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8], what: &str) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
@@ -266,7 +271,7 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 
 async fn device_for(state: &AppState, token: &str) -> Result<Option<Device>, ApiError> {
     let hash = hash_token(token);
-    let device = blocking(state, move |s| s.device_by_token(&hash)).await?;
+    let device = state.service.device_by_token(&hash).await?;
     Ok(device.filter(|d| !d.is_revoked()))
 }
 

@@ -11,7 +11,7 @@ use tejido_core::sync::wire::{EnrollRequest, EnrollResponse, PushRequest, PushRe
 use uuid::Uuid;
 
 use super::openapi::docs;
-use super::{blocking, body_error, parse_json, require_json, ApiError, AppState, DeviceAuth};
+use super::{body_error, parse_json, require_json, ApiError, AppState, DeviceAuth};
 use crate::secrets::{hash_code, hash_token, new_token};
 use crate::storage::{Cursor, Redeem};
 use axum::http::HeaderMap;
@@ -51,7 +51,7 @@ pub(crate) async fn enroll(
         token_hash: hash_token(&token),
         now_ms: crate::now_ms(),
     };
-    let enrolled = blocking(&state, move |s| s.redeem_enrollment_code(&redeem)).await?;
+    let enrolled = state.service.redeem_enrollment_code(&redeem).await?;
     tracing::info!(device = %enrolled.device.id, project = %enrolled.project.id, role = enrolled.device.role.as_str(), "enrolled");
     Ok(Json(EnrollResponse {
         device_id: enrolled.device.id,
@@ -91,7 +91,7 @@ pub(crate) async fn push(
     let count = req.changes.len();
     let device_id = device.id;
     let now = crate::now_ms().max(0) as u64;
-    let outcome = blocking(&state, move |s| s.push(&device, &req.changes, now)).await?;
+    let outcome = state.service.push(&device, &req.changes, now).await?;
     tracing::info!(
         device = %device_id, changes = count, accepted_ops = outcome.accepted_ops,
         duplicate_ops = outcome.duplicate_ops, bytes = body.len(), "push"
@@ -131,7 +131,7 @@ pub(crate) async fn pull(
         return Err(ApiError::bad_request(format!("limit must be between 1 and {MAX_PULL_LIMIT}")));
     }
     let device_id = device.id;
-    let page = blocking(&state, move |s| s.pull(&device, cursor, limit)).await?;
+    let page = state.service.pull(&device, cursor, limit).await?;
     // The changes are stored as wire JSON: splice them in rather than parse and re-encode.
     let cursor = page.cursor.encode();
     let mut body = String::with_capacity(page.changes.iter().map(|c| c.len() + 1).sum::<usize>() + 64);

@@ -17,3 +17,5 @@ pub const UPLOAD_QUOTA_BYTES: u64 = 256 * 1024 * 1024;
 pub const COORDINATOR_CODE_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
 
 const _: () = assert!(MAX_DOC_BYTES as usize * 2 <= MAX_PAGE_BYTES);
+/// Most bytes of a review comment.
+pub const MAX_COMMENT_BYTES: usize = 10_000;

@@ -3,11 +3,16 @@
 //! its own writes ([`clock`]), which blobs are served how ([`blobs`]), which enrollment codes
 //! still work ([`enroll`]), and the bounds every request is held to ([`limits`]).
 //!
-//! Storage backends call these functions inside their transactions, handing them what they
-//! looked up through [`rules::DocLookup`]; a backend never decides who may do what itself.
+//! [`Service`] ([`ops`]) is every operation the server offers: it opens a storage transaction,
+//! reads and writes through the backend's primitives, and takes every decision itself; a
+//! backend never decides who may do what.
 
 pub mod blobs;
 pub mod clock;
 pub mod enroll;
 pub mod limits;
+pub mod ops;
 pub mod rules;
+pub mod snapshot;
+
+pub use ops::Service;

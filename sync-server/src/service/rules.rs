@@ -18,10 +18,10 @@
 
 use tejido_core::doc::{meta, Comment};
 use tejido_core::sync::wire::Role;
-use tejido_core::{Change, Collection, FieldOp, OpId};
+use tejido_core::{Change, Collection, FieldOp};
 use uuid::Uuid;
 
-use crate::storage::{Device, DocumentInfo, Result, StorageError};
+use crate::storage::{Device, Result, StorageError, Tx};
 
 /// The review states a coordinator may set.
 pub use tejido_core::doc::REVIEW_STATES;
@@ -59,12 +59,18 @@ pub fn reference_counts(writer: &Device, writer_uploaded_it: bool) -> bool {
     writer.role == Role::Coordinator || writer_uploaded_it
 }
 
-/// What the rules need to look up in the transaction that applies a change.
-pub trait DocLookup {
-    /// The server's record of a document.
-    fn doc(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>>;
-    /// The op ids of the known values a field of a document holds.
-    fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>>;
+/// Whether a review (its state and its comment, if any) may be written at all.
+pub fn check_review(state: &str, comment: Option<&str>) -> Result<()> {
+    if !REVIEW_STATES.contains(&state) {
+        return Err(StorageError::Invalid("state must be approved or has_issues".into()));
+    }
+    if comment.is_some_and(|c| c.len() > super::limits::MAX_COMMENT_BYTES) {
+        return Err(StorageError::TooLarge(format!(
+            "a review comment has at most {} bytes",
+            super::limits::MAX_COMMENT_BYTES
+        )));
+    }
+    Ok(())
 }
 
 /// What admitting a change asks storage to do before merging it.
@@ -125,8 +131,8 @@ fn forbidden(change: &Change, op: &FieldOp, why: &str) -> StorageError {
 
 /// Checks one field op against the table. Values are checked only where the table names them;
 /// the message names the field, never the value.
-fn check_field(
-    lookup: &mut dyn DocLookup,
+async fn check_field(
+    tx: &mut dyn Tx,
     device: &Device,
     change: &Change,
     op: &FieldOp,
@@ -147,7 +153,7 @@ fn check_field(
                 return Ok(());
             }
             // Set once: only a repeat of the op that set it is accepted.
-            let known = lookup.known_op_ids(change.doc.0, op.field.as_str())?;
+            let known = tx.known_op_ids(change.doc.0, op.field.as_str()).await?;
             if known.iter().all(|id| *id == change.op_id()) {
                 Ok(())
             } else {
@@ -194,7 +200,7 @@ fn comment_target(change: &Change) -> Result<Option<Uuid>> {
 
 /// Decides whether `device` may write `change`, inside the transaction that will apply it.
 /// Every refusal is an error; the caller rolls the whole batch back.
-pub fn admit_change(lookup: &mut dyn DocLookup, device: &Device, change: &Change) -> Result<Admitted> {
+pub async fn admit_change(tx: &mut dyn Tx, device: &Device, change: &Change) -> Result<Admitted> {
     let doc_id = change.doc.0;
     change.validate().map_err(|e| StorageError::Invalid(format!("change to document {doc_id}: {e}")))?;
     if change.replica != device.replica {
@@ -216,7 +222,7 @@ pub fn admit_change(lookup: &mut dyn DocLookup, device: &Device, change: &Change
         }
         _ => {}
     }
-    let existing = lookup.doc(doc_id)?;
+    let existing = tx.document(doc_id).await?;
     if let Some(row) = &existing {
         if row.project != device.project {
             return Err(StorageError::Forbidden(format!("document {doc_id} belongs to another project")));
@@ -234,12 +240,12 @@ pub fn admit_change(lookup: &mut dyn DocLookup, device: &Device, change: &Change
     }
     let creating = existing.is_none();
     for op in &change.ops {
-        check_field(lookup, device, change, op, creating)?;
+        check_field(tx, device, change, op, creating).await?;
     }
     let mut parent = None;
     if change.collection == Collection::Comment {
         if let Some(target) = comment_target(change)? {
-            let allowed = match lookup.doc(target)? {
+            let allowed = match tx.document(target).await? {
                 Some(s) => {
                     s.project == device.project
                         && s.collection == Collection::Submission

@@ -1,5 +1,7 @@
-//! The server's storage: one trait with one method per operation, typed parameters and results.
+//! The server's storage: transactions of typed primitives (load a document, merge an op, append
+//! to the log, read a page of the log or of a scope, the server's clock, upload records…).
 //! SQL (and its dialect) lives only in the implementations: [`sqlite`] now, PostgreSQL later.
+//! The rules that decide what to store are in [`crate::service`].
 
 pub mod sqlite;
 #[cfg(test)]
@@ -7,8 +9,11 @@ mod tests;
 
 use serde::Serialize;
 use tejido_core::sync::wire::Role;
-use tejido_core::{Change, Collection, DocId, ReplicaId};
+use tejido_core::{Collection, DocId, Hlc, OpId, ReplicaId};
 use uuid::Uuid;
+
+use crate::service::enroll::{CodeState, ReplicaState};
+use crate::service::rules::Scope;
 
 pub use sqlite::SqliteStorage;
 
@@ -202,71 +207,241 @@ pub enum StorageError {
     TooLarge(String),
     #[error("the enrollment code is unknown, used up or expired")]
     BadCode,
+    /// The database failed (its message, never the values of a statement).
     #[error("database error: {0}")]
-    Database(#[from] rusqlite::Error),
+    Database(String),
     #[error("storage error: {0}")]
     Other(String),
 }
 
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
-/// Everything the server keeps, apart from blob bytes. Implementations are safe to share
-/// between request threads; each method is one transaction.
+/// Whether a transaction may write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Read,
+    /// Writers are serialized (or conflict-checked) by the backend.
+    Write,
+}
+
+/// A new device, as the service decided to enroll it.
+#[derive(Clone, Debug)]
+pub struct NewDevice {
+    pub id: Uuid,
+    pub project: Uuid,
+    pub role: Role,
+    pub replica: ReplicaId,
+    pub name: Option<String>,
+    pub token_hash: [u8; 32],
+    pub code_hash: [u8; 32],
+    pub created_ms: i64,
+}
+
+/// A document the server starts to keep.
+#[derive(Clone, Debug)]
+pub struct NewDocument {
+    pub doc: Uuid,
+    pub project: Uuid,
+    pub collection: Collection,
+    pub author: Option<Uuid>,
+    pub parent: Option<Uuid>,
+    /// For forms: the roles they are published to.
+    pub audience: Vec<Role>,
+}
+
+/// One op of a field's history as stored: a value, or a placeholder for an op that another op
+/// saw before the server got it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredOp {
+    pub field: String,
+    pub id: OpId,
+    /// The value's JSON text, if known.
+    pub value: Option<String>,
+    /// Not yet replaced by an op that saw it.
+    pub leaf: bool,
+}
+
+/// A change as the log keeps it.
+#[derive(Clone, Debug)]
+pub struct LogEntry<'a> {
+    pub project: Uuid,
+    pub doc: Uuid,
+    pub hlc: Hlc,
+    pub replica: ReplicaId,
+    /// The device that pushed it; none for the server's own changes.
+    pub device: Option<Uuid>,
+    /// The change's wire JSON.
+    pub body: &'a str,
+    pub received_ms: i64,
+}
+
+/// A complete blob a device uploaded.
+#[derive(Clone, Debug)]
+pub struct BlobOwner<'a> {
+    pub sha256: &'a str,
+    pub project: Uuid,
+    pub device: Uuid,
+    pub size: u64,
+    pub media_type: &'a str,
+    pub created_ms: i64,
+}
+
+/// A published form version's record.
+#[derive(Clone, Debug)]
+pub struct FormRecord {
+    pub content_hash: String,
+    pub doc: Uuid,
+}
+
+/// What the server keeps, apart from blob bytes: a source of transactions. Implementations
+/// are safe to share between tasks.
+///
+/// Storage stores: it holds no rule. Every decision (who may write what, clock bounds, size
+/// limits, who may read a blob, which codes still work) is made by [`crate::service`], which
+/// drives these primitives inside one transaction per operation.
+#[async_trait::async_trait]
 pub trait Storage: Send + Sync + 'static {
-    fn create_project(&self, name: &str, now_ms: i64) -> Result<Project>;
-    /// A project by id or by name.
-    fn find_project(&self, id_or_name: &str) -> Result<Option<Project>>;
-    fn list_projects(&self) -> Result<Vec<Project>>;
+    /// Starts a transaction. Dropping it without [`Tx::commit`] rolls it back.
+    async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>>;
+}
 
-    fn create_enrollment_code(&self, code: &NewEnrollmentCode) -> Result<()>;
-    /// Uses the code once and enrolls the device, if [`crate::service::enroll::check_code`]
-    /// allows it.
-    fn redeem_enrollment_code(&self, redeem: &Redeem) -> Result<Enrolled>;
+/// The primitives of one transaction. Each reads or writes rows and nothing else.
+#[async_trait::async_trait]
+pub trait Tx: Send {
+    async fn commit(self: Box<Self>) -> Result<()>;
 
-    fn device_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Device>>;
-    fn device(&self, id: Uuid) -> Result<Option<Device>>;
-    fn list_devices(&self, project: Uuid) -> Result<Vec<Device>>;
-    /// Revokes a device at once; returns false when it was already revoked.
-    fn revoke_device(&self, id: Uuid, now_ms: i64) -> Result<bool>;
+    // The server itself.
+    /// The server's replica id, which stamps reviews, comments' authors and published forms.
+    async fn server_replica(&mut self) -> Result<ReplicaId>;
+    async fn set_server_replica(&mut self, replica: ReplicaId) -> Result<()>;
+    /// The last stamp the server issued.
+    async fn clock(&mut self) -> Result<Hlc>;
+    async fn set_clock(&mut self, hlc: Hlc) -> Result<()>;
 
-    /// Applies a device's batch in one transaction, after checking every change against the
-    /// device's scope: all or nothing.
-    fn push(&self, device: &Device, changes: &[Change], now_ms: u64) -> Result<PushOutcome>;
-    /// One page of what the device may see after its cursor.
-    fn pull(&self, device: &Device, cursor: Cursor, limit: usize) -> Result<PullPage>;
+    // Projects.
+    async fn insert_project(&mut self, project: &Project) -> Result<()>;
+    async fn project(&mut self, id: Uuid) -> Result<Option<Project>>;
+    async fn project_by_name(&mut self, name: &str) -> Result<Option<Project>>;
+    /// Every project, by name.
+    async fn projects(&mut self) -> Result<Vec<Project>>;
 
-    fn document(&self, doc: DocId) -> Result<Option<DocumentInfo>>;
-    fn review(&self, review: &Review) -> Result<ReviewOutcome>;
-    fn publish_form(&self, form: &PublishForm) -> Result<PublishOutcome>;
-    fn conflicts(&self, project: Uuid) -> Result<Vec<FieldConflict>>;
+    // Enrollment codes and devices.
+    async fn insert_code(&mut self, code: &NewEnrollmentCode) -> Result<()>;
+    /// A code's project, role and state.
+    async fn code(&mut self, code_hash: &[u8; 32]) -> Result<Option<(Uuid, Role, CodeState)>>;
+    /// Takes one use off a code.
+    async fn use_code(&mut self, code_hash: &[u8; 32]) -> Result<()>;
+    /// Whether a replica is enrolled in an unrevoked device, and when it was last revoked.
+    async fn replica_state(&mut self, replica: ReplicaId) -> Result<ReplicaState>;
+    async fn insert_device(&mut self, device: &NewDevice) -> Result<()>;
+    async fn device(&mut self, id: Uuid) -> Result<Option<Device>>;
+    async fn device_by_token(&mut self, token_hash: &[u8; 32]) -> Result<Option<Device>>;
+    /// A project's devices, oldest first.
+    async fn devices(&mut self, project: Uuid) -> Result<Vec<Device>>;
+    /// Marks a device revoked; false when it already was.
+    async fn revoke_device(&mut self, id: Uuid, now_ms: i64) -> Result<bool>;
+    async fn flag_far_future(&mut self, id: Uuid, now_ms: i64) -> Result<()>;
 
-    /// Whether a device may download a blob, and its media type if so: see
-    /// [`crate::service::rules`] ("Blobs") for who may.
-    fn blob_access(&self, device: &Device, sha256: &str) -> Result<Option<String>>;
-    /// Whether this device has uploaded the complete blob.
-    fn blob_held(&self, owner: UploadOwner, sha256: &str) -> Result<bool>;
-    /// Records a verified, complete blob as uploaded by this device.
-    fn record_blob(
-        &self,
-        device: &Device,
-        sha256: &str,
-        size: u64,
-        media_type: &str,
+    // Documents and their fields.
+    async fn document(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>>;
+    async fn insert_document(&mut self, doc: &NewDocument) -> Result<()>;
+    /// The op ids of a field's known values (leaves or not).
+    async fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>>;
+    /// The op ids of a field's open values.
+    async fn open_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>>;
+    /// The greatest stamp in a document at or below `at_most`.
+    async fn max_stamp(&mut self, doc: Uuid, at_most: Hlc) -> Result<Option<Hlc>>;
+    /// Merges one op into a field's history with the device store's rules (insert it, or fill
+    /// the placeholder an op that saw it left, then retire what it saw): true if it was new.
+    async fn merge_op(
+        &mut self,
+        doc: Uuid,
+        field: &str,
+        id: OpId,
+        value: &str,
+        seen: &[OpId],
+    ) -> Result<bool>;
+    /// Adds to a document's size; returns its new (values, bytes).
+    async fn grow_document(&mut self, doc: Uuid, ops: u64, bytes: u64) -> Result<(u64, u64)>;
+    /// Every op of a document's fields, by field, then greatest op first.
+    async fn field_ops(&mut self, doc: Uuid) -> Result<Vec<StoredOp>>;
+    /// The open values of every field of a project, by document, field, greatest op first.
+    async fn open_values(&mut self, project: Uuid) -> Result<Vec<(DocId, String, OpId)>>;
+
+    // The log.
+    async fn append_log(&mut self, entry: &LogEntry<'_>) -> Result<()>;
+    /// The last sequence number of the log.
+    async fn log_end(&mut self) -> Result<i64>;
+    /// Log entries in scope after `after`, in order: at most `limit` of them, and no more
+    /// bytes than `max_bytes` unless the first alone is larger. Returns the entries and whether
+    /// the page stopped early (more entries in scope may follow).
+    async fn log_page(
+        &mut self,
+        scope: &Scope,
+        after: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<(i64, String)>, bool)>;
+    /// Documents in scope, by id, after `after` (or from it, when `inclusive`).
+    async fn scope_documents(
+        &mut self,
+        scope: &Scope,
+        after: Uuid,
+        inclusive: bool,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Collection)>>;
+
+    // Forms.
+    async fn form(&mut self, project: Uuid, form_id: &str, version: &str) -> Result<Option<FormRecord>>;
+    async fn insert_form(
+        &mut self,
+        project: Uuid,
+        form_id: &str,
+        version: &str,
+        record: &FormRecord,
         now_ms: i64,
     ) -> Result<()>;
-    fn upload(&self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>>;
-    /// Starts (or restarts with another length) a device's upload.
-    fn start_upload(
-        &self,
+
+    // Blobs.
+    /// A blob's media type, if any device of the project uploaded it.
+    async fn blob_media_type(&mut self, project: Uuid, sha256: &str) -> Result<Option<String>>;
+    /// Whether this device (any device, for `None`) of the project uploaded the blob.
+    async fn blob_uploaded(&mut self, project: Uuid, device: Option<Uuid>, sha256: &str) -> Result<bool>;
+    async fn insert_blob_owner(&mut self, owner: &BlobOwner<'_>) -> Result<()>;
+    /// Records that a document refers to a blob (a reference that lets readers download it).
+    async fn insert_blob_ref(&mut self, sha256: &str, doc: Uuid) -> Result<()>;
+    /// Whether a document in scope holds a recorded reference to the blob.
+    async fn blob_referenced(&mut self, scope: &Scope, sha256: &str) -> Result<bool>;
+
+    // Uploads in progress.
+    async fn upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>>;
+    /// Records (or restarts) an upload.
+    async fn put_upload(
+        &mut self,
         owner: UploadOwner,
         sha256: &str,
-        length: u64,
-        media_type: &str,
-        now_ms: i64,
+        info: &UploadInfo,
+        started_ms: i64,
     ) -> Result<()>;
-    fn end_upload(&self, owner: UploadOwner, sha256: &str) -> Result<()>;
-    /// The bytes a device's other uploads in progress will take.
-    fn upload_bytes_in_progress(&self, device: Uuid, except_sha256: &str) -> Result<u64>;
-    /// Uploads started before `before_ms`, at most `limit` of them.
-    fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<(UploadOwner, String)>>;
+    async fn delete_upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<()>;
+    /// Takes the lease on an upload for `holder` until `until_ms`, unless another holder's
+    /// lease is still running at `now_ms`: true if taken.
+    async fn take_upload_lease(
+        &mut self,
+        owner: UploadOwner,
+        sha256: &str,
+        holder: Uuid,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool>;
+    /// Gives up `holder`'s lease (if it still holds it).
+    async fn release_upload_lease(&mut self, owner: UploadOwner, sha256: &str, holder: Uuid) -> Result<()>;
+    /// The bytes a device's uploads other than `except_sha256` will take.
+    async fn upload_bytes(&mut self, device: Uuid, except_sha256: &str) -> Result<u64>;
+    /// Uploads started before `before_ms`, oldest first, at most `limit`.
+    async fn uploads_started_before(
+        &mut self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(UploadOwner, String)>>;
 }

@@ -1,22 +1,19 @@
 //! The embedded storage: one SQLite file (WAL, synchronous=FULL, so an acknowledged push
-//! survives a crash), one writer connection and a small pool of readers.
+//! survives a crash), one writer connection and a small pool of readers. It implements the
+//! primitives of [`Tx`] and nothing else: no rule is decided here.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use rusqlite::{params, Connection, OptionalExtension, Transaction, TransactionBehavior};
-use sha2::{Digest, Sha256};
-use tejido_core::doc;
-use tejido_core::store::parse_attachment_ref;
+use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use tejido_core::sync::wire::Role;
-use tejido_core::{Change, Collection, DocId, Hlc, OpId, ReplicaId};
+use tejido_core::{Collection, DocId, Hlc, OpId, ReplicaId};
+use tokio::sync::OwnedMutexGuard;
 use uuid::Uuid;
 
 use super::*;
-use crate::service::rules::{self, DocLookup};
-use crate::service::{clock, enroll, limits};
+use crate::service::enroll::{CodeState, ReplicaState};
+use crate::service::rules::Scope;
 
 /// 'TJSV': marks a SQLite file as a Tejido server database.
 const APPLICATION_ID: i32 = 0x544A_5356;
@@ -26,15 +23,21 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_document_sizes.sql"),
     include_str!("migrations/0003_device_uploads.sql"),
+    include_str!("migrations/0004_upload_leases.sql"),
 ];
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MAX_READERS: usize = 8;
 
 pub struct SqliteStorage {
     path: PathBuf,
-    writer: Mutex<Connection>,
-    readers: Mutex<Vec<Connection>>,
-    replica: ReplicaId,
+    writer: Arc<tokio::sync::Mutex<Connection>>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> StorageError {
+        StorageError::Database(e.to_string())
+    }
 }
 
 impl std::fmt::Debug for SqliteStorage {
@@ -125,8 +128,7 @@ struct ScopeParams {
 
 impl ScopeParams {
     /// The query parameters of the service's scope.
-    fn of(device: &Device) -> ScopeParams {
-        let scope = rules::Scope::of(device);
+    fn of(scope: &Scope) -> ScopeParams {
         ScopeParams {
             project: *scope.project.as_bytes(),
             device: *scope.device.as_bytes(),
@@ -136,281 +138,8 @@ impl ScopeParams {
     }
 }
 
-/// A document as the server records it.
-struct DocRow {
-    project: Uuid,
-    collection: Collection,
-    author: Option<Uuid>,
-    parent: Option<Uuid>,
-}
-
-impl DocRow {
-    fn info(&self, doc: Uuid) -> DocumentInfo {
-        DocumentInfo {
-            doc: DocId(doc),
-            project: self.project,
-            collection: self.collection,
-            author: self.author,
-            parent: self.parent,
-        }
-    }
-}
-
-fn load_doc(tx: &Connection, doc: &Uuid) -> rusqlite::Result<Option<DocRow>> {
-    tx.prepare_cached("SELECT project, collection, author_device, parent FROM documents WHERE doc = ?1")?
-        .query_row([doc.as_bytes().as_slice()], |r| {
-            Ok(DocRow {
-                project: uuid_col(r, 0)?,
-                collection: collection_col(r, 1)?,
-                author: opt_uuid_col(r, 2)?,
-                parent: opt_uuid_col(r, 3)?,
-            })
-        })
-        .optional()
-}
-
-/// Applies one op to the field's history with the device store's rules: insert it, or fill the
-/// placeholder left when another op saw it first, then retire what it saw.
-fn merge_op(
-    tx: &Transaction<'_>,
-    insert: &mut rusqlite::CachedStatement<'_>,
-    doc: &[u8],
-    field: &str,
-    id: OpId,
-    value: &str,
-    seen: &[OpId],
-) -> rusqlite::Result<bool> {
-    let new =
-        insert.execute(params![doc, field, hlc_to_sql(id.hlc), id.replica.0.as_bytes().as_slice(), value])?
-            > 0;
-    if new && !seen.is_empty() {
-        let mut retire = tx.prepare_cached(
-            "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, NULL, 0, 0)
-             ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET leaf = 0 WHERE leaf = 1",
-        )?;
-        for s in seen {
-            retire.execute(params![doc, field, hlc_to_sql(s.hlc), s.replica.0.as_bytes().as_slice()])?;
-        }
-    }
-    Ok(new)
-}
-
-/// Merges a change and logs its new ops (if any) as one log entry. Returns (new, known) ops.
-fn apply_change(
-    tx: &Transaction<'_>,
-    project: &Uuid,
-    writer: Option<&Device>,
-    change: &Change,
-    now_ms: i64,
-) -> Result<(u64, u64)> {
-    let doc = change.doc.0.as_bytes();
-    let id = change.op_id();
-    let mut fresh: Vec<usize> = Vec::with_capacity(change.ops.len());
-    let mut value = String::new();
-    // Inserts the op, or fills the placeholder an op that saw it left (which stays a non-leaf).
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1)
-         ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET value = excluded.value, known = 1 WHERE known = 0",
-    )?;
-    for (i, op) in change.ops.iter().enumerate() {
-        value.clear();
-        let _ = write!(value, "{}", op.value);
-        if merge_op(tx, &mut insert, doc, op.field.as_str(), id, &value, &op.seen)? {
-            fresh.push(i);
-            if let (Some(sha), Some(writer)) = (parse_attachment_ref(&op.value), writer) {
-                let uploaded: bool = tx
-                    .prepare_cached(
-                        "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2 AND device = ?3)",
-                    )?
-                    .query_row(
-                        params![sha, writer.project.as_bytes().as_slice(), writer.id.as_bytes().as_slice()],
-                        |r| r.get(0),
-                    )?;
-                if rules::reference_counts(writer, uploaded) {
-                    tx.prepare_cached("INSERT OR IGNORE INTO blob_refs (sha256, doc) VALUES (?1, ?2)")?
-                        .execute(params![sha, doc.as_slice()])?;
-                }
-            }
-        }
-    }
-    let known = (change.ops.len() - fresh.len()) as u64;
-    if fresh.is_empty() {
-        return Ok((0, known));
-    }
-    let body = if fresh.len() == change.ops.len() {
-        serde_json::to_string(change)
-    } else {
-        let partial = Change {
-            ops: fresh.iter().filter_map(|&i| change.ops.get(i).cloned()).collect(),
-            ..change.clone()
-        };
-        serde_json::to_string(&partial)
-    }
-    .map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))?;
-    let (ops, bytes): (i64, i64) = tx
-        .prepare_cached(
-            "UPDATE documents SET ops = ops + ?2, bytes = bytes + ?3 WHERE doc = ?1 RETURNING ops, bytes",
-        )?
-        .query_row(params![doc.as_slice(), fresh.len() as i64, body.len() as i64], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-    if writer.is_some() && (ops as u64 > limits::MAX_DOC_OPS || bytes as u64 > limits::MAX_DOC_BYTES) {
-        return Err(StorageError::TooLarge(format!(
-            "document {} would hold {ops} values in {bytes} bytes; a document holds at most {} values in {} bytes",
-            change.doc.0,
-            limits::MAX_DOC_OPS,
-            limits::MAX_DOC_BYTES
-        )));
-    }
-    tx.prepare_cached(
-        "INSERT INTO changes (project, doc, hlc, replica, device, body, received_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?
-    .execute(params![
-        project.as_bytes().as_slice(),
-        doc.as_slice(),
-        hlc_to_sql(change.hlc),
-        change.replica.0.as_bytes().as_slice(),
-        writer.map(|d| d.id.as_bytes().to_vec()),
-        body,
-        now_ms
-    ])?;
-    Ok((fresh.len() as u64, known))
-}
-
-fn insert_document(
-    tx: &Transaction<'_>,
-    doc: &Uuid,
-    project: &Uuid,
-    collection: Collection,
-    author: Option<&Uuid>,
-    parent: Option<&Uuid>,
-    audience: Option<&str>,
-) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO documents (doc, project, collection, author_device, parent, audience)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    )?
-    .execute(params![
-        doc.as_bytes().as_slice(),
-        project.as_bytes().as_slice(),
-        collection.as_str(),
-        author.map(|a| a.as_bytes().to_vec()),
-        parent.map(|p| p.as_bytes().to_vec()),
-        audience
-    ])?;
-    Ok(())
-}
-
-/// The rules' view of the transaction.
-struct TxLookup<'a, 'b>(&'a Transaction<'b>);
-
-impl DocLookup for TxLookup<'_, '_> {
-    fn doc(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>> {
-        Ok(load_doc(self.0, &doc)?.map(|row| row.info(doc)))
-    }
-
-    fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>> {
-        Ok(self
-            .0
-            .prepare_cached("SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = ?2 AND known = 1")?
-            .query_map(params![doc.as_bytes().as_slice(), field], |r| {
-                Ok(OpId { hlc: hlc_from_sql(r.get(0)?), replica: ReplicaId(uuid_col(r, 1)?) })
-            })?
-            .collect::<rusqlite::Result<_>>()?)
-    }
-}
-
-/// One field's ops as a snapshot needs them.
-#[derive(Default)]
-struct FieldHistory {
-    /// Open values (their JSON text), greatest first: the winner first.
-    leaves: Vec<(OpId, String)>,
-    /// Every op (known or a placeholder) that some op has seen.
-    seen: Vec<OpId>,
-}
-
-/// A document's current state as snapshot changes, in wire JSON: its open values grouped by op
-/// id, with the winner of each field naming every op of the field that is not a leaf, so a
-/// device that gets only the snapshot still knows which late ops have already been replaced.
-/// Values are spliced in as stored (valid JSON), not parsed and re-encoded.
-fn snapshot_changes(conn: &Connection, doc: Uuid, collection: Collection) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT field, hlc, replica, value, known, leaf FROM field_ops WHERE doc = ?1
-         ORDER BY field, hlc DESC, replica DESC",
-    )?;
-    let mut rows = stmt.query([doc.as_bytes().as_slice()])?;
-    let mut fields: Vec<(String, FieldHistory)> = Vec::new();
-    while let Some(row) = rows.next()? {
-        let field = row.get_ref(0)?.as_str().map_err(rusqlite::Error::from)?;
-        if fields.last().is_none_or(|(f, _)| f != field) {
-            fields.push((field.to_owned(), FieldHistory::default()));
-        }
-        let id = OpId { hlc: hlc_from_sql(row.get(1)?), replica: ReplicaId(uuid_col(row, 2)?) };
-        let known: bool = row.get(4)?;
-        let leaf: bool = row.get(5)?;
-        let value: Option<String> = row.get(3)?;
-        if let Some(entry) = fields.last_mut().map(|(_, h)| h) {
-            match value {
-                Some(v) if known && leaf => entry.leaves.push((id, v)),
-                _ => entry.seen.push(id),
-            }
-        }
-    }
-    // op id -> the ops' JSON objects
-    let mut by_op: BTreeMap<OpId, Vec<String>> = BTreeMap::new();
-    for (field, history) in &fields {
-        let field_json = serde_json::to_string(field)
-            .map_err(|e| StorageError::Other(format!("cannot encode a field path: {e}")))?;
-        for (i, (id, value)) in history.leaves.iter().enumerate() {
-            let mut op = String::with_capacity(field_json.len() + value.len() + 24);
-            op.push_str("{\"field\":");
-            op.push_str(&field_json);
-            op.push_str(",\"value\":");
-            op.push_str(value);
-            if i == 0 && !history.seen.is_empty() {
-                op.push_str(",\"seen\":[");
-                for (j, s) in history.seen.iter().enumerate() {
-                    if j > 0 {
-                        op.push(',');
-                    }
-                    let _ = write!(op, "\"{s}\"");
-                }
-                op.push(']');
-            }
-            op.push('}');
-            by_op.entry(*id).or_default().push(op);
-        }
-    }
-    Ok(by_op
-        .into_iter()
-        .map(|(id, ops)| {
-            let mut c = String::with_capacity(ops.iter().map(|o| o.len() + 1).sum::<usize>() + 160);
-            let _ = write!(
-                c,
-                "{{\"doc\":\"{doc}\",\"collection\":\"{}\",\"replica\":\"{}\",\"hlc\":\"{:016x}\",\"ops\":[",
-                collection.as_str(),
-                id.replica,
-                id.hlc.0
-            );
-            for (i, o) in ops.iter().enumerate() {
-                if i > 0 {
-                    c.push(',');
-                }
-                c.push_str(o);
-            }
-            c.push_str("]}");
-            c
-        })
-        .collect())
-}
-
 fn max_seq(conn: &Connection) -> rusqlite::Result<i64> {
     conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0))
-}
-
-fn content_hash(value: &serde_json::Value) -> String {
-    hex::encode(Sha256::digest(value.to_string().as_bytes()))
 }
 
 impl SqliteStorage {
@@ -429,67 +158,38 @@ impl SqliteStorage {
             return Err(StorageError::Other(format!("{} is not a tejido-server database", path.display())));
         }
         migrate(&mut conn, &path)?;
-        let replica: String =
-            conn.query_row("SELECT value FROM meta WHERE key = 'replica'", [], |r| r.get(0))?;
-        let replica = Uuid::try_parse(&replica)
-            .map_err(|_| StorageError::Other("the server's replica id is corrupt".into()))?;
         Ok(SqliteStorage {
             path,
-            writer: Mutex::new(conn),
-            readers: Mutex::new(Vec::new()),
-            replica: ReplicaId(replica),
+            writer: Arc::new(tokio::sync::Mutex::new(conn)),
+            readers: Arc::new(Mutex::new(Vec::new())),
         })
     }
 
-    /// The server's own replica id, which stamps reviews and published forms.
-    pub fn replica(&self) -> ReplicaId {
-        self.replica
+    /// The server's replica id, as stored.
+    pub fn replica(&self) -> Result<ReplicaId> {
+        let conn = Connection::open(&self.path)?;
+        read_replica(&conn)
     }
 
-    fn write<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
-        let mut conn = lock(&self.writer);
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let out = f(&tx)?;
-        tx.commit()?;
-        Ok(out)
-    }
-
-    fn read<T>(&self, f: impl FnOnce(&Transaction<'_>) -> Result<T>) -> Result<T> {
+    fn reader(&self) -> Result<Connection> {
         let pooled = lock(&self.readers).pop();
-        let mut conn = match pooled {
-            Some(c) => c,
+        match pooled {
+            Some(c) => Ok(c),
             None => {
                 let c = Connection::open(&self.path)?;
                 c.busy_timeout(std::time::Duration::from_secs(30))?;
                 c.pragma_update(None, "query_only", "ON")?;
-                c
+                Ok(c)
             }
-        };
-        let out = (|| {
-            let tx = conn.transaction()?;
-            let out = f(&tx)?;
-            tx.finish()?;
-            Ok(out)
-        })();
-        let mut pool = lock(&self.readers);
-        if pool.len() < MAX_READERS {
-            pool.push(conn);
         }
-        out
     }
+}
 
-    /// A fresh server stamp after everything in the document (within the clock bound), read
-    /// from and saved to the database in this transaction: see [`crate::service::clock`].
-    fn tick_after(&self, tx: &Transaction<'_>, doc: &Uuid) -> Result<Hlc> {
-        let wall = crate::now_ms().max(0) as u64;
-        let observed: Option<i64> = tx
-            .prepare_cached("SELECT max(hlc) FROM field_ops WHERE doc = ?1 AND hlc <= ?2")?
-            .query_row(params![doc.as_bytes().as_slice(), hlc_to_sql(clock::bound(wall))], |r| r.get(0))?;
-        let stored = read_clock(tx)?;
-        let hlc = clock::next_stamp(stored, observed.map(hlc_from_sql), wall);
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'clock'", [hlc.0.to_string()])?;
-        Ok(hlc)
-    }
+fn read_replica(conn: &Connection) -> Result<ReplicaId> {
+    let replica: String = conn.query_row("SELECT value FROM meta WHERE key = 'replica'", [], |r| r.get(0))?;
+    Uuid::try_parse(&replica)
+        .map(ReplicaId)
+        .map_err(|_| StorageError::Other("the server's replica id is corrupt".into()))
 }
 
 fn read_clock(conn: &Connection) -> Result<Hlc> {
@@ -498,7 +198,7 @@ fn read_clock(conn: &Connection) -> Result<Hlc> {
 }
 
 /// Brings the schema to [`SCHEMA_VERSION`] in one transaction (a fresh file runs every
-/// migration), and retires a clock that an older server let devices poison.
+/// migration).
 fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     // Another process may have migrated the file meanwhile: read the version inside.
@@ -520,14 +220,6 @@ fn migrate(conn: &mut Connection, path: &Path) -> Result<()> {
         }
         tx.pragma_update(None, "user_version", i as u32 + 1)?;
     }
-    let wall = crate::now_ms().max(0) as u64;
-    if clock::is_poisoned(read_clock(&tx)?, wall) {
-        // Stamps far past the bound were issued under the old replica id; a new id keeps every
-        // stamp issued from now on unique.
-        tracing::warn!("the server clock was moved far ahead by a device; the server takes a new replica id");
-        tx.execute("UPDATE meta SET value = ?1 WHERE key = 'replica'", [Uuid::new_v4().to_string()])?;
-        tx.execute("UPDATE meta SET value = '0' WHERE key = 'clock'", [])?;
-    }
     tx.commit()?;
     Ok(())
 }
@@ -537,654 +229,634 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl Storage for SqliteStorage {
-    fn create_project(&self, name: &str, now_ms: i64) -> Result<Project> {
-        let name = name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(StorageError::Invalid("a project name has 1 to 200 characters".into()));
-        }
-        self.write(|tx| {
-            let exists: bool =
-                tx.query_row("SELECT EXISTS (SELECT 1 FROM projects WHERE name = ?1)", [name], |r| r.get(0))?;
-            if exists {
-                return Err(StorageError::Conflict(format!("a project named {name:?} exists already")));
-            }
-            let id = Uuid::new_v4();
-            tx.execute(
-                "INSERT INTO projects (id, name, created_ms) VALUES (?1, ?2, ?3)",
-                params![id.as_bytes().as_slice(), name, now_ms],
-            )?;
-            Ok(Project { id, name: name.to_owned(), created_ms: now_ms })
-        })
-    }
-
-    fn find_project(&self, id_or_name: &str) -> Result<Option<Project>> {
-        self.read(|tx| {
-            let by_id = match Uuid::try_parse(id_or_name) {
-                Ok(id) => tx
-                    .query_row(
-                        "SELECT id, name, created_ms FROM projects WHERE id = ?1",
-                        [id.as_bytes().as_slice()],
-                        project_from_row,
-                    )
-                    .optional()?,
-                Err(_) => None,
-            };
-            match by_id {
-                Some(p) => Ok(Some(p)),
-                None => Ok(tx
-                    .query_row(
-                        "SELECT id, name, created_ms FROM projects WHERE name = ?1",
-                        [id_or_name],
-                        project_from_row,
-                    )
-                    .optional()?),
-            }
-        })
-    }
-
-    fn list_projects(&self) -> Result<Vec<Project>> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare("SELECT id, name, created_ms FROM projects ORDER BY name")?;
-            let rows = stmt.query_map([], project_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-    }
-
-    fn create_enrollment_code(&self, code: &NewEnrollmentCode) -> Result<()> {
-        if code.uses == 0 {
-            return Err(StorageError::Invalid("an enrollment code must allow at least one use".into()));
-        }
-        self.write(|tx| {
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM projects WHERE id = ?1)",
-                [code.project.as_bytes().as_slice()],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(StorageError::NotFound(format!("project {}", code.project)));
-            }
-            tx.execute(
-                "INSERT INTO enrollment_codes (code_hash, project, role, uses_left, expires_ms, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    code.code_hash.as_slice(),
-                    code.project.as_bytes().as_slice(),
-                    code.role.as_str(),
-                    code.uses,
-                    code.expires_ms,
-                    code.now_ms
-                ],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn redeem_enrollment_code(&self, redeem: &Redeem) -> Result<Enrolled> {
-        if redeem.replica == self.replica {
-            return Err(StorageError::Conflict("that replica id is the server's own".into()));
-        }
-        self.write(|tx| {
-            let code: Option<(Uuid, Role, enroll::CodeState)> = tx
-                .query_row(
-                    "SELECT project, role, uses_left, expires_ms, created_ms FROM enrollment_codes WHERE code_hash = ?1",
-                    [redeem.code_hash.as_slice()],
-                    |r| {
-                        Ok((
-                            uuid_col(r, 0)?,
-                            role_col(r, 1)?,
-                            enroll::CodeState { uses_left: r.get(2)?, expires_ms: r.get(3)?, created_ms: r.get(4)? },
-                        ))
-                    },
-                )
-                .optional()?;
-            let replica = redeem.replica.0.as_bytes().as_slice();
-            let state = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM devices WHERE replica = ?1 AND revoked_ms IS NULL),
-                        (SELECT max(revoked_ms) FROM devices WHERE replica = ?1)",
-                [replica],
-                |r| Ok(enroll::ReplicaState { active: r.get(0)?, revoked_ms: r.get(1)? }),
-            )?;
-            enroll::check_code(code.as_ref().map(|c| &c.2), &state, redeem.now_ms)?;
-            let Some((project_id, role, _)) = code else { return Err(StorageError::BadCode) };
-            tx.execute(
-                "UPDATE enrollment_codes SET uses_left = uses_left - 1 WHERE code_hash = ?1",
-                [redeem.code_hash.as_slice()],
-            )?;
-            tx.execute(
-                "INSERT INTO devices (id, project, role, replica, name, token_hash, code_hash, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![
-                    redeem.device_id.as_bytes().as_slice(),
-                    project_id.as_bytes().as_slice(),
-                    role.as_str(),
-                    replica,
-                    redeem.device_name,
-                    redeem.token_hash.as_slice(),
-                    redeem.code_hash.as_slice(),
-                    redeem.now_ms
-                ],
-            )?;
-            let device_id = redeem.device_id;
-            let device = tx.query_row(
-                &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"),
-                [device_id.as_bytes().as_slice()],
-                device_from_row,
-            )?;
-            let project = tx.query_row(
-                "SELECT id, name, created_ms FROM projects WHERE id = ?1",
-                [project_id.as_bytes().as_slice()],
-                project_from_row,
-            )?;
-            Ok(Enrolled { device, project })
-        })
-    }
-
-    fn device_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Device>> {
-        self.read(|tx| {
-            Ok(tx
-                .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = ?1"))?
-                .query_row([token_hash.as_slice()], device_from_row)
-                .optional()?)
-        })
-    }
-
-    fn device(&self, id: Uuid) -> Result<Option<Device>> {
-        self.read(|tx| {
-            Ok(tx
-                .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"))?
-                .query_row([id.as_bytes().as_slice()], device_from_row)
-                .optional()?)
-        })
-    }
-
-    fn list_devices(&self, project: Uuid) -> Result<Vec<Device>> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare(&format!(
-                "SELECT {DEVICE_COLUMNS} FROM devices WHERE project = ?1 ORDER BY created_ms, id"
-            ))?;
-            let rows = stmt.query_map([project.as_bytes().as_slice()], device_from_row)?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
-    }
-
-    fn revoke_device(&self, id: Uuid, now_ms: i64) -> Result<bool> {
-        self.write(|tx| {
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM devices WHERE id = ?1)",
-                [id.as_bytes().as_slice()],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(StorageError::NotFound(format!("device {id}")));
-            }
-            let n = tx.execute(
-                "UPDATE devices SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
-                params![id.as_bytes().as_slice(), now_ms],
-            )?;
-            Ok(n > 0)
-        })
-    }
-
-    fn push(&self, device: &Device, changes: &[Change], now_ms: u64) -> Result<PushOutcome> {
-        self.write(|tx| {
-            // Revocation is checked inside the transaction: a push racing a revoke loses.
-            let revoked: Option<Option<i64>> = tx
-                .prepare_cached("SELECT revoked_ms FROM devices WHERE id = ?1")?
-                .query_row([device.id.as_bytes().as_slice()], |r| r.get(0))
-                .optional()?;
-            if !matches!(revoked, Some(None)) {
-                return Err(StorageError::Forbidden("the device is revoked".into()));
-            }
-            let mut outcome = PushOutcome::default();
-            let mut far_future = false;
-            for change in changes {
-                let admitted = rules::admit_change(&mut TxLookup(tx), device, change)?;
-                if let Some(parent) = admitted.create {
-                    insert_document(
-                        tx,
-                        &change.doc.0,
-                        &device.project,
-                        change.collection,
-                        Some(&device.id),
-                        parent.as_ref(),
-                        None,
-                    )?;
-                }
-                let (new, known) = apply_change(tx, &device.project, Some(device), change, now_ms as i64)?;
-                outcome.accepted_ops += new;
-                outcome.duplicate_ops += known;
-                far_future |= clock::is_far_future(change.hlc, now_ms);
-                if admitted.new_comment {
-                    // The author of a comment is the credential that created it, never a claim.
-                    let hlc = self.tick_after(tx, &change.doc.0)?;
-                    let label = device
-                        .name
-                        .clone()
-                        .unwrap_or_else(|| format!("{} {}", device.role.as_str(), device.id));
-                    let author = Change {
-                        doc: change.doc,
-                        collection: Collection::Comment,
-                        replica: self.replica,
-                        hlc,
-                        ops: vec![doc::Comment::author_op(&label)],
-                    };
-                    apply_change(tx, &device.project, None, &author, now_ms as i64)?;
-                }
-            }
-            if far_future {
-                tx.execute(
-                    "UPDATE devices SET far_future_ms = ?2 WHERE id = ?1",
-                    params![device.id.as_bytes().as_slice(), now_ms as i64],
-                )?;
-            }
-            Ok(outcome)
-        })
-    }
-
-    fn pull(&self, device: &Device, cursor: Cursor, limit: usize) -> Result<PullPage> {
-        let limit = limit.clamp(1, 5_000);
-        let scope = ScopeParams::of(device);
-        self.read(|tx| {
-            let (upto, after, from_start) = match cursor {
-                Cursor::Log(after) => return log_page(tx, &scope, after, limit),
-                Cursor::Start => (max_seq(tx)?, Uuid::nil(), true),
-                Cursor::Snapshot { upto, after } => (upto, after, false),
-            };
-            // From the start, the bound includes the smallest id; later it is the last one sent.
-            let bound = if from_start { ">=" } else { ">" };
-            let mut stmt = tx.prepare_cached(&format!(
-                "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND d.doc {bound} ?5
-                 ORDER BY d.doc LIMIT ?6"
-            ))?;
-            let docs: Vec<(Uuid, Collection)> = stmt
-                .query_map(
-                    params![
-                        scope.project.as_slice(),
-                        scope.device.as_slice(),
-                        scope.audience,
-                        scope.coordinator,
-                        after.as_bytes().as_slice(),
-                        limit as i64
-                    ],
-                    |r| Ok((uuid_col(r, 0)?, collection_col(r, 1)?)),
-                )?
-                .collect::<rusqlite::Result<_>>()?;
-            let exhausted = docs.len() < limit;
-            let mut changes = Vec::new();
-            let mut bytes = 0;
-            let mut last = after;
-            for (i, (doc, collection)) in docs.iter().enumerate() {
-                let snapshot = snapshot_changes(tx, *doc, *collection)?;
-                let size: usize = snapshot.iter().map(String::len).sum();
-                if !changes.is_empty() && bytes + size > limits::MAX_PAGE_BYTES {
-                    // This document starts the next page.
-                    return Ok(PullPage {
-                        changes,
-                        cursor: Cursor::Snapshot { upto, after: last },
-                        more: true,
-                    });
-                }
-                bytes += size;
-                changes.extend(snapshot);
-                last = *doc;
-                if changes.len() >= limit && i + 1 < docs.len() {
-                    return Ok(PullPage {
-                        changes,
-                        cursor: Cursor::Snapshot { upto, after: last },
-                        more: true,
-                    });
-                }
-            }
-            if exhausted {
-                let more = max_seq(tx)? > upto;
-                Ok(PullPage { changes, cursor: Cursor::Log(upto), more })
-            } else {
-                Ok(PullPage { changes, cursor: Cursor::Snapshot { upto, after: last }, more: true })
-            }
-        })
-    }
-
-    fn document(&self, doc: DocId) -> Result<Option<DocumentInfo>> {
-        self.read(|tx| Ok(load_doc(tx, &doc.0)?.map(|row| row.info(doc.0))))
-    }
-
-    fn review(&self, review: &Review) -> Result<ReviewOutcome> {
-        self.write(|tx| {
-            let sub = review.submission.0;
-            let row = load_doc(tx, &sub)?;
-            match row {
-                Some(r) if r.project == review.project && r.collection == Collection::Submission => {}
-                _ => return Err(StorageError::NotFound(format!("submission {sub}"))),
-            }
-            let hlc = self.tick_after(tx, &sub)?;
-            let open: Vec<OpId> = tx
-                .prepare_cached(
-                    "SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = ?2 AND leaf = 1",
-                )?
-                .query_map(params![sub.as_bytes().as_slice(), doc::meta::REVIEW_STATE], |r| {
-                    Ok(OpId { hlc: hlc_from_sql(r.get(0)?), replica: ReplicaId(uuid_col(r, 1)?) })
-                })?
-                .collect::<rusqlite::Result<_>>()?;
-            // A review replaces every open review state it can order after; one stamped beyond
-            // the clock bound (a coordinator device's clock far ahead) stays open, as a conflict.
-            let seen: Vec<OpId> = open.into_iter().filter(|id| id.hlc < hlc).collect();
-            let change = Change {
-                doc: review.submission,
-                collection: Collection::Submission,
-                replica: self.replica,
-                hlc,
-                ops: vec![doc::review_op(&review.state, seen)],
-            };
-            apply_change(tx, &review.project, None, &change, review.now_ms as i64)?;
-            let mut comment_doc = None;
-            if let Some(text) = &review.comment {
-                let doc = DocId::new();
-                insert_document(
-                    tx,
-                    &doc.0,
-                    &review.project,
-                    Collection::Comment,
-                    review.author.as_ref(),
-                    Some(&sub),
-                    None,
-                )?;
-                let comment = doc::Comment {
-                    submission: review.submission,
-                    text: text.clone(),
-                    author: Some(review.author_label.clone()),
-                    review_state: Some(review.state.clone()),
-                };
-                let change = Change {
-                    doc,
-                    collection: Collection::Comment,
-                    replica: self.replica,
-                    hlc,
-                    ops: comment.ops(),
-                };
-                apply_change(tx, &review.project, None, &change, review.now_ms as i64)?;
-                comment_doc = Some(doc);
-            }
-            Ok(ReviewOutcome {
-                submission: review.submission,
-                state: review.state.clone(),
-                comment: comment_doc,
-            })
-        })
-    }
-
-    fn publish_form(&self, form: &PublishForm) -> Result<PublishOutcome> {
-        let hash = content_hash(&form.form);
-        self.write(|tx| {
-            let exists: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM projects WHERE id = ?1)",
-                [form.project.as_bytes().as_slice()],
-                |r| r.get(0),
-            )?;
-            if !exists {
-                return Err(StorageError::NotFound(format!("project {}", form.project)));
-            }
-            let existing: Option<(String, Uuid)> = tx
-                .query_row(
-                    "SELECT content_hash, doc FROM forms WHERE project = ?1 AND form_id = ?2 AND version = ?3",
-                    params![form.project.as_bytes().as_slice(), form.form_id, form.version],
-                    |r| Ok((r.get(0)?, uuid_col(r, 1)?)),
-                )
-                .optional()?;
-            match existing {
-                Some((h, doc)) if h == hash => return Ok(PublishOutcome { doc: DocId(doc), published: false }),
-                Some(_) => {
-                    return Err(StorageError::Conflict(format!(
-                        "form {} version {} is already published with other content; published versions \
-                         are immutable, so give the change a new version",
-                        form.form_id, form.version
-                    )))
-                }
-                None => {}
-            }
-            let doc = DocId::new();
-            let mut audience = String::from(",");
-            for r in &form.roles {
-                audience.push_str(r.as_str());
-                audience.push(',');
-            }
-            insert_document(tx, &doc.0, &form.project, Collection::Form, None, None, Some(&audience))?;
-            let hlc = self.tick_after(tx, &doc.0)?;
-            let published = doc::PublishedForm {
-                form_id: form.form_id.clone(),
-                version: form.version.clone(),
-                roles: form.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-                form: form.form.clone(),
-            };
-            let change = Change { doc, collection: Collection::Form, replica: self.replica, hlc, ops: published.ops() };
-            apply_change(tx, &form.project, None, &change, form.now_ms as i64)?;
-            tx.execute(
-                "INSERT INTO forms (project, form_id, version, content_hash, doc, published_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    form.project.as_bytes().as_slice(),
-                    form.form_id,
-                    form.version,
-                    hash,
-                    doc.0.as_bytes().as_slice(),
-                    form.now_ms as i64
-                ],
-            )?;
-            Ok(PublishOutcome { doc, published: true })
-        })
-    }
-
-    fn conflicts(&self, project: Uuid) -> Result<Vec<FieldConflict>> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare(
-                "SELECT f.doc, f.field, f.hlc, f.replica FROM documents d JOIN field_ops f ON f.doc = d.doc
-                 WHERE d.project = ?1 AND f.leaf = 1 AND f.known = 1
-                 ORDER BY f.doc, f.field, f.hlc DESC, f.replica DESC",
-            )?;
-            let mut rows = stmt.query([project.as_bytes().as_slice()])?;
-            let mut fields: Vec<FieldConflict> = Vec::new();
-            while let Some(row) = rows.next()? {
-                let doc = DocId(uuid_col(row, 0)?);
-                let field: String = row.get(1)?;
-                let id = OpId { hlc: hlc_from_sql(row.get(2)?), replica: ReplicaId(uuid_col(row, 3)?) };
-                match fields.last_mut() {
-                    Some(c) if c.doc == doc && c.field == field => c.ops.push(id.to_string()),
-                    _ => {
-                        // The previous field had one open value: no conflict.
-                        if fields.last().is_some_and(|c| c.ops.len() < 2) {
-                            fields.pop();
-                        }
-                        fields.push(FieldConflict { doc, field, ops: vec![id.to_string()] });
-                    }
-                }
-            }
-            if fields.last().is_some_and(|c| c.ops.len() < 2) {
-                fields.pop();
-            }
-            Ok(fields)
-        })
-    }
-
-    fn blob_access(&self, device: &Device, sha256: &str) -> Result<Option<String>> {
-        let scope = ScopeParams::of(device);
-        self.read(|tx| {
-            let media_type: Option<String> = tx
-                .query_row(
-                    "SELECT media_type FROM blob_owners WHERE sha256 = ?1 AND project = ?2 LIMIT 1",
-                    params![sha256, scope.project.as_slice()],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(media_type) = media_type else { return Ok(None) };
-            let owned: bool = tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2 AND (?4 = 1 OR device = ?3))",
-                params![sha256, scope.project.as_slice(), scope.device.as_slice(), scope.coordinator],
-                |r| r.get(0),
-            )?;
-            if owned {
-                return Ok(Some(media_type));
-            }
-            let referenced: bool = tx.query_row(
-                &format!(
-                    "SELECT EXISTS (SELECT 1 FROM blob_refs r JOIN documents d ON d.doc = r.doc
-                     WHERE r.sha256 = ?5 AND {SCOPE})"
-                ),
-                params![
-                    scope.project.as_slice(),
-                    scope.device.as_slice(),
-                    scope.audience,
-                    scope.coordinator,
-                    sha256
-                ],
-                |r| r.get(0),
-            )?;
-            Ok(referenced.then_some(media_type))
-        })
-    }
-
-    fn blob_held(&self, owner: UploadOwner, sha256: &str) -> Result<bool> {
-        self.read(|tx| {
-            Ok(tx.query_row(
-                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2 AND device = ?3)",
-                params![sha256, owner.project.as_bytes().as_slice(), owner.device.as_bytes().as_slice()],
-                |r| r.get(0),
-            )?)
-        })
-    }
-
-    fn record_blob(
-        &self,
-        device: &Device,
-        sha256: &str,
-        size: u64,
-        media_type: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT OR IGNORE INTO blob_owners (sha256, project, device, size, media_type, created_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![
-                    sha256,
-                    device.project.as_bytes().as_slice(),
-                    device.id.as_bytes().as_slice(),
-                    size as i64,
-                    media_type,
-                    now_ms
-                ],
-            )?;
-            tx.execute(
-                "DELETE FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
-                params![device.project.as_bytes().as_slice(), device.id.as_bytes().as_slice(), sha256],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn upload(&self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>> {
-        self.read(|tx| {
-            Ok(tx
-                .query_row(
-                    "SELECT length, media_type FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
-                    params![owner.project.as_bytes().as_slice(), owner.device.as_bytes().as_slice(), sha256],
-                    |r| Ok(UploadInfo { length: r.get::<_, i64>(0)? as u64, media_type: r.get(1)? }),
-                )
-                .optional()?)
-        })
-    }
-
-    fn start_upload(
-        &self,
-        owner: UploadOwner,
-        sha256: &str,
-        length: u64,
-        media_type: &str,
-        now_ms: i64,
-    ) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "INSERT INTO uploads (project, device, sha256, length, media_type, started_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-                 ON CONFLICT (project, device, sha256) DO UPDATE
-                 SET length = excluded.length, media_type = excluded.media_type, started_ms = excluded.started_ms",
-                params![
-                    owner.project.as_bytes().as_slice(),
-                    owner.device.as_bytes().as_slice(),
-                    sha256,
-                    length as i64,
-                    media_type,
-                    now_ms
-                ],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn end_upload(&self, owner: UploadOwner, sha256: &str) -> Result<()> {
-        self.write(|tx| {
-            tx.execute(
-                "DELETE FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
-                params![owner.project.as_bytes().as_slice(), owner.device.as_bytes().as_slice(), sha256],
-            )?;
-            Ok(())
-        })
-    }
-
-    fn upload_bytes_in_progress(&self, device: Uuid, except_sha256: &str) -> Result<u64> {
-        self.read(|tx| {
-            let n: i64 = tx.query_row(
-                "SELECT coalesce(sum(length), 0) FROM uploads WHERE device = ?1 AND sha256 <> ?2",
-                params![device.as_bytes().as_slice(), except_sha256],
-                |r| r.get(0),
-            )?;
-            Ok(n.max(0) as u64)
-        })
-    }
-
-    fn stale_uploads(&self, before_ms: i64, limit: usize) -> Result<Vec<(UploadOwner, String)>> {
-        self.read(|tx| {
-            let mut stmt = tx.prepare_cached(
-                "SELECT project, device, sha256 FROM uploads WHERE started_ms < ?1 ORDER BY started_ms LIMIT ?2",
-            )?;
-            let rows = stmt.query_map(params![before_ms, limit as i64], |r| {
-                Ok((UploadOwner { project: uuid_col(r, 0)?, device: uuid_col(r, 1)? }, r.get(2)?))
-            })?;
-            Ok(rows.collect::<rusqlite::Result<_>>()?)
-        })
+/// Runs a call that may wait on the disk (a commit's fsync, a busy database) without holding
+/// up the runtime's other tasks: on a multi-threaded runtime the worker hands its tasks on.
+fn may_block<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
     }
 }
 
-fn log_page(tx: &Transaction<'_>, scope: &ScopeParams, after: i64, limit: usize) -> Result<PullPage> {
-    let mut stmt = tx.prepare_cached(&format!(
-        "SELECT c.seq, c.body FROM changes c JOIN documents d ON d.doc = c.doc
-         WHERE c.project = ?1 AND c.seq > ?5 AND {SCOPE} ORDER BY c.seq LIMIT ?6"
-    ))?;
-    let mut rows = stmt.query(params![
-        scope.project.as_slice(),
-        scope.device.as_slice(),
-        scope.audience,
-        scope.coordinator,
-        after,
-        limit as i64
-    ])?;
-    let mut changes = Vec::new();
-    let mut bytes = 0;
-    let mut last = after;
-    while let Some(row) = rows.next()? {
-        let seq: i64 = row.get(0)?;
-        let body: String = row.get(1)?;
-        if !changes.is_empty() && bytes + body.len() > limits::MAX_PAGE_BYTES {
-            // This change starts the next page.
-            return Ok(PullPage { changes, cursor: Cursor::Log(last), more: true });
-        }
-        last = seq;
-        bytes += body.len();
-        changes.push(body);
-        if changes.len() >= limit {
-            return Ok(PullPage { changes, cursor: Cursor::Log(last), more: true });
+#[async_trait::async_trait]
+impl Storage for SqliteStorage {
+    async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>> {
+        let conn = match mode {
+            Mode::Write => {
+                let guard = self.writer.clone().lock_owned().await;
+                may_block(|| guard.execute_batch("BEGIN IMMEDIATE"))?;
+                Conn::Writer(guard)
+            }
+            Mode::Read => {
+                let conn = self.reader()?;
+                conn.execute_batch("BEGIN")?;
+                Conn::Reader(Some(conn), self.readers.clone())
+            }
+        };
+        Ok(Box::new(SqliteTx { conn, open: true }))
+    }
+}
+
+enum Conn {
+    /// The one writer connection, held for the transaction.
+    Writer(OwnedMutexGuard<Connection>),
+    /// A reader from the pool, given back when the transaction ends.
+    Reader(Option<Connection>, Arc<Mutex<Vec<Connection>>>),
+}
+
+/// One SQLite transaction (`BEGIN IMMEDIATE` for writers, so they never deadlock on upgrade).
+pub struct SqliteTx {
+    conn: Conn,
+    open: bool,
+}
+
+impl SqliteTx {
+    fn c(&self) -> Result<&Connection> {
+        match &self.conn {
+            Conn::Writer(g) => Ok(g),
+            Conn::Reader(Some(c), _) => Ok(c),
+            Conn::Reader(None, _) => Err(StorageError::Other("the transaction has ended".into())),
         }
     }
-    // Everything up to the end of the log as this transaction sees it has been scanned.
-    let end = max_seq(tx)?.max(last);
-    Ok(PullPage { changes, cursor: Cursor::Log(end), more: false })
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if self.open {
+            if let Ok(c) = self.c() {
+                let _ = c.execute_batch("ROLLBACK");
+            }
+        }
+        if let Conn::Reader(conn, pool) = &mut self.conn {
+            if let Some(c) = conn.take() {
+                let mut pool = lock(pool);
+                if pool.len() < MAX_READERS && c.is_autocommit() {
+                    pool.push(c);
+                }
+            }
+        }
+    }
+}
+
+fn b(u: &Uuid) -> &[u8] {
+    u.as_bytes().as_slice()
+}
+
+fn op_id_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<OpId> {
+    Ok(OpId { hlc: hlc_from_sql(r.get(at)?), replica: ReplicaId(uuid_col(r, at + 1)?) })
+}
+
+#[async_trait::async_trait]
+impl Tx for SqliteTx {
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        let c = self.c()?;
+        may_block(|| c.execute_batch("COMMIT"))?;
+        self.open = false;
+        Ok(())
+    }
+
+    async fn server_replica(&mut self) -> Result<ReplicaId> {
+        read_replica(self.c()?)
+    }
+
+    async fn set_server_replica(&mut self, replica: ReplicaId) -> Result<()> {
+        self.c()?.execute("UPDATE meta SET value = ?1 WHERE key = 'replica'", [replica.0.to_string()])?;
+        Ok(())
+    }
+
+    async fn clock(&mut self) -> Result<Hlc> {
+        read_clock(self.c()?)
+    }
+
+    async fn set_clock(&mut self, hlc: Hlc) -> Result<()> {
+        self.c()?.execute("UPDATE meta SET value = ?1 WHERE key = 'clock'", [hlc.0.to_string()])?;
+        Ok(())
+    }
+
+    async fn insert_project(&mut self, p: &Project) -> Result<()> {
+        self.c()?.execute(
+            "INSERT INTO projects (id, name, created_ms) VALUES (?1, ?2, ?3)",
+            params![b(&p.id), p.name, p.created_ms],
+        )?;
+        Ok(())
+    }
+
+    async fn project(&mut self, id: Uuid) -> Result<Option<Project>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT id, name, created_ms FROM projects WHERE id = ?1")?
+            .query_row([b(&id)], project_from_row)
+            .optional()?)
+    }
+
+    async fn project_by_name(&mut self, name: &str) -> Result<Option<Project>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT id, name, created_ms FROM projects WHERE name = ?1")?
+            .query_row([name], project_from_row)
+            .optional()?)
+    }
+
+    async fn projects(&mut self) -> Result<Vec<Project>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare("SELECT id, name, created_ms FROM projects ORDER BY name")?;
+        let rows = stmt.query_map([], project_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn insert_code(&mut self, code: &NewEnrollmentCode) -> Result<()> {
+        self.c()?.execute(
+            "INSERT INTO enrollment_codes (code_hash, project, role, uses_left, expires_ms, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                code.code_hash.as_slice(),
+                b(&code.project),
+                code.role.as_str(),
+                code.uses,
+                code.expires_ms,
+                code.now_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn code(&mut self, code_hash: &[u8; 32]) -> Result<Option<(Uuid, Role, CodeState)>> {
+        Ok(self
+            .c()?
+            .query_row(
+                "SELECT project, role, uses_left, expires_ms, created_ms FROM enrollment_codes WHERE code_hash = ?1",
+                [code_hash.as_slice()],
+                |r| {
+                    Ok((
+                        uuid_col(r, 0)?,
+                        role_col(r, 1)?,
+                        CodeState { uses_left: r.get(2)?, expires_ms: r.get(3)?, created_ms: r.get(4)? },
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    async fn use_code(&mut self, code_hash: &[u8; 32]) -> Result<()> {
+        self.c()?.execute(
+            "UPDATE enrollment_codes SET uses_left = uses_left - 1 WHERE code_hash = ?1",
+            [code_hash.as_slice()],
+        )?;
+        Ok(())
+    }
+
+    async fn replica_state(&mut self, replica: ReplicaId) -> Result<ReplicaState> {
+        Ok(self.c()?.query_row(
+            "SELECT EXISTS (SELECT 1 FROM devices WHERE replica = ?1 AND revoked_ms IS NULL),
+                    (SELECT max(revoked_ms) FROM devices WHERE replica = ?1)",
+            [b(&replica.0)],
+            |r| Ok(ReplicaState { active: r.get(0)?, revoked_ms: r.get(1)? }),
+        )?)
+    }
+
+    async fn insert_device(&mut self, d: &NewDevice) -> Result<()> {
+        self.c()?.execute(
+            "INSERT INTO devices (id, project, role, replica, name, token_hash, code_hash, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                b(&d.id),
+                b(&d.project),
+                d.role.as_str(),
+                b(&d.replica.0),
+                d.name,
+                d.token_hash.as_slice(),
+                d.code_hash.as_slice(),
+                d.created_ms
+            ],
+        )?;
+        Ok(())
+    }
+
+    async fn device(&mut self, id: Uuid) -> Result<Option<Device>> {
+        Ok(self
+            .c()?
+            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"))?
+            .query_row([b(&id)], device_from_row)
+            .optional()?)
+    }
+
+    async fn device_by_token(&mut self, token_hash: &[u8; 32]) -> Result<Option<Device>> {
+        Ok(self
+            .c()?
+            .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = ?1"))?
+            .query_row([token_hash.as_slice()], device_from_row)
+            .optional()?)
+    }
+
+    async fn devices(&mut self, project: Uuid) -> Result<Vec<Device>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare(&format!(
+            "SELECT {DEVICE_COLUMNS} FROM devices WHERE project = ?1 ORDER BY created_ms, id"
+        ))?;
+        let rows = stmt.query_map([b(&project)], device_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn revoke_device(&mut self, id: Uuid, now_ms: i64) -> Result<bool> {
+        let n = self.c()?.execute(
+            "UPDATE devices SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
+            params![b(&id), now_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    async fn flag_far_future(&mut self, id: Uuid, now_ms: i64) -> Result<()> {
+        self.c()?.execute("UPDATE devices SET far_future_ms = ?2 WHERE id = ?1", params![b(&id), now_ms])?;
+        Ok(())
+    }
+
+    async fn document(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>> {
+        Ok(self
+            .c()?
+            .prepare_cached(
+                "SELECT project, collection, author_device, parent FROM documents WHERE doc = ?1",
+            )?
+            .query_row([b(&doc)], |r| {
+                Ok(DocumentInfo {
+                    doc: DocId(doc),
+                    project: uuid_col(r, 0)?,
+                    collection: collection_col(r, 1)?,
+                    author: opt_uuid_col(r, 2)?,
+                    parent: opt_uuid_col(r, 3)?,
+                })
+            })
+            .optional()?)
+    }
+
+    async fn insert_document(&mut self, d: &NewDocument) -> Result<()> {
+        let audience = (d.collection == Collection::Form).then(|| {
+            let mut a = String::from(",");
+            for r in &d.audience {
+                a.push_str(r.as_str());
+                a.push(',');
+            }
+            a
+        });
+        self.c()?
+            .prepare_cached(
+                "INSERT INTO documents (doc, project, collection, author_device, parent, audience)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                b(&d.doc),
+                b(&d.project),
+                d.collection.as_str(),
+                d.author.map(|a| a.as_bytes().to_vec()),
+                d.parent.map(|p| p.as_bytes().to_vec()),
+                audience
+            ])?;
+        Ok(())
+    }
+
+    async fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = ?2 AND known = 1")?
+            .query_map(params![b(&doc), field], |r| op_id_row(r, 0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn open_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT hlc, replica FROM field_ops WHERE doc = ?1 AND field = ?2 AND leaf = 1")?
+            .query_map(params![b(&doc), field], |r| op_id_row(r, 0))?
+            .collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn max_stamp(&mut self, doc: Uuid, at_most: Hlc) -> Result<Option<Hlc>> {
+        let max: Option<i64> = self
+            .c()?
+            .prepare_cached("SELECT max(hlc) FROM field_ops WHERE doc = ?1 AND hlc <= ?2")?
+            .query_row(params![b(&doc), hlc_to_sql(at_most)], |r| r.get(0))?;
+        Ok(max.map(hlc_from_sql))
+    }
+
+    async fn merge_op(
+        &mut self,
+        doc: Uuid,
+        field: &str,
+        id: OpId,
+        value: &str,
+        seen: &[OpId],
+    ) -> Result<bool> {
+        let c = self.c()?;
+        // Inserts the op, or fills the placeholder an op that saw it left (which stays a non-leaf).
+        let new = c
+            .prepare_cached(
+                "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, ?5, 1, 1)
+                 ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET value = excluded.value, known = 1 WHERE known = 0",
+            )?
+            .execute(params![b(&doc), field, hlc_to_sql(id.hlc), b(&id.replica.0), value])?
+            > 0;
+        if new && !seen.is_empty() {
+            let mut retire = c.prepare_cached(
+                "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES (?1, ?2, ?3, ?4, NULL, 0, 0)
+                 ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET leaf = 0 WHERE leaf = 1",
+            )?;
+            for s in seen {
+                retire.execute(params![b(&doc), field, hlc_to_sql(s.hlc), b(&s.replica.0)])?;
+            }
+        }
+        Ok(new)
+    }
+
+    async fn grow_document(&mut self, doc: Uuid, ops: u64, bytes: u64) -> Result<(u64, u64)> {
+        let (ops, bytes): (i64, i64) = self
+            .c()?
+            .prepare_cached(
+                "UPDATE documents SET ops = ops + ?2, bytes = bytes + ?3 WHERE doc = ?1 RETURNING ops, bytes",
+            )?
+            .query_row(params![b(&doc), ops as i64, bytes as i64], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok((ops.max(0) as u64, bytes.max(0) as u64))
+    }
+
+    async fn field_ops(&mut self, doc: Uuid) -> Result<Vec<StoredOp>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(
+            "SELECT field, hlc, replica, value, known, leaf FROM field_ops WHERE doc = ?1
+             ORDER BY field, hlc DESC, replica DESC",
+        )?;
+        let rows = stmt.query_map([b(&doc)], |r| {
+            let known: bool = r.get(4)?;
+            let value: Option<String> = r.get(3)?;
+            Ok(StoredOp {
+                field: r.get(0)?,
+                id: op_id_row(r, 1)?,
+                value: value.filter(|_| known),
+                leaf: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn open_values(&mut self, project: Uuid) -> Result<Vec<(DocId, String, OpId)>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare(
+            "SELECT f.doc, f.field, f.hlc, f.replica FROM documents d JOIN field_ops f ON f.doc = d.doc
+             WHERE d.project = ?1 AND f.leaf = 1 AND f.known = 1
+             ORDER BY f.doc, f.field, f.hlc DESC, f.replica DESC",
+        )?;
+        let rows =
+            stmt.query_map([b(&project)], |r| Ok((DocId(uuid_col(r, 0)?), r.get(1)?, op_id_row(r, 2)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn append_log(&mut self, e: &LogEntry<'_>) -> Result<()> {
+        self.c()?
+            .prepare_cached(
+                "INSERT INTO changes (project, doc, hlc, replica, device, body, received_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                b(&e.project),
+                b(&e.doc),
+                hlc_to_sql(e.hlc),
+                b(&e.replica.0),
+                e.device.map(|d| d.as_bytes().to_vec()),
+                e.body,
+                e.received_ms
+            ])?;
+        Ok(())
+    }
+
+    async fn log_end(&mut self) -> Result<i64> {
+        Ok(max_seq(self.c()?)?)
+    }
+
+    async fn log_page(
+        &mut self,
+        scope: &Scope,
+        after: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<(i64, String)>, bool)> {
+        let scope = ScopeParams::of(scope);
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT c.seq, c.body FROM changes c JOIN documents d ON d.doc = c.doc
+             WHERE c.project = ?1 AND c.seq > ?5 AND {SCOPE} ORDER BY c.seq LIMIT ?6"
+        ))?;
+        let mut rows = stmt.query(params![
+            scope.project.as_slice(),
+            scope.device.as_slice(),
+            scope.audience,
+            scope.coordinator,
+            after,
+            limit as i64
+        ])?;
+        let mut entries = Vec::new();
+        let mut bytes = 0;
+        while let Some(row) = rows.next()? {
+            // Measured before it is copied out, so an oversized row is never held for nothing.
+            let size = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?.len();
+            if !entries.is_empty() && bytes + size > max_bytes {
+                return Ok((entries, true));
+            }
+            bytes += size;
+            entries.push((row.get(0)?, row.get(1)?));
+            if entries.len() >= limit {
+                return Ok((entries, true));
+            }
+        }
+        Ok((entries, false))
+    }
+
+    async fn scope_documents(
+        &mut self,
+        scope: &Scope,
+        after: Uuid,
+        inclusive: bool,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Collection)>> {
+        let scope = ScopeParams::of(scope);
+        let bound = if inclusive { ">=" } else { ">" };
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(&format!(
+            "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND d.doc {bound} ?5
+             ORDER BY d.doc LIMIT ?6"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                scope.project.as_slice(),
+                scope.device.as_slice(),
+                scope.audience,
+                scope.coordinator,
+                b(&after),
+                limit as i64
+            ],
+            |r| Ok((uuid_col(r, 0)?, collection_col(r, 1)?)),
+        )?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn form(&mut self, project: Uuid, form_id: &str, version: &str) -> Result<Option<FormRecord>> {
+        Ok(self
+            .c()?
+            .query_row(
+                "SELECT content_hash, doc FROM forms WHERE project = ?1 AND form_id = ?2 AND version = ?3",
+                params![b(&project), form_id, version],
+                |r| Ok(FormRecord { content_hash: r.get(0)?, doc: uuid_col(r, 1)? }),
+            )
+            .optional()?)
+    }
+
+    async fn insert_form(
+        &mut self,
+        project: Uuid,
+        form_id: &str,
+        version: &str,
+        record: &FormRecord,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.c()?.execute(
+            "INSERT INTO forms (project, form_id, version, content_hash, doc, published_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![b(&project), form_id, version, record.content_hash, b(&record.doc), now_ms],
+        )?;
+        Ok(())
+    }
+
+    async fn blob_media_type(&mut self, project: Uuid, sha256: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT media_type FROM blob_owners WHERE sha256 = ?1 AND project = ?2 LIMIT 1")?
+            .query_row(params![sha256, b(&project)], |r| r.get(0))
+            .optional()?)
+    }
+
+    async fn blob_uploaded(&mut self, project: Uuid, device: Option<Uuid>, sha256: &str) -> Result<bool> {
+        Ok(self
+            .c()?
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = ?1 AND project = ?2
+                 AND (?3 IS NULL OR device = ?3))",
+            )?
+            .query_row(params![sha256, b(&project), device.map(|d| d.as_bytes().to_vec())], |r| r.get(0))?)
+    }
+
+    async fn insert_blob_owner(&mut self, o: &BlobOwner<'_>) -> Result<()> {
+        self.c()?.execute(
+            "INSERT OR IGNORE INTO blob_owners (sha256, project, device, size, media_type, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![o.sha256, b(&o.project), b(&o.device), o.size as i64, o.media_type, o.created_ms],
+        )?;
+        Ok(())
+    }
+
+    async fn insert_blob_ref(&mut self, sha256: &str, doc: Uuid) -> Result<()> {
+        self.c()?
+            .prepare_cached("INSERT OR IGNORE INTO blob_refs (sha256, doc) VALUES (?1, ?2)")?
+            .execute(params![sha256, b(&doc)])?;
+        Ok(())
+    }
+
+    async fn blob_referenced(&mut self, scope: &Scope, sha256: &str) -> Result<bool> {
+        let scope = ScopeParams::of(scope);
+        Ok(self.c()?.query_row(
+            &format!(
+                "SELECT EXISTS (SELECT 1 FROM blob_refs r JOIN documents d ON d.doc = r.doc
+                 WHERE r.sha256 = ?5 AND {SCOPE})"
+            ),
+            params![
+                scope.project.as_slice(),
+                scope.device.as_slice(),
+                scope.audience,
+                scope.coordinator,
+                sha256
+            ],
+            |r| r.get(0),
+        )?)
+    }
+
+    async fn upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>> {
+        Ok(self
+            .c()?
+            .query_row(
+                "SELECT length, media_type FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
+                params![b(&owner.project), b(&owner.device), sha256],
+                |r| Ok(UploadInfo { length: r.get::<_, i64>(0)?.max(0) as u64, media_type: r.get(1)? }),
+            )
+            .optional()?)
+    }
+
+    async fn put_upload(
+        &mut self,
+        owner: UploadOwner,
+        sha256: &str,
+        info: &UploadInfo,
+        started_ms: i64,
+    ) -> Result<()> {
+        self.c()?.execute(
+            "INSERT INTO uploads (project, device, sha256, length, media_type, started_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT (project, device, sha256) DO UPDATE
+             SET length = excluded.length, media_type = excluded.media_type, started_ms = excluded.started_ms",
+            params![b(&owner.project), b(&owner.device), sha256, info.length as i64, info.media_type, started_ms],
+        )?;
+        Ok(())
+    }
+
+    async fn delete_upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<()> {
+        self.c()?.execute(
+            "DELETE FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
+            params![b(&owner.project), b(&owner.device), sha256],
+        )?;
+        Ok(())
+    }
+
+    async fn take_upload_lease(
+        &mut self,
+        owner: UploadOwner,
+        sha256: &str,
+        holder: Uuid,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        let n = self.c()?.execute(
+            "INSERT INTO upload_leases (project, device, sha256, holder, until_ms) VALUES (?1, ?2, ?3, ?4, ?6)
+             ON CONFLICT (project, device, sha256) DO UPDATE
+             SET holder = excluded.holder, until_ms = excluded.until_ms WHERE upload_leases.until_ms <= ?5",
+            params![b(&owner.project), b(&owner.device), sha256, b(&holder), now_ms, until_ms],
+        )?;
+        Ok(n > 0)
+    }
+
+    async fn release_upload_lease(&mut self, owner: UploadOwner, sha256: &str, holder: Uuid) -> Result<()> {
+        self.c()?.execute(
+            "DELETE FROM upload_leases WHERE project = ?1 AND device = ?2 AND sha256 = ?3 AND holder = ?4",
+            params![b(&owner.project), b(&owner.device), sha256, b(&holder)],
+        )?;
+        Ok(())
+    }
+
+    async fn upload_bytes(&mut self, device: Uuid, except_sha256: &str) -> Result<u64> {
+        let n: i64 = self.c()?.query_row(
+            "SELECT coalesce(sum(length), 0) FROM uploads WHERE device = ?1 AND sha256 <> ?2",
+            params![b(&device), except_sha256],
+            |r| r.get(0),
+        )?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn uploads_started_before(
+        &mut self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(UploadOwner, String)>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(
+            "SELECT project, device, sha256 FROM uploads WHERE started_ms < ?1 ORDER BY started_ms LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![before_ms, limit as i64], |r| {
+            Ok((UploadOwner { project: uuid_col(r, 0)?, device: uuid_col(r, 1)? }, r.get(2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
 }

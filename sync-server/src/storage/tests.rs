@@ -12,20 +12,21 @@ use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, OpId, Repl
 use uuid::Uuid;
 
 use super::*;
+use crate::service::Service;
 
-pub(crate) fn sqlite() -> (tempfile::TempDir, Box<dyn Storage>) {
+pub(crate) async fn sqlite() -> (tempfile::TempDir, Service) {
     let dir = tempfile::tempdir().unwrap();
     let s = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
-    (dir, Box::new(s))
+    (dir, Service::new(std::sync::Arc::new(s)).await.unwrap())
 }
 
 macro_rules! conformance {
     ($make:path => $($name:ident),* $(,)?) => {
         $(
-            #[test]
-            fn $name() {
-                let (_dir, storage) = $make();
-                super::$name(storage.as_ref());
+            #[tokio::test]
+            async fn $name() {
+                let (_dir, service) = $make().await;
+                super::$name(&service).await;
             }
         )*
     };
@@ -42,10 +43,11 @@ mod sqlite_backend {
         enrollment_codes_count_uses_and_expire,
         reviews_and_forms_are_written_by_the_server_replica,
         a_document_past_its_bound_is_refused_and_pages_stay_bounded,
+        an_upload_lease_has_one_holder_until_it_expires,
     );
 }
 
-fn device(s: &dyn Storage, project: Uuid, role: Role) -> Device {
+async fn device(s: &Service, project: Uuid, role: Role) -> Device {
     let code: [u8; 32] = rand::random();
     s.create_enrollment_code(&NewEnrollmentCode {
         code_hash: code,
@@ -55,6 +57,7 @@ fn device(s: &dyn Storage, project: Uuid, role: Role) -> Device {
         expires_ms: None,
         now_ms: 1,
     })
+    .await
     .unwrap();
     s.redeem_enrollment_code(&Redeem {
         code_hash: code,
@@ -64,12 +67,13 @@ fn device(s: &dyn Storage, project: Uuid, role: Role) -> Device {
         token_hash: rand::random(),
         now_ms: 2,
     })
+    .await
     .unwrap()
     .device
 }
 
-fn project(s: &dyn Storage) -> Uuid {
-    s.create_project(&format!("p-{}", Uuid::new_v4()), 1).unwrap().id
+async fn project(s: &Service) -> Uuid {
+    s.create_project(&format!("p-{}", Uuid::new_v4()), 1).await.unwrap().id
 }
 
 fn change(
@@ -96,10 +100,10 @@ fn change(
 }
 
 /// Pulls everything from `cursor` on, `limit` at a time.
-fn pull_all(s: &dyn Storage, d: &Device, mut cursor: Cursor, limit: usize) -> (Vec<Change>, Cursor) {
+async fn pull_all(s: &Service, d: &Device, mut cursor: Cursor, limit: usize) -> (Vec<Change>, Cursor) {
     let mut out = Vec::new();
     for _ in 0..10_000 {
-        let page = s.pull(d, cursor, limit).unwrap();
+        let page = s.pull(d, cursor, limit).await.unwrap();
         out.extend(page.changes.iter().map(|c| serde_json::from_str::<Change>(c).unwrap()));
         cursor = page.cursor;
         if !page.more {
@@ -113,10 +117,10 @@ fn now() -> u64 {
     crate::now_ms() as u64
 }
 
-fn push_is_idempotent_and_logged_once(s: &dyn Storage) {
-    let p = project(s);
-    let e = device(s, p, Role::Enumerator);
-    let c = device(s, p, Role::Coordinator);
+async fn push_is_idempotent_and_logged_once(s: &Service) {
+    let p = project(s).await;
+    let e = device(s, p, Role::Enumerator).await;
+    let c = device(s, p, Role::Coordinator).await;
     let doc = DocId::new();
     let batch = vec![change(
         &e,
@@ -125,9 +129,9 @@ fn push_is_idempotent_and_logged_once(s: &dyn Storage) {
         10,
         &[("a", json!(1), vec![]), ("b", json!("x"), vec![])],
     )];
-    assert_eq!(s.push(&e, &batch, now()).unwrap(), PushOutcome { accepted_ops: 2, duplicate_ops: 0 });
-    assert_eq!(s.push(&e, &batch, now()).unwrap(), PushOutcome { accepted_ops: 0, duplicate_ops: 2 });
-    let (log, _) = pull_all(s, &c, Cursor::Log(0), 100);
+    assert_eq!(s.push(&e, &batch, now()).await.unwrap(), PushOutcome { accepted_ops: 2, duplicate_ops: 0 });
+    assert_eq!(s.push(&e, &batch, now()).await.unwrap(), PushOutcome { accepted_ops: 0, duplicate_ops: 2 });
+    let (log, _) = pull_all(s, &c, Cursor::Log(0), 100).await;
     assert_eq!(log, batch, "the change is in the log exactly once");
     // A change carrying one known and one new op logs only the new one.
     let mixed = vec![change(
@@ -137,16 +141,19 @@ fn push_is_idempotent_and_logged_once(s: &dyn Storage) {
         10,
         &[("a", json!(1), vec![]), ("c", json!(3), vec![])],
     )];
-    assert_eq!(s.push(&e, &mixed, now()).unwrap(), PushOutcome { accepted_ops: 1, duplicate_ops: 1 });
-    let (log, _) = pull_all(s, &c, Cursor::Log(0), 100);
+    assert_eq!(s.push(&e, &mixed, now()).await.unwrap(), PushOutcome { accepted_ops: 1, duplicate_ops: 1 });
+    let (log, _) = pull_all(s, &c, Cursor::Log(0), 100).await;
     assert_eq!(log.len(), 2);
     assert_eq!(log[1].ops.len(), 1);
     assert_eq!(log[1].ops[0].field.as_str(), "c");
 }
 
-fn concurrent_overwrites_are_conflicts_matching_the_reference_register(s: &dyn Storage) {
-    let p = project(s);
-    let coords: Vec<Device> = (0..3).map(|_| device(s, p, Role::Coordinator)).collect();
+async fn concurrent_overwrites_are_conflicts_matching_the_reference_register(s: &Service) {
+    let p = project(s).await;
+    let mut coords: Vec<Device> = Vec::new();
+    for _ in 0..3 {
+        coords.push(device(s, p, Role::Coordinator).await);
+    }
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
     let docs: Vec<DocId> = (0..4).map(|_| DocId::new()).collect();
     // Each writer edits having seen a random subset of what exists so far.
@@ -171,9 +178,9 @@ fn concurrent_overwrites_are_conflicts_matching_the_reference_register(s: &dyn S
     written.shuffle(&mut rng);
     for chunk in written.chunks(7) {
         for (c, w) in chunk {
-            s.push(&coords[*w], std::slice::from_ref(c), now()).unwrap();
+            s.push(&coords[*w], std::slice::from_ref(c), now()).await.unwrap();
             if rng.random_bool(0.2) {
-                s.push(&coords[*w], std::slice::from_ref(c), now()).unwrap();
+                s.push(&coords[*w], std::slice::from_ref(c), now()).await.unwrap();
             }
         }
     }
@@ -191,7 +198,7 @@ fn concurrent_overwrites_are_conflicts_matching_the_reference_register(s: &dyn S
         }
     }
     expected.sort_by(|a, b| (a.doc, &a.field).cmp(&(b.doc, &b.field)));
-    let got = s.conflicts(p).unwrap();
+    let got = s.conflicts(p).await.unwrap();
     assert!(!expected.is_empty(), "the random history has concurrent edits");
     assert_eq!(got, expected);
 }
@@ -220,11 +227,11 @@ fn device_view(changes: &[Change]) -> BTreeMap<DocId, BTreeMap<String, (Value, V
     out
 }
 
-fn snapshot_and_log_paging_reach_the_same_state_as_the_full_history(s: &dyn Storage) {
-    let p = project(s);
-    let a = device(s, p, Role::Coordinator);
-    let b = device(s, p, Role::Coordinator);
-    let reader = device(s, p, Role::Coordinator);
+async fn snapshot_and_log_paging_reach_the_same_state_as_the_full_history(s: &Service) {
+    let p = project(s).await;
+    let a = device(s, p, Role::Coordinator).await;
+    let b = device(s, p, Role::Coordinator).await;
+    let reader = device(s, p, Role::Coordinator).await;
     let mut all = Vec::new();
     let mut hlc = 1_000;
     let docs: Vec<DocId> = (0..25).map(|_| DocId::new()).collect();
@@ -244,12 +251,12 @@ fn snapshot_and_log_paging_reach_the_same_state_as_the_full_history(s: &dyn Stor
                 &[("n", json!("a-edit"), vec![first_id])],
             ));
         }
-        s.push(&a, &batch, now()).unwrap();
+        s.push(&a, &batch, now()).await.unwrap();
         all.extend(batch);
         if i % 3 == 0 {
             let other =
                 change(&b, *doc, Collection::Entity, hlc + 2, &[("n", json!("b-edit"), vec![first_id])]);
-            s.push(&b, std::slice::from_ref(&other), now()).unwrap();
+            s.push(&b, std::slice::from_ref(&other), now()).await.unwrap();
             all.push(other);
         }
         hlc += 3;
@@ -259,7 +266,7 @@ fn snapshot_and_log_paging_reach_the_same_state_as_the_full_history(s: &dyn Stor
     let mut got = Vec::new();
     let mut pages = 0;
     loop {
-        let page = s.pull(&reader, cursor, 4).unwrap();
+        let page = s.pull(&reader, cursor, 4).await.unwrap();
         pages += 1;
         got.extend(page.changes.iter().map(|c| serde_json::from_str::<Change>(c).unwrap()));
         cursor = page.cursor;
@@ -267,8 +274,8 @@ fn snapshot_and_log_paging_reach_the_same_state_as_the_full_history(s: &dyn Stor
             hlc += 1;
             let late = change(&a, docs[0], Collection::Entity, hlc, &[("late", json!(true), vec![])]);
             let newdoc = change(&b, DocId(Uuid::nil()), Collection::Entity, hlc, &[("z", json!(0), vec![])]);
-            s.push(&a, std::slice::from_ref(&late), now()).unwrap();
-            s.push(&b, std::slice::from_ref(&newdoc), now()).unwrap();
+            s.push(&a, std::slice::from_ref(&late), now()).await.unwrap();
+            s.push(&b, std::slice::from_ref(&newdoc), now()).await.unwrap();
             all.push(late);
             all.push(newdoc);
         }
@@ -280,50 +287,53 @@ fn snapshot_and_log_paging_reach_the_same_state_as_the_full_history(s: &dyn Stor
     assert!(matches!(cursor, Cursor::Log(_)));
     assert_eq!(device_view(&got), device_view(&all));
     // Nothing more after catching up; then new writes arrive through the log.
-    let page = s.pull(&reader, cursor, 100).unwrap();
+    let page = s.pull(&reader, cursor, 100).await.unwrap();
     assert!(page.changes.is_empty() && !page.more);
     let next = change(&a, docs[1], Collection::Entity, hlc + 10, &[("m", json!("again"), vec![])]);
-    s.push(&a, std::slice::from_ref(&next), now()).unwrap();
-    let page = s.pull(&reader, page.cursor, 100).unwrap();
+    s.push(&a, std::slice::from_ref(&next), now()).await.unwrap();
+    let page = s.pull(&reader, page.cursor, 100).await.unwrap();
     assert_eq!(page.changes.len(), 1);
 }
 
-fn a_snapshot_remembers_seen_ops_that_arrive_later(s: &dyn Storage) {
-    let p = project(s);
-    let a = device(s, p, Role::Coordinator);
-    let b = device(s, p, Role::Coordinator);
-    let reader = device(s, p, Role::Coordinator);
+async fn a_snapshot_remembers_seen_ops_that_arrive_later(s: &Service) {
+    let p = project(s).await;
+    let a = device(s, p, Role::Coordinator).await;
+    let b = device(s, p, Role::Coordinator).await;
+    let reader = device(s, p, Role::Coordinator).await;
     // The smallest possible id, to show the snapshot starts before every document.
     let doc = DocId(Uuid::nil());
     // b's edit saw a's value, which has not reached the server yet.
     let old = change(&a, doc, Collection::Entity, 10, &[("f", json!("old"), vec![])]);
     let new = change(&b, doc, Collection::Entity, 20, &[("f", json!("new"), vec![old.op_id()])]);
-    s.push(&b, std::slice::from_ref(&new), now()).unwrap();
-    let (snapshot, cursor) = pull_all(s, &reader, Cursor::Start, 10);
-    s.push(&a, std::slice::from_ref(&old), now()).unwrap();
-    let (rest, _) = pull_all(s, &reader, cursor, 10);
+    s.push(&b, std::slice::from_ref(&new), now()).await.unwrap();
+    let (snapshot, cursor) = pull_all(s, &reader, Cursor::Start, 10).await;
+    s.push(&a, std::slice::from_ref(&old), now()).await.unwrap();
+    let (rest, _) = pull_all(s, &reader, cursor, 10).await;
     let mut got = snapshot;
     got.extend(rest);
     let view = device_view(&got);
     assert_eq!(view[&doc]["f"], (json!("new"), vec![]), "the late op is not an open value");
-    assert!(s.conflicts(p).unwrap().is_empty());
+    assert!(s.conflicts(p).await.unwrap().is_empty());
 }
 
-fn scope_refusals_write_nothing(s: &dyn Storage) {
-    let p = project(s);
-    let other_project = project(s);
-    let e1 = device(s, p, Role::Enumerator);
-    let e2 = device(s, p, Role::Enumerator);
-    let outsider = device(s, other_project, Role::Coordinator);
-    let coord = device(s, p, Role::Coordinator);
+async fn scope_refusals_write_nothing(s: &Service) {
+    let p = project(s).await;
+    let other_project = project(s).await;
+    let e1 = device(s, p, Role::Enumerator).await;
+    let e2 = device(s, p, Role::Enumerator).await;
+    let outsider = device(s, other_project, Role::Coordinator).await;
+    let coord = device(s, p, Role::Coordinator).await;
     let mine = DocId::new();
-    s.push(&e1, &[change(&e1, mine, Collection::Submission, 10, &[("a", json!(1), vec![])])], now()).unwrap();
+    s.push(&e1, &[change(&e1, mine, Collection::Submission, 10, &[("a", json!(1), vec![])])], now())
+        .await
+        .unwrap();
     let loose = DocId::new();
     s.push(
         &coord,
         &[change(&coord, loose, Collection::Comment, 10, &[("text", json!("hi"), vec![])])],
         now(),
     )
+    .await
     .unwrap();
     let ok = change(&e2, DocId::new(), Collection::Submission, 11, &[("a", json!(2), vec![])]);
     let refusals: Vec<(&str, &Device, Change)> = vec![
@@ -394,40 +404,46 @@ fn scope_refusals_write_nothing(s: &dyn Storage) {
     for (what, d, bad) in refusals {
         // The good change before the bad one must not survive either.
         let ok = Change { replica: d.replica, ..ok.clone() };
-        let err = s.push(d, &[ok, bad], now()).expect_err(what);
+        let err = s.push(d, &[ok, bad], now()).await.expect_err(what);
         assert!(matches!(err, StorageError::Forbidden(_) | StorageError::Invalid(_)), "{what}: {err}");
     }
-    let (log, _) = pull_all(s, &coord, Cursor::Log(0), 100);
+    let (log, _) = pull_all(s, &coord, Cursor::Log(0), 100).await;
     // The two device changes, and the author the server wrote for the coordinator's comment.
     assert_eq!(log.len(), 3, "only the allowed changes made before are stored");
-    let (other_log, _) = pull_all(s, &outsider, Cursor::Start, 100);
+    let (other_log, _) = pull_all(s, &outsider, Cursor::Start, 100).await;
     assert!(other_log.is_empty());
     // A revoked device's push is refused inside the transaction.
-    s.revoke_device(e1.id, 5).unwrap();
+    s.revoke_device(e1.id, 5).await.unwrap();
     assert!(s
         .push(&e1, &[change(&e1, mine, Collection::Submission, 20, &[("b", json!(1), vec![])])], now())
+        .await
         .is_err());
 }
 
-fn pull_scope_by_role(s: &dyn Storage) {
-    let p = project(s);
-    let other = project(s);
-    let e1 = device(s, p, Role::Enumerator);
-    let e2 = device(s, p, Role::Enumerator);
-    let y = device(s, p, Role::Youth);
-    let coord = device(s, p, Role::Coordinator);
-    let outsider = device(s, other, Role::Coordinator);
+async fn pull_scope_by_role(s: &Service) {
+    let p = project(s).await;
+    let other = project(s).await;
+    let e1 = device(s, p, Role::Enumerator).await;
+    let e2 = device(s, p, Role::Enumerator).await;
+    let y = device(s, p, Role::Youth).await;
+    let coord = device(s, p, Role::Coordinator).await;
+    let outsider = device(s, other, Role::Coordinator).await;
     let sub1 = DocId::new();
     let sub2 = DocId::new();
     let entity = DocId::new();
     let note = DocId::new();
-    s.push(&e1, &[change(&e1, sub1, Collection::Submission, 10, &[("a", json!(1), vec![])])], now()).unwrap();
-    s.push(&e2, &[change(&e2, sub2, Collection::Submission, 10, &[("a", json!(2), vec![])])], now()).unwrap();
+    s.push(&e1, &[change(&e1, sub1, Collection::Submission, 10, &[("a", json!(1), vec![])])], now())
+        .await
+        .unwrap();
+    s.push(&e2, &[change(&e2, sub2, Collection::Submission, 10, &[("a", json!(2), vec![])])], now())
+        .await
+        .unwrap();
     s.push(
         &coord,
         &[change(&coord, entity, Collection::Entity, 11, &[("name", json!("school"), vec![])])],
         now(),
     )
+    .await
     .unwrap();
     s.push(
         &coord,
@@ -440,12 +456,14 @@ fn pull_scope_by_role(s: &dyn Storage) {
         )],
         now(),
     )
+    .await
     .unwrap();
     s.push(
         &outsider,
         &[change(&outsider, DocId::new(), Collection::Entity, 13, &[("x", json!(1), vec![])])],
         now(),
     )
+    .await
     .unwrap();
     let form = s
         .publish_form(&PublishForm {
@@ -456,10 +474,11 @@ fn pull_scope_by_role(s: &dyn Storage) {
             form: json!({"settings": {}}),
             now_ms: now(),
         })
+        .await
         .unwrap()
         .doc;
-    let docs_of = |d: &Device, cursor: Cursor| {
-        let (changes, _) = pull_all(s, d, cursor, 2);
+    let docs_of = async |d: &Device, cursor: Cursor| {
+        let (changes, _) = pull_all(s, d, cursor, 2).await;
         let mut docs: Vec<DocId> = changes.iter().map(|c| c.doc).collect();
         docs.sort();
         docs.dedup();
@@ -470,16 +489,16 @@ fn pull_scope_by_role(s: &dyn Storage) {
         v
     };
     for cursor in [Cursor::Start, Cursor::Log(0)] {
-        assert_eq!(docs_of(&e1, cursor), sorted(vec![sub1, entity, note, form]));
-        assert_eq!(docs_of(&e2, cursor), sorted(vec![sub2, entity, form]));
-        assert_eq!(docs_of(&y, cursor), sorted(vec![entity]), "the form is for enumerators only");
-        assert_eq!(docs_of(&coord, cursor), sorted(vec![sub1, sub2, entity, note, form]));
-        assert_eq!(docs_of(&outsider, cursor).len(), 1);
+        assert_eq!(docs_of(&e1, cursor).await, sorted(vec![sub1, entity, note, form]));
+        assert_eq!(docs_of(&e2, cursor).await, sorted(vec![sub2, entity, form]));
+        assert_eq!(docs_of(&y, cursor).await, sorted(vec![entity]), "the form is for enumerators only");
+        assert_eq!(docs_of(&coord, cursor).await, sorted(vec![sub1, sub2, entity, note, form]));
+        assert_eq!(docs_of(&outsider, cursor).await.len(), 1);
     }
 }
 
-fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
-    let p = project(s);
+async fn enrollment_codes_count_uses_and_expire(s: &Service) {
+    let p = project(s).await;
     let code: [u8; 32] = rand::random();
     s.create_enrollment_code(&NewEnrollmentCode {
         code_hash: code,
@@ -489,8 +508,9 @@ fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
         expires_ms: Some(1_000),
         now_ms: 1,
     })
+    .await
     .unwrap();
-    let redeem = |replica: ReplicaId, now_ms: i64| {
+    let redeem = async |replica: ReplicaId, now_ms: i64| {
         s.redeem_enrollment_code(&Redeem {
             code_hash: code,
             replica,
@@ -499,21 +519,22 @@ fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
             token_hash: rand::random(),
             now_ms,
         })
+        .await
     };
     let r1 = ReplicaId::random();
-    let first = redeem(r1, 10).unwrap();
+    let first = redeem(r1, 10).await.unwrap();
     assert_eq!(first.device.role, Role::Youth);
     // The same replica again, while enrolled: refused without using the code.
-    assert!(matches!(redeem(r1, 11), Err(StorageError::Conflict(_))), "already enrolled");
-    redeem(ReplicaId::random(), 12).unwrap();
-    assert!(matches!(redeem(ReplicaId::random(), 13), Err(StorageError::BadCode)), "used up");
+    assert!(matches!(redeem(r1, 11).await, Err(StorageError::Conflict(_))), "already enrolled");
+    redeem(ReplicaId::random(), 12).await.unwrap();
+    assert!(matches!(redeem(ReplicaId::random(), 13).await, Err(StorageError::BadCode)), "used up");
     // A spent code never works again, not even for a replica that spent it.
-    assert!(matches!(redeem(r1, 14), Err(StorageError::BadCode)), "spent, same replica");
-    assert_eq!(s.list_devices(p).unwrap().len(), 2);
+    assert!(matches!(redeem(r1, 14).await, Err(StorageError::BadCode)), "spent, same replica");
+    assert_eq!(s.list_devices(p).await.unwrap().len(), 2);
 
     // A revoked device cannot come back with a code made before its revocation.
     let many: [u8; 32] = rand::random();
-    let make = |hash: [u8; 32], now_ms: i64| {
+    let make = async |hash: [u8; 32], now_ms: i64| {
         s.create_enrollment_code(&NewEnrollmentCode {
             code_hash: hash,
             project: p,
@@ -522,11 +543,12 @@ fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
             expires_ms: None,
             now_ms,
         })
+        .await
         .unwrap()
     };
-    make(many, 15);
-    assert!(s.revoke_device(first.device.id, 16).unwrap());
-    let again = |hash: [u8; 32], now_ms: i64| {
+    make(many, 15).await;
+    assert!(s.revoke_device(first.device.id, 16).await.unwrap());
+    let again = async |hash: [u8; 32], now_ms: i64| {
         s.redeem_enrollment_code(&Redeem {
             code_hash: hash,
             replica: r1,
@@ -535,11 +557,12 @@ fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
             token_hash: rand::random(),
             now_ms,
         })
+        .await
     };
-    assert!(matches!(again(many, 17), Err(StorageError::BadCode)), "code older than the revocation");
+    assert!(matches!(again(many, 17).await, Err(StorageError::BadCode)), "code older than the revocation");
     let newer: [u8; 32] = rand::random();
-    make(newer, 18);
-    again(newer, 19).expect("a code made after the revocation enrolls the replica again");
+    make(newer, 18).await;
+    again(newer, 19).await.expect("a code made after the revocation enrolls the replica again");
 
     let late: [u8; 32] = rand::random();
     s.create_enrollment_code(&NewEnrollmentCode {
@@ -550,26 +573,31 @@ fn enrollment_codes_count_uses_and_expire(s: &dyn Storage) {
         expires_ms: Some(100),
         now_ms: 1,
     })
+    .await
     .unwrap();
-    let expired = s.redeem_enrollment_code(&Redeem {
-        code_hash: late,
-        replica: ReplicaId::random(),
-        device_name: None,
-        device_id: Uuid::new_v4(),
-        token_hash: rand::random(),
-        now_ms: 100,
-    });
+    let expired = s
+        .redeem_enrollment_code(&Redeem {
+            code_hash: late,
+            replica: ReplicaId::random(),
+            device_name: None,
+            device_id: Uuid::new_v4(),
+            token_hash: rand::random(),
+            now_ms: 100,
+        })
+        .await;
     assert!(matches!(expired, Err(StorageError::BadCode)));
-    assert!(!s.revoke_device(first.device.id, 21).unwrap());
-    assert!(s.device(first.device.id).unwrap().unwrap().is_revoked());
+    assert!(!s.revoke_device(first.device.id, 21).await.unwrap());
+    assert!(s.device(first.device.id).await.unwrap().unwrap().is_revoked());
 }
 
-fn reviews_and_forms_are_written_by_the_server_replica(s: &dyn Storage) {
-    let p = project(s);
-    let e = device(s, p, Role::Enumerator);
+async fn reviews_and_forms_are_written_by_the_server_replica(s: &Service) {
+    let p = project(s).await;
+    let e = device(s, p, Role::Enumerator).await;
     let sub = DocId::new();
-    s.push(&e, &[change(&e, sub, Collection::Submission, 10, &[("a", json!(1), vec![])])], now()).unwrap();
-    let review = |state: &str, comment: Option<&str>| {
+    s.push(&e, &[change(&e, sub, Collection::Submission, 10, &[("a", json!(1), vec![])])], now())
+        .await
+        .unwrap();
+    let review = async |state: &str, comment: Option<&str>| {
         s.review(&Review {
             project: p,
             submission: sub,
@@ -579,11 +607,12 @@ fn reviews_and_forms_are_written_by_the_server_replica(s: &dyn Storage) {
             author_label: "admin".into(),
             now_ms: now(),
         })
+        .await
         .unwrap()
     };
-    let first = review("has_issues", Some("check the age"));
-    review("approved", None);
-    let (changes, _) = pull_all(s, &e, Cursor::Start, 100);
+    let first = review("has_issues", Some("check the age")).await;
+    review("approved", None).await;
+    let (changes, _) = pull_all(s, &e, Cursor::Start, 100).await;
     let view = device_view(&changes);
     assert_eq!(
         view[&sub]["_review/state"],
@@ -594,7 +623,7 @@ fn reviews_and_forms_are_written_by_the_server_replica(s: &dyn Storage) {
     assert_eq!(view[&comment]["text"].0, json!("check the age"));
     assert_eq!(view[&comment]["submission"].0, json!(sub.to_string()));
     // Someone else's project cannot be reviewed through this one.
-    let other = project(s);
+    let other = project(s).await;
     assert!(matches!(
         s.review(&Review {
             project: other,
@@ -604,7 +633,8 @@ fn reviews_and_forms_are_written_by_the_server_replica(s: &dyn Storage) {
             author: None,
             author_label: "x".into(),
             now_ms: now()
-        }),
+        })
+        .await,
         Err(StorageError::NotFound(_))
     ));
     let form = |content: Value| PublishForm {
@@ -615,20 +645,24 @@ fn reviews_and_forms_are_written_by_the_server_replica(s: &dyn Storage) {
         form: content,
         now_ms: now(),
     };
-    let published = s.publish_form(&form(json!({"a": 1}))).unwrap();
+    let published = s.publish_form(&form(json!({"a": 1}))).await.unwrap();
     assert!(published.published);
     assert_eq!(
-        s.publish_form(&form(json!({"a": 1}))).unwrap(),
+        s.publish_form(&form(json!({"a": 1}))).await.unwrap(),
         PublishOutcome { doc: published.doc, published: false }
     );
-    assert!(matches!(s.publish_form(&form(json!({"a": 2}))), Err(StorageError::Conflict(_))));
+    assert!(matches!(s.publish_form(&form(json!({"a": 2}))).await, Err(StorageError::Conflict(_))));
 }
 
-#[test]
-fn a_device_cannot_enroll_with_the_server_replica_and_reopening_keeps_it() {
+#[tokio::test]
+async fn a_device_cannot_enroll_with_the_server_replica_and_reopening_keeps_it() {
     let dir = tempfile::tempdir().unwrap();
-    let s = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
-    let p = project(&s);
+    let open = || async {
+        let s = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
+        Service::new(std::sync::Arc::new(s)).await.unwrap()
+    };
+    let s = open().await;
+    let p = project(&s).await;
     let code: [u8; 32] = rand::random();
     s.create_enrollment_code(&NewEnrollmentCode {
         code_hash: code,
@@ -638,6 +672,7 @@ fn a_device_cannot_enroll_with_the_server_replica_and_reopening_keeps_it() {
         expires_ms: None,
         now_ms: 1,
     })
+    .await
     .unwrap();
     let redeem = Redeem {
         code_hash: code,
@@ -647,20 +682,20 @@ fn a_device_cannot_enroll_with_the_server_replica_and_reopening_keeps_it() {
         token_hash: rand::random(),
         now_ms: 2,
     };
-    assert!(matches!(s.redeem_enrollment_code(&redeem), Err(StorageError::Conflict(_))));
+    assert!(matches!(s.redeem_enrollment_code(&redeem).await, Err(StorageError::Conflict(_))));
     let replica = s.replica();
     drop(s);
-    let again = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
+    let again = open().await;
     assert_eq!(again.replica(), replica);
-    assert_eq!(again.list_projects().unwrap().len(), 1);
+    assert_eq!(again.list_projects().await.unwrap().len(), 1);
     std::fs::write(dir.path().join("other.db"), b"not a database at all, just text").unwrap();
     assert!(SqliteStorage::open(dir.path().join("other.db")).is_err());
 }
 
-fn a_document_past_its_bound_is_refused_and_pages_stay_bounded(s: &dyn Storage) {
+async fn a_document_past_its_bound_is_refused_and_pages_stay_bounded(s: &Service) {
     use crate::service::limits::{MAX_DOC_BYTES, MAX_DOC_OPS, MAX_PAGE_BYTES};
-    let p = project(s);
-    let coord = device(s, p, Role::Coordinator);
+    let p = project(s).await;
+    let coord = device(s, p, Role::Coordinator).await;
     // One document grown 5,000 fields at a time towards 100,000: refused once past the bound.
     let doc = DocId::new();
     let mut accepted = 0u64;
@@ -679,7 +714,7 @@ fn a_document_past_its_bound_is_refused_and_pages_stay_bounded(s: &dyn Storage) 
             hlc: Hlc(100 + round),
             ops,
         };
-        match s.push(&coord, &[c], now()) {
+        match s.push(&coord, &[c], now()).await {
             Ok(o) => accepted += o.accepted_ops,
             Err(e) => {
                 refused = Some(e);
@@ -701,7 +736,7 @@ fn a_document_past_its_bound_is_refused_and_pages_stay_bounded(s: &dyn Storage) 
             200 + i,
             &[(&format!("photo_note{i}"), json!(value), vec![])],
         );
-        if s.push(&coord, &[c], now()).is_ok() {
+        if s.push(&coord, &[c], now()).await.is_ok() {
             stored += 1;
         }
     }
@@ -710,7 +745,7 @@ fn a_document_past_its_bound_is_refused_and_pages_stay_bounded(s: &dyn Storage) 
     for start in [Cursor::Start, Cursor::Log(0)] {
         let mut cursor = start;
         loop {
-            let page = s.pull(&coord, cursor, 1_000).unwrap();
+            let page = s.pull(&coord, cursor, 1_000).await.unwrap();
             let bytes: usize = page.changes.iter().map(String::len).sum();
             assert!(bytes <= MAX_PAGE_BYTES, "a page of {bytes} bytes");
             cursor = page.cursor;
@@ -758,8 +793,8 @@ fn schema_of(path: &std::path::Path) -> Vec<String> {
     out
 }
 
-#[test]
-fn an_upgraded_database_equals_a_fresh_one_and_keeps_its_data() {
+#[tokio::test]
+async fn an_upgraded_database_equals_a_fresh_one_and_keeps_its_data() {
     let dir = tempfile::tempdir().unwrap();
     // A database as the first server release made it, with a document and a clock that a
     // device had moved to the end of time.
@@ -781,13 +816,13 @@ fn an_upgraded_database_equals_a_fresh_one_and_keeps_its_data() {
         )
         .unwrap();
     }
-    let upgraded = SqliteStorage::open(&old).unwrap();
+    let upgraded = Service::new(std::sync::Arc::new(SqliteStorage::open(&old).unwrap())).await.unwrap();
     let fresh_path = dir.path().join("fresh.db");
     let fresh = SqliteStorage::open(&fresh_path).unwrap();
     drop(fresh);
     assert_eq!(schema_of(&old), schema_of(&fresh_path));
     // The data survived, with the document's size counted.
-    assert_eq!(upgraded.list_projects().unwrap().len(), 1);
+    assert_eq!(upgraded.list_projects().await.unwrap().len(), 1);
     let conn = rusqlite::Connection::open(&old).unwrap();
     let (ops, bytes): (i64, i64) =
         conn.query_row("SELECT ops, bytes FROM documents", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
@@ -802,4 +837,40 @@ fn an_upgraded_database_equals_a_fresh_one_and_keeps_its_data() {
     drop(upgraded);
     let err = SqliteStorage::open(&old).unwrap_err().to_string();
     assert!(err.contains("schema version 99"), "{err}");
+}
+
+async fn an_upload_lease_has_one_holder_until_it_expires(s: &Service) {
+    let p = project(s).await;
+    let d = device(s, p, Role::Enumerator).await;
+    let owner = UploadOwner::of(&d);
+    let sha = "ab".repeat(32);
+    let (h1, h2, h3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let take = async |holder: Uuid, now: i64, until: i64| {
+        let mut tx = s.storage().begin(Mode::Write).await.unwrap();
+        let taken = tx.take_upload_lease(owner, &sha, holder, now, until).await.unwrap();
+        tx.commit().await.unwrap();
+        taken
+    };
+    let release = async |holder: Uuid| {
+        let mut tx = s.storage().begin(Mode::Write).await.unwrap();
+        tx.release_upload_lease(owner, &sha, holder).await.unwrap();
+        tx.commit().await.unwrap();
+    };
+    assert!(take(h1, 10, 20).await);
+    assert!(!take(h2, 15, 30).await, "held by another until 20");
+    // The holder died: its lease runs out and another takes it.
+    assert!(take(h2, 20, 30).await);
+    // A late release by the dead holder frees nothing.
+    release(h1).await;
+    assert!(!take(h3, 21, 40).await);
+    release(h2).await;
+    assert!(take(h3, 21, 40).await);
+    // Another upload of the same device is another lease.
+    let mut tx = s.storage().begin(Mode::Write).await.unwrap();
+    assert!(tx.take_upload_lease(owner, &"cd".repeat(32), h1, 22, 30).await.unwrap());
+    drop(tx);
+    // Dropped without commit: rolled back, so the lease was never taken.
+    let mut tx = s.storage().begin(Mode::Write).await.unwrap();
+    assert!(tx.take_upload_lease(owner, &"cd".repeat(32), h2, 23, 30).await.unwrap());
+    tx.commit().await.unwrap();
 }

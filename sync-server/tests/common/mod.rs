@@ -22,7 +22,7 @@ pub const PUBLIC_URL: &str = "http://tejido.test:8080";
 pub struct Server {
     pub url: String,
     pub http: reqwest::Client,
-    pub dir: tempfile::TempDir,
+    pub dir: Arc<tempfile::TempDir>,
     /// Every (method, route, status) the server answered, checked against the OpenAPI
     /// document when the server is dropped.
     answered: Answered,
@@ -73,9 +73,15 @@ pub struct Dev {
 }
 
 pub async fn start() -> Server {
-    let dir = tempfile::tempdir().unwrap();
+    start_in(Arc::new(tempfile::tempdir().unwrap())).await
+}
+
+/// A server over the deployment in `dir`: a second one over the same folder is another server
+/// process of the same deployment (its own connections, the same database and blobs).
+async fn start_in(dir: Arc<tempfile::TempDir>) -> Server {
     let storage = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
-    let state = AppState::new(Arc::new(storage), BlobStore::new(dir.path().join("blobs")))
+    let service = tejido_server::service::Service::new(Arc::new(storage)).await.unwrap();
+    let state = AppState::new(service, BlobStore::new(dir.path().join("blobs")))
         .with_admin_token(ADMIN)
         .with_public_url(PUBLIC_URL);
     let answered = Answered::default();
@@ -98,6 +104,11 @@ pub async fn start() -> Server {
 }
 
 impl Server {
+    /// Another server process of this deployment.
+    pub async fn another_process(&self) -> Server {
+        start_in(self.dir.clone()).await
+    }
+
     pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
         let mut r = self.http.request(method, format!("{}{path}", self.url)).header(PROTOCOL_HEADER, "1");
         if let Some(t) = token {

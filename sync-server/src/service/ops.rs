@@ -1,0 +1,628 @@
+//! The server's operations: each one transaction of storage primitives, with every decision
+//! taken here (through [`super::rules`], [`super::clock`], [`super::enroll`], [`super::blobs`]
+//! and [`super::limits`]). HTTP handlers, admin commands and the demo all call these.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use tejido_core::doc;
+use tejido_core::store::parse_attachment_ref;
+use tejido_core::{Change, Collection, DocId, Hlc, OpId, ReplicaId};
+use uuid::Uuid;
+
+use super::rules::{self, Scope};
+use super::{blobs, clock, enroll, limits, snapshot};
+use crate::storage::*;
+
+/// The most changes one pull page holds.
+pub const MAX_PAGE_CHANGES: usize = 5_000;
+
+/// The longest project name.
+const MAX_PROJECT_NAME: usize = 200;
+
+/// Every operation the server offers, over one storage backend.
+#[derive(Clone)]
+pub struct Service {
+    storage: Arc<dyn Storage>,
+    replica: ReplicaId,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service").field("replica", &self.replica).finish()
+    }
+}
+
+impl Service {
+    /// The service over a storage whose migrations have run. A clock that an older server let
+    /// a device move far ahead is retired here, with the replica id it stamped under.
+    pub async fn new(storage: Arc<dyn Storage>) -> Result<Service> {
+        let mut tx = storage.begin(Mode::Write).await?;
+        let mut replica = tx.server_replica().await?;
+        if clock::is_poisoned(tx.clock().await?, crate::now_ms().max(0) as u64) {
+            // Stamps far past the bound were issued under the old replica id; a new id keeps
+            // every stamp issued from now on unique.
+            tracing::warn!(
+                "the server clock was moved far ahead by a device; the server takes a new replica id"
+            );
+            replica = ReplicaId::random();
+            tx.set_server_replica(replica).await?;
+            tx.set_clock(Hlc(0)).await?;
+        }
+        tx.commit().await?;
+        Ok(Service { storage, replica })
+    }
+
+    /// The server's own replica id, which stamps reviews, comment authors and published forms.
+    pub fn replica(&self) -> ReplicaId {
+        self.replica
+    }
+
+    /// The storage underneath, for tests and tools that work on its primitives.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    async fn read(&self) -> Result<Box<dyn Tx>> {
+        self.storage.begin(Mode::Read).await
+    }
+
+    async fn write(&self) -> Result<Box<dyn Tx>> {
+        self.storage.begin(Mode::Write).await
+    }
+
+    pub async fn create_project(&self, name: &str, now_ms: i64) -> Result<Project> {
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_PROJECT_NAME {
+            return Err(StorageError::Invalid(format!(
+                "a project name has 1 to {MAX_PROJECT_NAME} characters"
+            )));
+        }
+        let mut tx = self.write().await?;
+        if tx.project_by_name(name).await?.is_some() {
+            return Err(StorageError::Conflict(format!("a project named {name:?} exists already")));
+        }
+        let project = Project { id: Uuid::new_v4(), name: name.to_owned(), created_ms: now_ms };
+        tx.insert_project(&project).await?;
+        tx.commit().await?;
+        Ok(project)
+    }
+
+    /// A project by id or by name.
+    pub async fn find_project(&self, id_or_name: &str) -> Result<Option<Project>> {
+        let mut tx = self.read().await?;
+        if let Ok(id) = Uuid::try_parse(id_or_name) {
+            if let Some(p) = tx.project(id).await? {
+                return Ok(Some(p));
+            }
+        }
+        tx.project_by_name(id_or_name).await
+    }
+
+    pub async fn list_projects(&self) -> Result<Vec<Project>> {
+        self.read().await?.projects().await
+    }
+
+    pub async fn create_enrollment_code(&self, code: &NewEnrollmentCode) -> Result<()> {
+        if code.uses == 0 {
+            return Err(StorageError::Invalid("an enrollment code must allow at least one use".into()));
+        }
+        let mut tx = self.write().await?;
+        if tx.project(code.project).await?.is_none() {
+            return Err(StorageError::NotFound(format!("project {}", code.project)));
+        }
+        tx.insert_code(code).await?;
+        tx.commit().await
+    }
+
+    /// Uses the code once and enrolls the device, if [`enroll::check_code`] allows it.
+    pub async fn redeem_enrollment_code(&self, redeem: &Redeem) -> Result<Enrolled> {
+        if redeem.replica == self.replica {
+            return Err(StorageError::Conflict("that replica id is the server's own".into()));
+        }
+        let mut tx = self.write().await?;
+        let code = tx.code(&redeem.code_hash).await?;
+        let state = tx.replica_state(redeem.replica).await?;
+        enroll::check_code(code.as_ref().map(|c| &c.2), &state, redeem.now_ms)?;
+        let Some((project_id, role, _)) = code else { return Err(StorageError::BadCode) };
+        tx.use_code(&redeem.code_hash).await?;
+        tx.insert_device(&NewDevice {
+            id: redeem.device_id,
+            project: project_id,
+            role,
+            replica: redeem.replica,
+            name: redeem.device_name.clone(),
+            token_hash: redeem.token_hash,
+            code_hash: redeem.code_hash,
+            created_ms: redeem.now_ms,
+        })
+        .await?;
+        let device = tx
+            .device(redeem.device_id)
+            .await?
+            .ok_or_else(|| StorageError::Other("an enrolled device was not stored".into()))?;
+        let project = tx
+            .project(project_id)
+            .await?
+            .ok_or_else(|| StorageError::NotFound(format!("project {project_id}")))?;
+        tx.commit().await?;
+        Ok(Enrolled { device, project })
+    }
+
+    pub async fn device_by_token(&self, token_hash: &[u8; 32]) -> Result<Option<Device>> {
+        self.read().await?.device_by_token(token_hash).await
+    }
+
+    pub async fn device(&self, id: Uuid) -> Result<Option<Device>> {
+        self.read().await?.device(id).await
+    }
+
+    pub async fn list_devices(&self, project: Uuid) -> Result<Vec<Device>> {
+        self.read().await?.devices(project).await
+    }
+
+    /// Revokes a device at once; returns false when it was already revoked.
+    pub async fn revoke_device(&self, id: Uuid, now_ms: i64) -> Result<bool> {
+        let mut tx = self.write().await?;
+        if tx.device(id).await?.is_none() {
+            return Err(StorageError::NotFound(format!("device {id}")));
+        }
+        let revoked = tx.revoke_device(id, now_ms).await?;
+        tx.commit().await?;
+        Ok(revoked)
+    }
+
+    /// Applies a device's batch in one transaction, after admitting every change with
+    /// [`rules::admit_change`]: all or nothing.
+    pub async fn push(&self, device: &Device, changes: &[Change], now_ms: u64) -> Result<PushOutcome> {
+        let mut tx = self.write().await?;
+        // Revocation is checked inside the transaction: a push racing a revoke loses.
+        match tx.device(device.id).await? {
+            Some(d) if !d.is_revoked() => {}
+            _ => return Err(StorageError::Forbidden("the device is revoked".into())),
+        }
+        let mut outcome = PushOutcome::default();
+        let mut far_future = false;
+        for change in changes {
+            let admitted = rules::admit_change(tx.as_mut(), device, change).await?;
+            if let Some(parent) = admitted.create {
+                tx.insert_document(&NewDocument {
+                    doc: change.doc.0,
+                    project: device.project,
+                    collection: change.collection,
+                    author: Some(device.id),
+                    parent,
+                    audience: Vec::new(),
+                })
+                .await?;
+            }
+            let (new, known) =
+                apply_change(tx.as_mut(), device.project, Some(device), change, now_ms as i64).await?;
+            outcome.accepted_ops += new;
+            outcome.duplicate_ops += known;
+            far_future |= clock::is_far_future(change.hlc, now_ms);
+            if admitted.new_comment {
+                // The author of a comment is the credential that created it, never a claim.
+                let hlc = tick_after(tx.as_mut(), change.doc.0).await?;
+                let label =
+                    device.name.clone().unwrap_or_else(|| format!("{} {}", device.role.as_str(), device.id));
+                let author = Change {
+                    doc: change.doc,
+                    collection: Collection::Comment,
+                    replica: self.replica,
+                    hlc,
+                    ops: vec![doc::Comment::author_op(&label)],
+                };
+                apply_change(tx.as_mut(), device.project, None, &author, now_ms as i64).await?;
+            }
+        }
+        if far_future {
+            tx.flag_far_future(device.id, now_ms as i64).await?;
+        }
+        tx.commit().await?;
+        Ok(outcome)
+    }
+
+    /// One page of what the device may see after its cursor: the snapshot of current state
+    /// first, then the log. Pages hold at most `limit` changes and about
+    /// [`limits::MAX_PAGE_BYTES`] (one oversized document or change alone may pass it, and
+    /// documents are bounded well below it).
+    pub async fn pull(&self, device: &Device, cursor: Cursor, limit: usize) -> Result<PullPage> {
+        let limit = limit.clamp(1, MAX_PAGE_CHANGES);
+        let scope = Scope::of(device);
+        let mut tx = self.read().await?;
+        let (upto, after, from_start) = match cursor {
+            Cursor::Log(after) => {
+                let (entries, stopped) = tx.log_page(&scope, after, limit, limits::MAX_PAGE_BYTES).await?;
+                let last = entries.last().map_or(after, |(seq, _)| *seq);
+                let changes = entries.into_iter().map(|(_, body)| body).collect();
+                if stopped {
+                    return Ok(PullPage { changes, cursor: Cursor::Log(last), more: true });
+                }
+                // Everything up to the end of the log as this transaction sees it was scanned.
+                let end = tx.log_end().await?.max(last);
+                return Ok(PullPage { changes, cursor: Cursor::Log(end), more: false });
+            }
+            Cursor::Start => (tx.log_end().await?, Uuid::nil(), true),
+            Cursor::Snapshot { upto, after } => (upto, after, false),
+        };
+        // From the start, the bound includes the smallest id; later it is the last one sent.
+        let docs = tx.scope_documents(&scope, after, from_start, limit).await?;
+        let exhausted = docs.len() < limit;
+        let mut changes = Vec::new();
+        let mut bytes = 0;
+        let mut last = after;
+        for (i, (doc, collection)) in docs.iter().enumerate() {
+            let ops = tx.field_ops(*doc).await?;
+            let snapshot = snapshot::changes(*doc, *collection, &ops)?;
+            let size: usize = snapshot.iter().map(String::len).sum();
+            if !changes.is_empty() && bytes + size > limits::MAX_PAGE_BYTES {
+                // This document starts the next page.
+                return Ok(PullPage { changes, cursor: Cursor::Snapshot { upto, after: last }, more: true });
+            }
+            bytes += size;
+            changes.extend(snapshot);
+            last = *doc;
+            if changes.len() >= limit && i + 1 < docs.len() {
+                return Ok(PullPage { changes, cursor: Cursor::Snapshot { upto, after: last }, more: true });
+            }
+        }
+        if exhausted {
+            let more = tx.log_end().await? > upto;
+            Ok(PullPage { changes, cursor: Cursor::Log(upto), more })
+        } else {
+            Ok(PullPage { changes, cursor: Cursor::Snapshot { upto, after: last }, more: true })
+        }
+    }
+
+    pub async fn document(&self, doc: DocId) -> Result<Option<DocumentInfo>> {
+        self.read().await?.document(doc.0).await
+    }
+
+    /// A coordinator's review, written by the server's replica: it replaces every open review
+    /// state it can order after, and its comment (if any) is a comment document on the
+    /// submission.
+    pub async fn review(&self, review: &Review) -> Result<ReviewOutcome> {
+        rules::check_review(&review.state, review.comment.as_deref())?;
+        let sub = review.submission.0;
+        let mut tx = self.write().await?;
+        match tx.document(sub).await? {
+            Some(r) if r.project == review.project && r.collection == Collection::Submission => {}
+            _ => return Err(StorageError::NotFound(format!("submission {sub}"))),
+        }
+        let hlc = tick_after(tx.as_mut(), sub).await?;
+        let open = tx.open_op_ids(sub, doc::meta::REVIEW_STATE).await?;
+        // One stamped beyond the clock bound (a coordinator device's clock far ahead) stays
+        // open, as a conflict.
+        let seen: Vec<OpId> = open.into_iter().filter(|id| id.hlc < hlc).collect();
+        let change = Change {
+            doc: review.submission,
+            collection: Collection::Submission,
+            replica: self.replica,
+            hlc,
+            ops: vec![doc::review_op(&review.state, seen)],
+        };
+        let now = review.now_ms as i64;
+        apply_change(tx.as_mut(), review.project, None, &change, now).await?;
+        let mut comment_doc = None;
+        if let Some(text) = review.comment.as_ref().filter(|c| !c.trim().is_empty()) {
+            let doc = DocId::new();
+            tx.insert_document(&NewDocument {
+                doc: doc.0,
+                project: review.project,
+                collection: Collection::Comment,
+                author: review.author,
+                parent: Some(sub),
+                audience: Vec::new(),
+            })
+            .await?;
+            let comment = doc::Comment {
+                submission: review.submission,
+                text: text.clone(),
+                author: Some(review.author_label.clone()),
+                review_state: Some(review.state.clone()),
+            };
+            let change = Change {
+                doc,
+                collection: Collection::Comment,
+                replica: self.replica,
+                hlc,
+                ops: comment.ops(),
+            };
+            apply_change(tx.as_mut(), review.project, None, &change, now).await?;
+            comment_doc = Some(doc);
+        }
+        tx.commit().await?;
+        Ok(ReviewOutcome { submission: review.submission, state: review.state.clone(), comment: comment_doc })
+    }
+
+    /// Publishes a form version; published versions are immutable.
+    pub async fn publish_form(&self, form: &PublishForm) -> Result<PublishOutcome> {
+        let hash = hex::encode(Sha256::digest(form.form.to_string().as_bytes()));
+        let mut tx = self.write().await?;
+        if tx.project(form.project).await?.is_none() {
+            return Err(StorageError::NotFound(format!("project {}", form.project)));
+        }
+        match tx.form(form.project, &form.form_id, &form.version).await? {
+            Some(r) if r.content_hash == hash => {
+                return Ok(PublishOutcome { doc: DocId(r.doc), published: false })
+            }
+            Some(_) => {
+                return Err(StorageError::Conflict(format!(
+                    "form {} version {} is already published with other content; published versions \
+                     are immutable, so give the change a new version",
+                    form.form_id, form.version
+                )))
+            }
+            None => {}
+        }
+        let doc = DocId::new();
+        tx.insert_document(&NewDocument {
+            doc: doc.0,
+            project: form.project,
+            collection: Collection::Form,
+            author: None,
+            parent: None,
+            audience: form.roles.clone(),
+        })
+        .await?;
+        let hlc = tick_after(tx.as_mut(), doc.0).await?;
+        let published = doc::PublishedForm {
+            form_id: form.form_id.clone(),
+            version: form.version.clone(),
+            roles: form.roles.iter().map(|r| r.as_str().to_owned()).collect(),
+            form: form.form.clone(),
+        };
+        let change =
+            Change { doc, collection: Collection::Form, replica: self.replica, hlc, ops: published.ops() };
+        apply_change(tx.as_mut(), form.project, None, &change, form.now_ms as i64).await?;
+        tx.insert_form(
+            form.project,
+            &form.form_id,
+            &form.version,
+            &FormRecord { content_hash: hash, doc: doc.0 },
+            form.now_ms as i64,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(PublishOutcome { doc, published: true })
+    }
+
+    /// The project's open conflicts: fields with more than one open value.
+    pub async fn conflicts(&self, project: Uuid) -> Result<Vec<FieldConflict>> {
+        let open = self.read().await?.open_values(project).await?;
+        let mut fields: Vec<FieldConflict> = Vec::new();
+        for (doc, field, id) in open {
+            match fields.last_mut() {
+                Some(c) if c.doc == doc && c.field == field => c.ops.push(id.to_string()),
+                _ => {
+                    // The previous field had one open value: no conflict.
+                    if fields.last().is_some_and(|c| c.ops.len() < 2) {
+                        fields.pop();
+                    }
+                    fields.push(FieldConflict { doc, field, ops: vec![id.to_string()] });
+                }
+            }
+        }
+        if fields.last().is_some_and(|c| c.ops.len() < 2) {
+            fields.pop();
+        }
+        Ok(fields)
+    }
+
+    /// Whether a device may download a blob, and its media type if so: see
+    /// [`rules::reference_counts`] for who may.
+    pub async fn blob_access(&self, device: &Device, sha256: &str) -> Result<Option<String>> {
+        let scope = Scope::of(device);
+        let mut tx = self.read().await?;
+        let Some(media_type) = tx.blob_media_type(scope.project, sha256).await? else { return Ok(None) };
+        let uploader = if scope.everything { None } else { Some(device.id) };
+        if tx.blob_uploaded(scope.project, uploader, sha256).await?
+            || tx.blob_referenced(&scope, sha256).await?
+        {
+            return Ok(Some(media_type));
+        }
+        Ok(None)
+    }
+
+    /// Whether this device has uploaded the complete blob.
+    pub async fn blob_held(&self, owner: UploadOwner, sha256: &str) -> Result<bool> {
+        self.read().await?.blob_uploaded(owner.project, Some(owner.device), sha256).await
+    }
+
+    /// Records a verified, complete blob as uploaded by this device, and ends its upload.
+    pub async fn record_blob(
+        &self,
+        device: &Device,
+        sha256: &str,
+        size: u64,
+        media_type: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        tx.insert_blob_owner(&BlobOwner {
+            sha256,
+            project: device.project,
+            device: device.id,
+            size,
+            media_type: blobs::allowed_media_type(media_type),
+            created_ms: now_ms,
+        })
+        .await?;
+        tx.delete_upload(UploadOwner::of(device), sha256).await?;
+        tx.commit().await
+    }
+
+    pub async fn upload(&self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>> {
+        self.read().await?.upload(owner, sha256).await
+    }
+
+    /// Starts (or restarts with another length) a device's upload, within its quota of bytes
+    /// in progress.
+    pub async fn start_upload(
+        &self,
+        owner: UploadOwner,
+        sha256: &str,
+        length: u64,
+        media_type: &str,
+        now_ms: i64,
+    ) -> Result<()> {
+        let mut tx = self.write().await?;
+        let others = tx.upload_bytes(owner.device, sha256).await?;
+        blobs::check_quota(others, length)?;
+        let info = UploadInfo { length, media_type: blobs::allowed_media_type(media_type).to_owned() };
+        tx.put_upload(owner, sha256, &info, now_ms).await?;
+        tx.commit().await
+    }
+
+    pub async fn end_upload(&self, owner: UploadOwner, sha256: &str) -> Result<()> {
+        let mut tx = self.write().await?;
+        tx.delete_upload(owner, sha256).await?;
+        tx.commit().await
+    }
+
+    /// Takes the one lease on a device's upload for `lease_ms`, so that only one request (in any
+    /// server process) appends to it at a time; `None` while another request holds it.
+    pub async fn lease_upload(
+        &self,
+        owner: UploadOwner,
+        sha256: &str,
+        lease_ms: i64,
+    ) -> Result<Option<UploadLease>> {
+        let holder = Uuid::new_v4();
+        let now = crate::now_ms();
+        let mut tx = self.write().await?;
+        let taken = tx.take_upload_lease(owner, sha256, holder, now, now.saturating_add(lease_ms)).await?;
+        tx.commit().await?;
+        Ok(taken.then(|| UploadLease {
+            released: false,
+            service: self.clone(),
+            owner,
+            sha256: sha256.to_owned(),
+            holder,
+        }))
+    }
+
+    /// Uploads that expired (started more than [`limits::UPLOAD_EXPIRY_MS`] before `now_ms`),
+    /// at most `limit` of them.
+    pub async fn expired_uploads(&self, now_ms: i64, limit: usize) -> Result<Vec<(UploadOwner, String)>> {
+        self.read()
+            .await?
+            .uploads_started_before(now_ms.saturating_sub(limits::UPLOAD_EXPIRY_MS), limit)
+            .await
+    }
+}
+
+/// A fresh server stamp after everything in the document (within the clock bound), read from
+/// and saved to the database in this transaction: see [`clock`].
+async fn tick_after(tx: &mut dyn Tx, doc: Uuid) -> Result<Hlc> {
+    let wall = crate::now_ms().max(0) as u64;
+    let observed = tx.max_stamp(doc, clock::bound(wall)).await?;
+    let stored = tx.clock().await?;
+    let hlc = clock::next_stamp(stored, observed, wall);
+    tx.set_clock(hlc).await?;
+    Ok(hlc)
+}
+
+/// Merges a change and logs its new ops (if any) as one log entry, holding documents to
+/// their bounds. Returns (new, already known) ops.
+async fn apply_change(
+    tx: &mut dyn Tx,
+    project: Uuid,
+    writer: Option<&Device>,
+    change: &Change,
+    now_ms: i64,
+) -> Result<(u64, u64)> {
+    let doc = change.doc.0;
+    let id = change.op_id();
+    let mut fresh: Vec<usize> = Vec::with_capacity(change.ops.len());
+    let mut value = String::new();
+    for (i, op) in change.ops.iter().enumerate() {
+        value.clear();
+        let _ = write!(value, "{}", op.value);
+        if tx.merge_op(doc, op.field.as_str(), id, &value, &op.seen).await? {
+            fresh.push(i);
+            if let (Some(sha), Some(writer)) = (parse_attachment_ref(&op.value), writer) {
+                let uploaded = tx.blob_uploaded(writer.project, Some(writer.id), sha).await?;
+                if rules::reference_counts(writer, uploaded) {
+                    tx.insert_blob_ref(sha, doc).await?;
+                }
+            }
+        }
+    }
+    let known = (change.ops.len() - fresh.len()) as u64;
+    if fresh.is_empty() {
+        return Ok((0, known));
+    }
+    let body = if fresh.len() == change.ops.len() {
+        serde_json::to_string(change)
+    } else {
+        let partial = Change {
+            ops: fresh.iter().filter_map(|&i| change.ops.get(i).cloned()).collect(),
+            ..change.clone()
+        };
+        serde_json::to_string(&partial)
+    }
+    .map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))?;
+    let (ops, bytes) = tx.grow_document(doc, fresh.len() as u64, body.len() as u64).await?;
+    if writer.is_some() && (ops > limits::MAX_DOC_OPS || bytes > limits::MAX_DOC_BYTES) {
+        return Err(StorageError::TooLarge(format!(
+            "document {doc} would hold {ops} values in {bytes} bytes; a document holds at most {} values in {} bytes",
+            limits::MAX_DOC_OPS,
+            limits::MAX_DOC_BYTES
+        )));
+    }
+    tx.append_log(&LogEntry {
+        project,
+        doc,
+        hlc: change.hlc,
+        replica: change.replica,
+        device: writer.map(|d| d.id),
+        body: &body,
+        received_ms: now_ms,
+    })
+    .await?;
+    Ok((fresh.len() as u64, known))
+}
+
+/// The lease on one upload: released by [`UploadLease::release`], or (if the request ends
+/// another way) as soon as it is dropped; a process that dies leaves it to expire.
+pub struct UploadLease {
+    released: bool,
+    service: Service,
+    owner: UploadOwner,
+    sha256: String,
+    holder: Uuid,
+}
+
+impl UploadLease {
+    pub async fn release(mut self) -> Result<()> {
+        self.released = true;
+        let mut tx = self.service.write().await?;
+        tx.release_upload_lease(self.owner, &self.sha256, self.holder).await?;
+        tx.commit().await
+    }
+}
+
+impl Drop for UploadLease {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        let (service, owner, sha256, holder) =
+            (self.service.clone(), self.owner, std::mem::take(&mut self.sha256), self.holder);
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                let released = async {
+                    let mut tx = service.write().await?;
+                    tx.release_upload_lease(owner, &sha256, holder).await?;
+                    tx.commit().await
+                };
+                if let Err(e) = released.await {
+                    tracing::warn!(error = %e, "an upload lease was left to expire");
+                }
+            });
+        }
+    }
+}
