@@ -517,3 +517,15 @@ async fn health_and_the_openapi_document_are_served() {
     assert_eq!(required, ["field", "value"], "{field_op}");
     assert!(field_op["properties"]["value"].get("type").is_none(), "{field_op}");
 }
+
+#[test]
+fn the_schema_check_catches_a_body_that_disagrees_with_the_document() {
+    let doc = serde_json::to_value(tejido_server::api::openapi::document()).unwrap();
+    let good = json!({ "accepted_ops": 2, "duplicate_ops": 0 });
+    let wrong = json!({ "accepted_ops": "two" });
+    let errors = |body: &Value| schema_errors(&doc, "post", "/v1/push", 200, body);
+    assert!(errors(&good).is_empty(), "{:?}", errors(&good));
+    assert!(!errors(&wrong).is_empty(), "a string count and a missing field pass the check");
+    let enrolled = schema_errors(&doc, "post", "/v1/projects/{project}/enrollment-codes", 201, &json!({}));
+    assert!(!enrolled.is_empty(), "an empty enrollment answer passes the check");
+}

@@ -28,7 +28,19 @@ pub struct Server {
     answered: Answered,
 }
 
-type Answered = Arc<Mutex<BTreeSet<(String, String, u16)>>>;
+/// What the server answered: every (method, route, status), and a sample of the JSON bodies
+/// for each.
+#[derive(Clone, Default)]
+struct Answered(Arc<Mutex<AnsweredInner>>);
+
+#[derive(Default)]
+struct AnsweredInner {
+    seen: BTreeSet<(String, String, u16)>,
+    bodies: Vec<(String, String, u16, Value)>,
+}
+
+/// JSON bodies kept per (method, route, status) to check against their schema.
+const BODIES_PER_ANSWER: usize = 8;
 
 async fn record(
     axum::extract::State(answered): axum::extract::State<Answered>,
@@ -38,21 +50,75 @@ async fn record(
     let method = req.method().as_str().to_ascii_lowercase();
     let route = req.extensions().get::<axum::extract::MatchedPath>().map(|m| m.as_str().to_owned());
     let res = next.run(req).await;
-    if let Some(route) = route {
-        answered.lock().unwrap().insert((method, route, res.status().as_u16()));
-    }
+    let Some(route) = route else { return res };
+    let status = res.status().as_u16();
+    let json = res
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let kept = {
+        let inner = answered.0.lock().unwrap();
+        inner.bodies.iter().filter(|(m, r, s, _)| *m == method && *r == route && *s == status).count()
+    };
+    // A HEAD answer carries no body on the wire.
+    let res = if json
+        && method != "head"
+        && kept < BODIES_PER_ANSWER
+        && res.headers().get("content-encoding").is_none()
+    {
+        let (parts, body) = res.into_parts();
+        let bytes = axum::body::to_bytes(body, 16 << 20).await.unwrap();
+        let value: Value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|e| panic!("{method} {route} {status} answered JSON that does not parse: {e}"));
+        answered.0.lock().unwrap().bodies.push((method.clone(), route.clone(), status, value));
+        axum::response::Response::from_parts(parts, axum::body::Body::from(bytes))
+    } else {
+        res
+    };
+    answered.0.lock().unwrap().seen.insert((method, route, status));
     res
 }
 
+/// How a JSON body answered to (method, route, status) differs from the schema the OpenAPI
+/// document gives for it (empty when it matches).
+pub fn schema_errors(doc: &Value, method: &str, route: &str, status: u16, body: &Value) -> Vec<String> {
+    let Some(response) = doc["paths"][route].get(method) else { return Vec::new() };
+    if route == "/openapi.json" {
+        // The document itself.
+        return Vec::new();
+    }
+    if response["responses"][status.to_string()]["content"]["application/json"]["schema"].is_null() {
+        return vec![format!("{method} {route} {status}: a JSON body, but no JSON schema documented")];
+    }
+    let pointer = format!(
+        "#/paths/{}/{method}/responses/{status}/content/application~1json/schema",
+        route.replace('~', "~0").replace('/', "~1").replace('{', "%7B").replace('}', "%7D")
+    );
+    // The whole document is the root, so `#/components/...` references resolve.
+    let mut root = doc.clone();
+    root["$ref"] = Value::String(pointer);
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft202012)
+        .build(&root)
+        .unwrap_or_else(|e| panic!("the schema of {method} {route} {status} does not compile: {e}"));
+    validator
+        .iter_errors(body)
+        .map(|error| format!("{method} {route} {status}: {error} at {}", error.instance_path()))
+        .collect()
+}
+
 impl Drop for Server {
-    /// Every status a handler gave in the test is one the OpenAPI document lists for it.
+    /// Every status a handler gave in the test is one the OpenAPI document lists for it, and
+    /// every JSON body sampled matches the schema the document gives for that status.
     fn drop(&mut self) {
         if std::thread::panicking() {
             return;
         }
         let doc = serde_json::to_value(tejido_server::api::openapi::document()).unwrap();
+        let inner = self.answered.0.lock().unwrap();
         let mut missing = Vec::new();
-        for (method, route, status) in self.answered.lock().unwrap().iter() {
+        for (method, route, status) in inner.seen.iter() {
             let Some(op) = doc["paths"][route.as_str()].get(method.as_str()) else {
                 assert_eq!(*status, 405, "{method} {route} is undocumented and answered {status}");
                 continue;
@@ -62,6 +128,11 @@ impl Drop for Server {
             }
         }
         assert!(missing.is_empty(), "answered but not in the OpenAPI document: {missing:?}");
+        let mut wrong = Vec::new();
+        for (method, route, status, body) in inner.bodies.iter() {
+            wrong.extend(schema_errors(&doc, method, route, *status, body));
+        }
+        assert!(wrong.is_empty(), "responses that do not match the OpenAPI document: {wrong:#?}");
     }
 }
 
