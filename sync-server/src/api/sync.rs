@@ -39,9 +39,6 @@ pub(crate) async fn enroll(
     if req.code.is_empty() || req.code.len() > 64 {
         return Err(ApiError::bad_code());
     }
-    if req.device_name.as_ref().is_some_and(|n| n.chars().count() > 200) {
-        return Err(ApiError::bad_request("a device name has at most 200 characters"));
-    }
     let token = new_token();
     let redeem = Redeem {
         code_hash: hash_code(&req.code),

@@ -19,3 +19,7 @@ pub const COORDINATOR_CODE_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
 const _: () = assert!(MAX_DOC_BYTES as usize * 2 <= MAX_PAGE_BYTES);
 /// Most bytes of a review comment.
 pub const MAX_COMMENT_BYTES: usize = 10_000;
+/// Most uses one enrollment code may be made for.
+pub const MAX_CODE_USES: u32 = 100_000;
+/// Longest device name, in characters.
+pub const MAX_DEVICE_NAME_CHARS: usize = 200;

@@ -105,8 +105,11 @@ impl Service {
     }
 
     pub async fn create_enrollment_code(&self, code: &NewEnrollmentCode) -> Result<()> {
-        if code.uses == 0 {
-            return Err(StorageError::Invalid("an enrollment code must allow at least one use".into()));
+        if code.uses == 0 || code.uses > limits::MAX_CODE_USES {
+            return Err(StorageError::Invalid(format!(
+                "uses must be between 1 and {}",
+                limits::MAX_CODE_USES
+            )));
         }
         let mut tx = self.write().await?;
         if tx.project(code.project).await?.is_none() {
@@ -118,6 +121,12 @@ impl Service {
 
     /// Uses the code once and enrolls the device, if [`enroll::check_code`] allows it.
     pub async fn redeem_enrollment_code(&self, redeem: &Redeem) -> Result<Enrolled> {
+        if redeem.device_name.as_ref().is_some_and(|n| n.chars().count() > limits::MAX_DEVICE_NAME_CHARS) {
+            return Err(StorageError::Invalid(format!(
+                "a device name has at most {} characters",
+                limits::MAX_DEVICE_NAME_CHARS
+            )));
+        }
         if redeem.replica == self.replica {
             return Err(StorageError::Conflict("that replica id is the server's own".into()));
         }
