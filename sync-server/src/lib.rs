@@ -7,6 +7,7 @@ pub mod secrets;
 pub mod serve;
 pub mod service;
 pub mod storage;
+pub mod testing;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {

@@ -186,6 +186,15 @@ impl From<StorageError> for ApiError {
             StorageError::Conflict(m) => ApiError::conflict(m),
             StorageError::TooLarge(m) => ApiError::too_large(m),
             StorageError::BadCode => ApiError::bad_code(),
+            StorageError::Busy(m) => {
+                tracing::warn!(error = %m, "storage busy");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "busy",
+                    "the server is busy; try again shortly",
+                )
+                .with_header("retry-after", 1)
+            }
             StorageError::Database(e) => {
                 tracing::error!(error = %e, "storage failed");
                 ApiError::internal()

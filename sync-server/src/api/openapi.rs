@@ -120,8 +120,8 @@ impl Modify for BearerAuth {
 /// The answers every `/v1` endpoint can give whatever it does, added to each operation so the
 /// document lists every status the server can answer: a protocol mismatch (400), a missing or
 /// revoked token (401) and a device of the wrong role (403) where a token is needed, a body
-/// too large (413) or in an unknown encoding (415) where there is a body, and a server failure
-/// (500).
+/// too large (413) or in an unknown encoding (415) where there is a body, a server failure
+/// (500), and a database too busy to take the request now (503).
 struct CommonResponses;
 
 impl Modify for CommonResponses {
@@ -158,6 +158,7 @@ impl Modify for CommonResponses {
                     add("415", "The body is in an unknown encoding or not JSON");
                 }
                 add("500", "The server failed; try again later");
+                add("503", "The database is busy (`busy`); try again after `Retry-After` seconds");
             }
         }
     }

@@ -3,6 +3,7 @@
 //! SQL (and its dialect) lives only in the implementations: [`sqlite`] now, PostgreSQL later.
 //! The rules that decide what to store are in [`crate::service`].
 
+pub mod postgres;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;
@@ -15,6 +16,7 @@ use uuid::Uuid;
 use crate::service::enroll::{CodeState, ReplicaState};
 use crate::service::rules::Scope;
 
+pub use postgres::PostgresStorage;
 pub use sqlite::SqliteStorage;
 
 pub use crate::blobs::UploadOwner;
@@ -207,6 +209,10 @@ pub enum StorageError {
     TooLarge(String),
     #[error("the enrollment code is unknown, used up or expired")]
     BadCode,
+    /// The database could not take the transaction now (a deadlock, a lock timeout); the
+    /// caller may try again.
+    #[error("busy: {0}")]
+    Busy(String),
     /// The database failed (its message, never the values of a statement).
     #[error("database error: {0}")]
     Database(String),

@@ -1,0 +1,855 @@
+//! PostgreSQL storage, for several server processes in front of one database: a pool of
+//! connections (deadpool), numbered migrations run at start-up under an advisory lock, and the
+//! primitives of [`Tx`] and nothing else.
+//!
+//! Writers take one advisory lock for the length of their transaction, as SQLite's single writer
+//! does: the service's read-then-write rules need no retries, and log positions are handed out
+//! in commit order, so a reader never sees a later position before an earlier one (a device
+//! that pulled past a gap would never see the op that fills it). Readers run at REPEATABLE READ,
+//! so every query of a pull page sees one snapshot, and never wait for writers.
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod};
+use futures_util::{pin_mut, TryStreamExt};
+use tejido_core::sync::wire::Role;
+use tejido_core::{Collection, DocId, Hlc, OpId, ReplicaId};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+use super::*;
+use crate::service::enroll::{CodeState, ReplicaState};
+use crate::service::rules::Scope;
+
+/// The schema's migrations, in order, as for SQLite.
+pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
+/// Advisory lock keys (first half 'TJSV').
+const MIGRATION_LOCK: i64 = 0x544A_5356_0000_0001;
+const WRITE_LOCK: i64 = 0x544A_5356_0000_0002;
+/// Connections per server process.
+const POOL_SIZE: usize = 16;
+
+pub struct PostgresStorage {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PostgresStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PostgresStorage").finish_non_exhaustive()
+    }
+}
+
+impl From<tokio_postgres::Error> for StorageError {
+    /// The code and message only: a detail line can quote the values of a row.
+    fn from(e: tokio_postgres::Error) -> StorageError {
+        match e.as_db_error() {
+            Some(db) => {
+                let code = db.code().code();
+                if code == "40P01" || code == "40001" || code == "55P03" {
+                    StorageError::Busy(format!("the database is busy ({code}); try again"))
+                } else {
+                    StorageError::Database(format!("{code}: {}", db.message()))
+                }
+            }
+            None => StorageError::Database(format!(
+                "postgres: {}",
+                std::error::Error::source(&e).map_or_else(|| e.to_string(), |s| s.to_string())
+            )),
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for StorageError {
+    fn from(e: deadpool_postgres::PoolError) -> StorageError {
+        match e {
+            deadpool_postgres::PoolError::Backend(e) => e.into(),
+            other => StorageError::Database(format!("no database connection: {other}")),
+        }
+    }
+}
+
+fn hlc_to_sql(h: Hlc) -> i64 {
+    (h.0 ^ (1 << 63)) as i64
+}
+
+fn hlc_from_sql(v: i64) -> Hlc {
+    Hlc((v as u64) ^ (1 << 63))
+}
+
+fn bad_row(what: &str) -> StorageError {
+    StorageError::Database(format!("a stored {what} is not one this server knows"))
+}
+
+fn role(s: &str) -> Result<Role> {
+    Role::parse(s).ok_or_else(|| bad_row("role"))
+}
+
+fn collection(s: &str) -> Result<Collection> {
+    Collection::parse(s).ok_or_else(|| bad_row("collection"))
+}
+
+const DEVICE_COLUMNS: &str = "id, project, role, replica, name, created_ms, revoked_ms, far_future_ms";
+
+fn device_row(r: &Row) -> Result<Device> {
+    Ok(Device {
+        id: r.try_get(0)?,
+        project: r.try_get(1)?,
+        role: role(r.try_get(2)?)?,
+        replica: ReplicaId(r.try_get(3)?),
+        name: r.try_get(4)?,
+        created_ms: r.try_get(5)?,
+        revoked_ms: r.try_get(6)?,
+        far_future_ms: r.try_get(7)?,
+    })
+}
+
+fn project_row(r: &Row) -> Result<Project> {
+    Ok(Project { id: r.try_get(0)?, name: r.try_get(1)?, created_ms: r.try_get(2)? })
+}
+
+fn op_id(r: &Row, at: usize) -> Result<OpId> {
+    Ok(OpId { hlc: hlc_from_sql(r.try_get(at)?), replica: ReplicaId(r.try_get(at + 1)?) })
+}
+
+/// The documents a [`Scope`] covers, as a condition on `d`. Parameters: $1 project, $2 device,
+/// $3 ',role,' for form audiences, $4 true for everything.
+const SCOPE: &str = "d.project = $1 AND ($4 OR d.collection = 'entity'
+    OR (d.collection = 'form' AND strpos(d.audience, $3) > 0)
+    OR d.author_device = $2
+    OR (d.collection = 'comment' AND d.parent IN (SELECT doc FROM documents WHERE author_device = $2)))";
+
+struct ScopeParams {
+    project: Uuid,
+    device: Uuid,
+    audience: String,
+    everything: bool,
+}
+
+impl ScopeParams {
+    fn of(scope: &Scope) -> ScopeParams {
+        ScopeParams {
+            project: scope.project,
+            device: scope.device,
+            audience: format!(",{},", scope.role.as_str()),
+            everything: scope.everything,
+        }
+    }
+}
+
+impl PostgresStorage {
+    /// Connects to the database at `url` (`postgres://user@host:port/db`) and brings its schema
+    /// up to date.
+    pub async fn open(url: &str) -> Result<PostgresStorage> {
+        let config: tokio_postgres::Config = url
+            .parse()
+            .map_err(|e| StorageError::Other(format!("the database URL is not a PostgreSQL URL: {e}")))?;
+        let manager =
+            Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .wait_timeout(Some(std::time::Duration::from_secs(30)))
+            .create_timeout(Some(std::time::Duration::from_secs(10)))
+            .build()
+            .map_err(|e| StorageError::Other(format!("cannot make a connection pool: {e}")))?;
+        migrate(&pool).await?;
+        Ok(PostgresStorage { pool })
+    }
+}
+
+/// Brings the schema to [`SCHEMA_VERSION`] in one transaction, under a lock, so that several
+/// processes starting at once migrate it once.
+async fn migrate(pool: &Pool) -> Result<()> {
+    let mut client = pool.get().await?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let ours: bool =
+        tx.query_one("SELECT to_regclass('public.tejido_schema') IS NOT NULL", &[]).await?.try_get(0)?;
+    let version: i32 = if ours {
+        tx.query_one("SELECT version FROM tejido_schema", &[]).await?.try_get(0)?
+    } else {
+        let tables: i64 = tx
+            .query_one("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", &[])
+            .await?
+            .try_get(0)?;
+        if tables > 0 {
+            return Err(StorageError::Other(
+                "the database holds tables but is not a tejido-server database; give the server an empty one"
+                    .into(),
+            ));
+        }
+        tx.batch_execute(
+            "CREATE TABLE tejido_schema (version INTEGER NOT NULL); INSERT INTO tejido_schema VALUES (0)",
+        )
+        .await?;
+        0
+    };
+    if version > SCHEMA_VERSION {
+        return Err(StorageError::Other(format!(
+            "the database has schema version {version}; this server knows up to {SCHEMA_VERSION}: run a newer tejido-server"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.batch_execute(sql).await?;
+        if i == 0 {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('replica', $1), ('clock', '0')",
+                &[&Uuid::new_v4().to_string()],
+            )
+            .await?;
+        }
+        tx.execute("UPDATE tejido_schema SET version = $1", &[&(i as i32 + 1)]).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+#[async_trait::async_trait]
+impl Storage for PostgresStorage {
+    async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>> {
+        let client = self.pool.get().await?;
+        match mode {
+            Mode::Read => client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
+            Mode::Write => {
+                client.batch_execute("BEGIN").await?;
+                let mut tx = PgTx { client: Some(client), open: true };
+                // Held until commit or rollback: one writer at a time, log positions in commit order.
+                tx.c()?.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
+                return Ok(Box::new(tx));
+            }
+        }
+        Ok(Box::new(PgTx { client: Some(client), open: true }))
+    }
+}
+
+/// One PostgreSQL transaction on a pooled connection.
+pub struct PgTx {
+    client: Option<Object>,
+    open: bool,
+}
+
+impl PgTx {
+    fn c(&mut self) -> Result<&mut Object> {
+        self.client.as_mut().ok_or_else(|| StorageError::Other("the transaction has ended".into()))
+    }
+
+    async fn opt(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>> {
+        let c = self.c()?;
+        let stmt = c.prepare_cached(sql).await?;
+        Ok(c.query_opt(&stmt, params).await?)
+    }
+
+    async fn one(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Row> {
+        let c = self.c()?;
+        let stmt = c.prepare_cached(sql).await?;
+        Ok(c.query_one(&stmt, params).await?)
+    }
+
+    async fn all(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+        let c = self.c()?;
+        let stmt = c.prepare_cached(sql).await?;
+        Ok(c.query(&stmt, params).await?)
+    }
+
+    async fn exec(&mut self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+        let c = self.c()?;
+        let stmt = c.prepare_cached(sql).await?;
+        Ok(c.execute(&stmt, params).await?)
+    }
+}
+
+impl Drop for PgTx {
+    fn drop(&mut self) {
+        let Some(client) = self.client.take() else { return };
+        if !self.open {
+            return;
+        }
+        // A connection never goes back to the pool inside a transaction: roll it back first,
+        // or close it.
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(async move {
+                    if client.batch_execute("ROLLBACK").await.is_err() {
+                        drop(Object::take(client));
+                    }
+                });
+            }
+            Err(_) => drop(Object::take(client)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Tx for PgTx {
+    async fn commit(mut self: Box<Self>) -> Result<()> {
+        self.c()?.batch_execute("COMMIT").await?;
+        self.open = false;
+        Ok(())
+    }
+
+    async fn server_replica(&mut self) -> Result<ReplicaId> {
+        let v: String = self.one("SELECT value FROM meta WHERE key = 'replica'", &[]).await?.try_get(0)?;
+        Uuid::try_parse(&v)
+            .map(ReplicaId)
+            .map_err(|_| StorageError::Other("the server's replica id is corrupt".into()))
+    }
+
+    async fn set_server_replica(&mut self, replica: ReplicaId) -> Result<()> {
+        self.exec("UPDATE meta SET value = $1 WHERE key = 'replica'", &[&replica.0.to_string()]).await?;
+        Ok(())
+    }
+
+    async fn clock(&mut self) -> Result<Hlc> {
+        let v: String = self.one("SELECT value FROM meta WHERE key = 'clock'", &[]).await?.try_get(0)?;
+        v.parse().map(Hlc).map_err(|_| StorageError::Other("the server's clock is corrupt".into()))
+    }
+
+    async fn set_clock(&mut self, hlc: Hlc) -> Result<()> {
+        self.exec("UPDATE meta SET value = $1 WHERE key = 'clock'", &[&hlc.0.to_string()]).await?;
+        Ok(())
+    }
+
+    async fn insert_project(&mut self, p: &Project) -> Result<()> {
+        self.exec(
+            "INSERT INTO projects (id, name, created_ms) VALUES ($1, $2, $3)",
+            &[&p.id, &p.name, &p.created_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn project(&mut self, id: Uuid) -> Result<Option<Project>> {
+        self.opt("SELECT id, name, created_ms FROM projects WHERE id = $1", &[&id])
+            .await?
+            .as_ref()
+            .map(project_row)
+            .transpose()
+    }
+
+    async fn project_by_name(&mut self, name: &str) -> Result<Option<Project>> {
+        self.opt("SELECT id, name, created_ms FROM projects WHERE name = $1", &[&name])
+            .await?
+            .as_ref()
+            .map(project_row)
+            .transpose()
+    }
+
+    async fn projects(&mut self) -> Result<Vec<Project>> {
+        self.all("SELECT id, name, created_ms FROM projects ORDER BY name", &[])
+            .await?
+            .iter()
+            .map(project_row)
+            .collect()
+    }
+
+    async fn insert_code(&mut self, code: &NewEnrollmentCode) -> Result<()> {
+        self.exec(
+            "INSERT INTO enrollment_codes (code_hash, project, role, uses_left, expires_ms, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[
+                &code.code_hash.as_slice(),
+                &code.project,
+                &code.role.as_str(),
+                &i64::from(code.uses),
+                &code.expires_ms,
+                &code.now_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn code(&mut self, code_hash: &[u8; 32]) -> Result<Option<(Uuid, Role, CodeState)>> {
+        let row = self
+            .opt(
+                "SELECT project, role, uses_left, expires_ms, created_ms FROM enrollment_codes WHERE code_hash = $1",
+                &[&code_hash.as_slice()],
+            )
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get(0)?,
+                role(r.try_get(1)?)?,
+                CodeState { uses_left: r.try_get(2)?, expires_ms: r.try_get(3)?, created_ms: r.try_get(4)? },
+            ))
+        })
+        .transpose()
+    }
+
+    async fn use_code(&mut self, code_hash: &[u8; 32]) -> Result<()> {
+        self.exec(
+            "UPDATE enrollment_codes SET uses_left = uses_left - 1 WHERE code_hash = $1",
+            &[&code_hash.as_slice()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn replica_state(&mut self, replica: ReplicaId) -> Result<ReplicaState> {
+        let r = self
+            .one(
+                "SELECT EXISTS (SELECT 1 FROM devices WHERE replica = $1 AND revoked_ms IS NULL),
+                        (SELECT max(revoked_ms) FROM devices WHERE replica = $1)",
+                &[&replica.0],
+            )
+            .await?;
+        Ok(ReplicaState { active: r.try_get(0)?, revoked_ms: r.try_get(1)? })
+    }
+
+    async fn insert_device(&mut self, d: &NewDevice) -> Result<()> {
+        self.exec(
+            "INSERT INTO devices (id, project, role, replica, name, token_hash, code_hash, created_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            &[
+                &d.id,
+                &d.project,
+                &d.role.as_str(),
+                &d.replica.0,
+                &d.name,
+                &d.token_hash.as_slice(),
+                &d.code_hash.as_slice(),
+                &d.created_ms,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn device(&mut self, id: Uuid) -> Result<Option<Device>> {
+        self.opt(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(device_row)
+            .transpose()
+    }
+
+    async fn device_by_token(&mut self, token_hash: &[u8; 32]) -> Result<Option<Device>> {
+        self.opt(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = $1"),
+            &[&token_hash.as_slice()],
+        )
+        .await?
+        .as_ref()
+        .map(device_row)
+        .transpose()
+    }
+
+    async fn devices(&mut self, project: Uuid) -> Result<Vec<Device>> {
+        self.all(
+            &format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE project = $1 ORDER BY created_ms, id"),
+            &[&project],
+        )
+        .await?
+        .iter()
+        .map(device_row)
+        .collect()
+    }
+
+    async fn revoke_device(&mut self, id: Uuid, now_ms: i64) -> Result<bool> {
+        Ok(self
+            .exec("UPDATE devices SET revoked_ms = $2 WHERE id = $1 AND revoked_ms IS NULL", &[&id, &now_ms])
+            .await?
+            > 0)
+    }
+
+    async fn flag_far_future(&mut self, id: Uuid, now_ms: i64) -> Result<()> {
+        self.exec("UPDATE devices SET far_future_ms = $2 WHERE id = $1", &[&id, &now_ms]).await?;
+        Ok(())
+    }
+
+    async fn document(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>> {
+        let row = self
+            .opt("SELECT project, collection, author_device, parent FROM documents WHERE doc = $1", &[&doc])
+            .await?;
+        row.map(|r| {
+            Ok(DocumentInfo {
+                doc: DocId(doc),
+                project: r.try_get(0)?,
+                collection: collection(r.try_get(1)?)?,
+                author: r.try_get(2)?,
+                parent: r.try_get(3)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_document(&mut self, d: &NewDocument) -> Result<()> {
+        let audience = (d.collection == Collection::Form).then(|| {
+            let mut a = String::from(",");
+            for r in &d.audience {
+                a.push_str(r.as_str());
+                a.push(',');
+            }
+            a
+        });
+        self.exec(
+            "INSERT INTO documents (doc, project, collection, author_device, parent, audience)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&d.doc, &d.project, &d.collection.as_str(), &d.author, &d.parent, &audience],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>> {
+        self.all(
+            "SELECT hlc, replica FROM field_ops WHERE doc = $1 AND field = $2 AND known",
+            &[&doc, &field],
+        )
+        .await?
+        .iter()
+        .map(|r| op_id(r, 0))
+        .collect()
+    }
+
+    async fn open_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>> {
+        self.all("SELECT hlc, replica FROM field_ops WHERE doc = $1 AND field = $2 AND leaf", &[&doc, &field])
+            .await?
+            .iter()
+            .map(|r| op_id(r, 0))
+            .collect()
+    }
+
+    async fn max_stamp(&mut self, doc: Uuid, at_most: Hlc) -> Result<Option<Hlc>> {
+        let max: Option<i64> = self
+            .one("SELECT max(hlc) FROM field_ops WHERE doc = $1 AND hlc <= $2", &[&doc, &hlc_to_sql(at_most)])
+            .await?
+            .try_get(0)?;
+        Ok(max.map(hlc_from_sql))
+    }
+
+    async fn merge_op(
+        &mut self,
+        doc: Uuid,
+        field: &str,
+        id: OpId,
+        value: &str,
+        seen: &[OpId],
+    ) -> Result<bool> {
+        let new = self
+            .exec(
+                "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES ($1, $2, $3, $4, $5, true, true)
+                 ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET value = excluded.value, known = true
+                 WHERE NOT field_ops.known",
+                &[&doc, &field, &hlc_to_sql(id.hlc), &id.replica.0, &value],
+            )
+            .await?
+            > 0;
+        if new && !seen.is_empty() {
+            for s in seen {
+                self.exec(
+                    "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES ($1, $2, $3, $4, NULL, false, false)
+                     ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET leaf = false WHERE field_ops.leaf",
+                    &[&doc, &field, &hlc_to_sql(s.hlc), &s.replica.0],
+                )
+                .await?;
+            }
+        }
+        Ok(new)
+    }
+
+    async fn grow_document(&mut self, doc: Uuid, ops: u64, bytes: u64) -> Result<(u64, u64)> {
+        let r = self
+            .one(
+                "UPDATE documents SET ops = ops + $2, bytes = bytes + $3 WHERE doc = $1 RETURNING ops, bytes",
+                &[&doc, &(ops as i64), &(bytes as i64)],
+            )
+            .await?;
+        let (ops, bytes): (i64, i64) = (r.try_get(0)?, r.try_get(1)?);
+        Ok((ops.max(0) as u64, bytes.max(0) as u64))
+    }
+
+    async fn field_ops(&mut self, doc: Uuid) -> Result<Vec<StoredOp>> {
+        self.all(
+            "SELECT field, hlc, replica, value, known, leaf FROM field_ops WHERE doc = $1
+             ORDER BY field COLLATE \"C\", hlc DESC, replica DESC",
+            &[&doc],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let known: bool = r.try_get(4)?;
+            let value: Option<String> = r.try_get(3)?;
+            Ok(StoredOp {
+                field: r.try_get(0)?,
+                id: op_id(r, 1)?,
+                value: value.filter(|_| known),
+                leaf: r.try_get(5)?,
+            })
+        })
+        .collect()
+    }
+
+    async fn open_values(&mut self, project: Uuid) -> Result<Vec<(DocId, String, OpId)>> {
+        self.all(
+            "SELECT f.doc, f.field, f.hlc, f.replica FROM documents d JOIN field_ops f ON f.doc = d.doc
+             WHERE d.project = $1 AND f.leaf AND f.known
+             ORDER BY f.doc, f.field COLLATE \"C\", f.hlc DESC, f.replica DESC",
+            &[&project],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((DocId(r.try_get(0)?), r.try_get(1)?, op_id(r, 2)?)))
+        .collect()
+    }
+
+    async fn append_log(&mut self, e: &LogEntry<'_>) -> Result<()> {
+        self.exec(
+            "INSERT INTO changes (project, doc, hlc, replica, device, body, received_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            &[&e.project, &e.doc, &hlc_to_sql(e.hlc), &e.replica.0, &e.device, &e.body, &e.received_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn log_end(&mut self) -> Result<i64> {
+        Ok(self.one("SELECT coalesce(max(seq), 0)::BIGINT FROM changes", &[]).await?.try_get(0)?)
+    }
+
+    async fn log_page(
+        &mut self,
+        scope: &Scope,
+        after: i64,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<(i64, String)>, bool)> {
+        let p = ScopeParams::of(scope);
+        let limit = limit as i64;
+        // The sizes first (small rows), then only the bodies that fit: a page never holds more
+        // than its bound in memory.
+        let sizes = self
+            .all(
+                &format!(
+                    "SELECT c.seq, octet_length(c.body)::BIGINT FROM changes c JOIN documents d ON d.doc = c.doc
+                     WHERE c.project = $1 AND c.seq > $5 AND {SCOPE} ORDER BY c.seq LIMIT $6"
+                ),
+                &[&p.project, &p.device, &p.audience, &p.everything, &after, &limit],
+            )
+            .await?;
+        let mut bytes = 0usize;
+        let mut take = 0usize;
+        for r in &sizes {
+            let size: i64 = r.try_get(1)?;
+            let size = size.max(0) as usize;
+            if take > 0 && bytes + size > max_bytes {
+                break;
+            }
+            bytes += size;
+            take += 1;
+        }
+        let stopped = take < sizes.len() || sizes.len() as i64 >= limit;
+        let Some(last) = take.checked_sub(1).and_then(|i| sizes.get(i)) else {
+            return Ok((Vec::new(), stopped));
+        };
+        let last: i64 = last.try_get(0)?;
+        let c = self.c()?;
+        let stmt = c
+            .prepare_cached(&format!(
+                "SELECT c.seq, c.body FROM changes c JOIN documents d ON d.doc = c.doc
+                 WHERE c.project = $1 AND c.seq > $5 AND c.seq <= $6 AND {SCOPE} ORDER BY c.seq"
+            ))
+            .await?;
+        let params: [&(dyn ToSql + Sync); 6] =
+            [&p.project, &p.device, &p.audience, &p.everything, &after, &last];
+        let rows = c.query_raw(&stmt, params).await?;
+        pin_mut!(rows);
+        let mut entries = Vec::with_capacity(take);
+        while let Some(r) = rows.try_next().await? {
+            entries.push((r.try_get(0)?, r.try_get(1)?));
+        }
+        Ok((entries, stopped))
+    }
+
+    async fn scope_documents(
+        &mut self,
+        scope: &Scope,
+        after: Uuid,
+        inclusive: bool,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Collection)>> {
+        let p = ScopeParams::of(scope);
+        let bound = if inclusive { ">=" } else { ">" };
+        self.all(
+            &format!("SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND d.doc {bound} $5 ORDER BY d.doc LIMIT $6"),
+            &[&p.project, &p.device, &p.audience, &p.everything, &after, &(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, collection(r.try_get(1)?)?)))
+        .collect()
+    }
+
+    async fn form(&mut self, project: Uuid, form_id: &str, version: &str) -> Result<Option<FormRecord>> {
+        self.opt(
+            "SELECT content_hash, doc FROM forms WHERE project = $1 AND form_id = $2 AND version = $3",
+            &[&project, &form_id, &version],
+        )
+        .await?
+        .map(|r| Ok(FormRecord { content_hash: r.try_get(0)?, doc: r.try_get(1)? }))
+        .transpose()
+    }
+
+    async fn insert_form(
+        &mut self,
+        project: Uuid,
+        form_id: &str,
+        version: &str,
+        record: &FormRecord,
+        now_ms: i64,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO forms (project, form_id, version, content_hash, doc, published_ms) VALUES ($1, $2, $3, $4, $5, $6)",
+            &[&project, &form_id, &version, &record.content_hash, &record.doc, &now_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn blob_media_type(&mut self, project: Uuid, sha256: &str) -> Result<Option<String>> {
+        self.opt(
+            "SELECT media_type FROM blob_owners WHERE sha256 = $1 AND project = $2 LIMIT 1",
+            &[&sha256, &project],
+        )
+        .await?
+        .map(|r| Ok(r.try_get(0)?))
+        .transpose()
+    }
+
+    async fn blob_uploaded(&mut self, project: Uuid, device: Option<Uuid>, sha256: &str) -> Result<bool> {
+        Ok(self
+            .one(
+                "SELECT EXISTS (SELECT 1 FROM blob_owners WHERE sha256 = $1 AND project = $2
+                 AND ($3::UUID IS NULL OR device = $3))",
+                &[&sha256, &project, &device],
+            )
+            .await?
+            .try_get(0)?)
+    }
+
+    async fn insert_blob_owner(&mut self, o: &BlobOwner<'_>) -> Result<()> {
+        self.exec(
+            "INSERT INTO blob_owners (sha256, project, device, size, media_type, created_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT DO NOTHING",
+            &[&o.sha256, &o.project, &o.device, &(o.size as i64), &o.media_type, &o.created_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_blob_ref(&mut self, sha256: &str, doc: Uuid) -> Result<()> {
+        self.exec(
+            "INSERT INTO blob_refs (sha256, doc) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            &[&sha256, &doc],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn blob_referenced(&mut self, scope: &Scope, sha256: &str) -> Result<bool> {
+        let p = ScopeParams::of(scope);
+        Ok(self
+            .one(
+                &format!(
+                    "SELECT EXISTS (SELECT 1 FROM blob_refs r JOIN documents d ON d.doc = r.doc
+                     WHERE r.sha256 = $5 AND {SCOPE})"
+                ),
+                &[&p.project, &p.device, &p.audience, &p.everything, &sha256],
+            )
+            .await?
+            .try_get(0)?)
+    }
+
+    async fn upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>> {
+        self.opt(
+            "SELECT length, media_type FROM uploads WHERE project = $1 AND device = $2 AND sha256 = $3",
+            &[&owner.project, &owner.device, &sha256],
+        )
+        .await?
+        .map(|r| {
+            let length: i64 = r.try_get(0)?;
+            Ok(UploadInfo { length: length.max(0) as u64, media_type: r.try_get(1)? })
+        })
+        .transpose()
+    }
+
+    async fn put_upload(
+        &mut self,
+        owner: UploadOwner,
+        sha256: &str,
+        info: &UploadInfo,
+        started_ms: i64,
+    ) -> Result<()> {
+        self.exec(
+            "INSERT INTO uploads (project, device, sha256, length, media_type, started_ms) VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (project, device, sha256) DO UPDATE
+             SET length = excluded.length, media_type = excluded.media_type, started_ms = excluded.started_ms",
+            &[&owner.project, &owner.device, &sha256, &(info.length as i64), &info.media_type, &started_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<()> {
+        self.exec(
+            "DELETE FROM uploads WHERE project = $1 AND device = $2 AND sha256 = $3",
+            &[&owner.project, &owner.device, &sha256],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn take_upload_lease(
+        &mut self,
+        owner: UploadOwner,
+        sha256: &str,
+        holder: Uuid,
+        now_ms: i64,
+        until_ms: i64,
+    ) -> Result<bool> {
+        Ok(self
+            .exec(
+                "INSERT INTO upload_leases (project, device, sha256, holder, until_ms) VALUES ($1, $2, $3, $4, $6)
+                 ON CONFLICT (project, device, sha256) DO UPDATE
+                 SET holder = excluded.holder, until_ms = excluded.until_ms WHERE upload_leases.until_ms <= $5",
+                &[&owner.project, &owner.device, &sha256, &holder, &now_ms, &until_ms],
+            )
+            .await?
+            > 0)
+    }
+
+    async fn release_upload_lease(&mut self, owner: UploadOwner, sha256: &str, holder: Uuid) -> Result<()> {
+        self.exec(
+            "DELETE FROM upload_leases WHERE project = $1 AND device = $2 AND sha256 = $3 AND holder = $4",
+            &[&owner.project, &owner.device, &sha256, &holder],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn upload_bytes(&mut self, device: Uuid, except_sha256: &str) -> Result<u64> {
+        let n: i64 = self
+            .one(
+                "SELECT coalesce(sum(length), 0)::BIGINT FROM uploads WHERE device = $1 AND sha256 <> $2",
+                &[&device, &except_sha256],
+            )
+            .await?
+            .try_get(0)?;
+        Ok(n.max(0) as u64)
+    }
+
+    async fn uploads_started_before(
+        &mut self,
+        before_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<(UploadOwner, String)>> {
+        self.all(
+            "SELECT project, device, sha256 FROM uploads WHERE started_ms < $1 ORDER BY started_ms LIMIT $2",
+            &[&before_ms, &(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((UploadOwner { project: r.try_get(0)?, device: r.try_get(1)? }, r.try_get(2)?)))
+        .collect()
+    }
+}
