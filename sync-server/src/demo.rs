@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
 use rand::rngs::StdRng;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -65,7 +64,7 @@ fn say(line: &str) {
 }
 
 /// Runs the demo in `data/demo` until Ctrl-C (or after the rounds, with `exit_after_rounds`).
-pub fn run(data: &Path, options: DemoOptions) -> Result<(), Failure> {
+pub fn run(data: &Path, database: Option<&str>, options: DemoOptions) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("TEJIDO_LOG")
@@ -75,7 +74,6 @@ pub fn run(data: &Path, options: DemoOptions) -> Result<(), Failure> {
         .with_ansi(false)
         .init();
     let dir = data.join("demo");
-    let storage = open_storage(&dir)?;
     let blobs = BlobStore::new(dir.join("blobs"));
     std::fs::create_dir_all(blobs.root())
         .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
@@ -84,7 +82,7 @@ pub fn run(data: &Path, options: DemoOptions) -> Result<(), Failure> {
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
     runtime.block_on(async move {
-        let service = Service::new(Arc::new(storage)).await?;
+        let service = Service::new(open_storage(&dir, database).await?).await?;
         let project = seed(&service).await?;
         for (form, role) in &project_forms()? {
             let value =

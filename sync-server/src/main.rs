@@ -18,7 +18,9 @@ use tejido_server::blobs::BlobStore;
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::serve::ConnectionLimits;
 use tejido_server::service::Service;
-use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm, SqliteStorage, StorageError};
+use tejido_server::storage::{
+    NewEnrollmentCode, PostgresStorage, Project, PublishForm, SqliteStorage, Storage, StorageError,
+};
 
 #[derive(Debug, Parser)]
 #[command(name = "tejido-server", version, about = "Tejido's sync server and admin commands")]
@@ -29,6 +31,10 @@ struct Cli {
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// The database: a `postgres://user@host:port/db` URL for PostgreSQL (several server
+    /// processes may share it); by default the SQLite file tejido.db in --data.
+    #[arg(long, global = true, env = "TEJIDO_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -169,7 +175,7 @@ fn main() -> ExitCode {
         Command::Form(FormCommand::Preview { file, answers, lang }) => {
             return ExitCode::from(clamp_code(form_cli::preview(&file, &answers, lang.as_deref(), json)));
         }
-        command => run(&cli.data, json, command),
+        command => run(&cli.data, cli.database.as_deref(), json, command),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -188,10 +194,27 @@ fn clamp_code(code: i32) -> u8 {
     u8::try_from(code).unwrap_or(1)
 }
 
-fn open_storage(data: &Path) -> Result<SqliteStorage, Failure> {
-    std::fs::create_dir_all(data)
-        .map_err(|e| Failure(format!("cannot create the data folder {}: {e}", data.display()), 1))?;
-    Ok(SqliteStorage::open(data.join("tejido.db"))?)
+/// The deployment's storage: PostgreSQL when `database` is a PostgreSQL URL, else the SQLite
+/// file in `data`. Migrations run here.
+async fn open_storage(data: &Path, database: Option<&str>) -> Result<Arc<dyn Storage>, Failure> {
+    match database.map(str::trim).filter(|d| !d.is_empty()) {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let storage = PostgresStorage::open(url)
+                .await
+                .map_err(|e| Failure(format!("cannot open the PostgreSQL database: {e}"), 1))?;
+            Ok(Arc::new(storage))
+        }
+        // The URL may hold a password: it is never repeated.
+        Some(_) => Err(Failure(
+            "--database takes a postgres:// URL (or leave it out for SQLite in --data)".into(),
+            2,
+        )),
+        None => {
+            std::fs::create_dir_all(data)
+                .map_err(|e| Failure(format!("cannot create the data folder {}: {e}", data.display()), 1))?;
+            Ok(Arc::new(SqliteStorage::open(data.join("tejido.db"))?))
+        }
+    }
 }
 
 /// What an admin command works with: the service over the deployment's storage, and a
@@ -202,13 +225,15 @@ struct Admin {
 }
 
 impl Admin {
-    fn open(data: &Path) -> Result<Admin, Failure> {
-        let storage = open_storage(data)?;
+    fn open(data: &Path, database: Option<&str>) -> Result<Admin, Failure> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
-        let service = runtime.block_on(Service::new(Arc::new(storage)))?;
+        let service = runtime.block_on(async {
+            let storage = open_storage(data, database).await?;
+            Ok::<_, Failure>(Service::new(storage).await?)
+        })?;
         Ok(Admin { runtime, service })
     }
 
@@ -229,18 +254,20 @@ fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
     let _ = stdout.flush();
 }
 
-fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
+fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Result<(), Failure> {
     match command {
         Command::Serve { listen, admin_token, public_url, max_connections, header_timeout, body_timeout } => {
             let limits = ConnectionLimits { max_connections, header_timeout, body_timeout };
-            serve(data, &listen, admin_token, public_url, limits)
+            serve(data, database, &listen, admin_token, public_url, limits)
         }
         #[cfg(feature = "demo")]
-        Command::Demo { listen, devices, rounds, per_round, exit_after_rounds } => {
-            demo::run(data, demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds })
-        }
+        Command::Demo { listen, devices, rounds, per_round, exit_after_rounds } => demo::run(
+            data,
+            database,
+            demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds },
+        ),
         Command::Project(ProjectCommand::Create { name }) => {
-            let admin = Admin::open(data)?;
+            let admin = Admin::open(data, database)?;
             let p = admin.run(admin.service.create_project(&name, tejido_server::now_ms()))?;
             print(json, json!({ "id": p.id, "name": p.name }), || {
                 format!("created project {} ({})", p.name, p.id)
@@ -248,7 +275,7 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Project(ProjectCommand::List) => {
-            let admin = Admin::open(data)?;
+            let admin = Admin::open(data, database)?;
             let projects = admin.run(admin.service.list_projects())?;
             let list: Vec<_> = projects.iter().map(|p| json!({ "id": p.id, "name": p.name })).collect();
             print(json, json!({ "projects": list }), || {
@@ -257,7 +284,7 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Enroll { project: p, role, uses, expires, server } => {
-            let admin = Admin::open(data)?;
+            let admin = Admin::open(data, database)?;
             let p = admin.project(&p)?;
             if uses == 0 {
                 return Err(Failure("--uses must be at least 1".into(), 2));
@@ -300,7 +327,7 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Devices(DevicesCommand::List { project: p }) => {
-            let admin = Admin::open(data)?;
+            let admin = Admin::open(data, database)?;
             let p = admin.project(&p)?;
             let devices = admin.run(admin.service.list_devices(p.id))?;
             print(json, json!({ "devices": devices }), || {
@@ -325,7 +352,7 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Devices(DevicesCommand::Revoke { device }) => {
-            let admin = Admin::open(data)?;
+            let admin = Admin::open(data, database)?;
             let id = uuid::Uuid::try_parse(&device)
                 .map_err(|_| Failure(format!("{device:?} is not a device id"), 2))?;
             let revoked = admin.run(admin.service.revoke_device(id, tejido_server::now_ms()))?;
@@ -339,7 +366,7 @@ fn run(data: &Path, json: bool, command: Command) -> Result<(), Failure> {
             Ok(())
         }
         Command::Form(FormCommand::Publish { project: p, file, roles }) => {
-            let admin = Admin::open(data)?;
+            let admin = Admin::open(data, database)?;
             let p = admin.project(&p)?;
             let (form_id, version, form) = load_form(&file)?;
             let outcome = admin.run(admin.service.publish_form(&PublishForm {
@@ -407,6 +434,7 @@ fn load_form(file: &Path) -> Result<(String, String, serde_json::Value), Failure
 
 fn serve(
     data: &Path,
+    database: Option<&str>,
     listen: &str,
     admin_token: Option<String>,
     public_url: Option<String>,
@@ -420,7 +448,6 @@ fn serve(
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let storage = open_storage(data)?;
     let blobs = BlobStore::new(data.join("blobs"));
     std::fs::create_dir_all(blobs.root())
         .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
@@ -429,8 +456,9 @@ fn serve(
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
     runtime.block_on(async move {
-        let mut state = AppState::new(Service::new(Arc::new(storage)).await?, blobs)
-            .with_body_timeout(limits.body_timeout);
+        let storage = open_storage(data, database).await?;
+        let mut state =
+            AppState::new(Service::new(storage).await?, blobs).with_body_timeout(limits.body_timeout);
         if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
             state = state.with_admin_token(&t);
         }

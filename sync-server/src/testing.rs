@@ -155,3 +155,27 @@ impl Cluster {
         self.url(&name)
     }
 }
+
+/// Which backend the end-to-end tests run on: `TEJIDO_TEST_BACKEND=postgres` for a fresh
+/// database in the throwaway cluster, else SQLite (`scripts/test` runs them both ways).
+pub fn postgres_requested() -> bool {
+    match std::env::var("TEJIDO_TEST_BACKEND").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
+        Ok(other) => panic!("TEJIDO_TEST_BACKEND={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// A fresh database's URL, from synchronous code (a thread with its own runtime, so it works
+/// inside an async test too).
+pub fn fresh_database_blocking() -> String {
+    std::thread::spawn(|| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("no runtime for the test database: {e}"));
+        runtime.block_on(cluster().fresh_database())
+    })
+    .join()
+    .unwrap_or_else(|_| panic!("creating the test database failed"))
+}

@@ -9,7 +9,15 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn run_demo(data: &std::path::Path) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tejido-server"))
+    run_demo_on(data, None)
+}
+
+fn run_demo_on(data: &std::path::Path, database: Option<&str>) -> String {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tejido-server"));
+    if let Some(db) = database {
+        cmd.env("TEJIDO_DATABASE_URL", db);
+    }
+    let mut child = cmd
         .arg("--data")
         .arg(data)
         .args(["demo", "--listen", "127.0.0.1:0", "--devices", "3", "--rounds", "1", "--exit-after-rounds"])
@@ -105,6 +113,35 @@ fn the_demo_fills_and_syncs_both_example_forms() {
     assert_eq!(per_form.get("victimizacion_hogares"), Some(&8));
     assert_eq!(devices, 6);
     assert_eq!(forms, 2);
+}
+
+#[test]
+fn the_demo_runs_on_postgresql_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = tejido_server::testing::fresh_database_blocking();
+    let out = run_demo_on(dir.path(), Some(&url));
+    assert!(!out.contains(&url), "the database URL is never printed");
+    let mut reported = totals(&out);
+    let photos = reported.remove("photos").unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let (finalized, blobs, devices, forms) = runtime.block_on(async {
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        tokio::spawn(conn);
+        let one = async |sql: &str| client.query_one(sql, &[]).await.unwrap().get::<_, i64>(0) as u64;
+        (
+            one("SELECT count(DISTINCT doc)::BIGINT FROM field_ops WHERE field = '_status' AND leaf AND value = '\"finalized\"'")
+                .await,
+            one("SELECT count(*) FROM blob_owners").await,
+            one("SELECT count(*) FROM devices").await,
+            one("SELECT count(*) FROM forms").await,
+        )
+    });
+    assert_eq!(finalized, reported.values().sum::<u64>(), "the database holds what the demo reports: {out}");
+    assert_eq!(blobs, photos);
+    assert_eq!(devices, 3);
+    assert_eq!(forms, 2);
+    // Nothing went to a SQLite file.
+    assert!(!dir.path().join("demo").join("tejido.db").exists());
 }
 
 #[test]

@@ -429,8 +429,13 @@ async fn unfinished_uploads_have_a_quota_and_expire() {
     assert_eq!((st, body["error"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("too_large")), "{body}");
 
     // An upload left for more than a day is forgotten (bytes and all) and frees the quota.
-    let storage = tejido_server::storage::SqliteStorage::open(s.dir.path().join("tejido.db")).unwrap();
-    let service = tejido_server::service::Service::new(Arc::new(storage)).await.unwrap();
+    let storage: Arc<dyn tejido_server::storage::Storage> = match &s.database {
+        Some(url) => Arc::new(tejido_server::storage::PostgresStorage::open(url).await.unwrap()),
+        None => {
+            Arc::new(tejido_server::storage::SqliteStorage::open(s.dir.path().join("tejido.db")).unwrap())
+        }
+    };
+    let service = tejido_server::service::Service::new(storage).await.unwrap();
     let owner = tejido_server::blobs::UploadOwner { project: p, device: d.id };
     service.start_upload(owner, &started[0], big, "application/octet-stream", 1).await.unwrap();
     let sha = hex::encode(Sha256::digest(b"next"));

@@ -58,6 +58,8 @@ pub fn server_binary() -> &'static Path {
 /// A running `tejido-server serve` on 127.0.0.1 with its own data directory.
 pub struct TestServer {
     data: PathBuf,
+    /// `--database`, when the server runs on PostgreSQL.
+    database: Option<String>,
     _tmp: Option<tempfile::TempDir>,
     child: Option<Child>,
     addr: SocketAddr,
@@ -65,7 +67,8 @@ pub struct TestServer {
 }
 
 impl TestServer {
-    /// Starts a server in a fresh temporary data directory.
+    /// Starts a server in a fresh temporary data directory: on SQLite there, or on a fresh
+    /// PostgreSQL database with `TEJIDO_TEST_BACKEND=postgres`.
     pub fn start() -> TestServer {
         let tmp = tempfile::tempdir().expect("a temporary directory");
         let data = tmp.path().join("server");
@@ -76,9 +79,11 @@ impl TestServer {
 
     /// Starts a server on an existing data directory, on `addr` if given.
     pub fn start_in(data: &Path, addr: Option<SocketAddr>) -> TestServer {
+        let database = tejido_server::testing::postgres_requested()
+            .then(tejido_server::testing::fresh_database_blocking);
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (child, addr) = spawn_serve(data, addr, &log);
-        TestServer { data: data.to_path_buf(), _tmp: None, child: Some(child), addr, log }
+        let (child, addr) = spawn_serve(data, database.as_deref(), addr, &log);
+        TestServer { data: data.to_path_buf(), database, _tmp: None, child: Some(child), addr, log }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -112,7 +117,7 @@ impl TestServer {
         self.kill();
         let mut last = None;
         for _ in 0..50 {
-            match try_spawn_serve(&self.data, Some(self.addr), &self.log) {
+            match try_spawn_serve(&self.data, self.database.as_deref(), Some(self.addr), &self.log) {
                 Ok((child, addr)) => {
                     self.child = Some(child);
                     self.addr = addr;
@@ -143,13 +148,12 @@ impl TestServer {
     /// Runs an admin command with `--json` against this server's data directory and returns
     /// its JSON answer; panics if it fails.
     pub fn cli(&self, args: &[&str]) -> Value {
-        let out = Command::new(server_binary())
-            .arg("--data")
-            .arg(&self.data)
-            .arg("--json")
-            .args(args)
-            .output()
-            .expect("tejido-server runs");
+        let mut cmd = Command::new(server_binary());
+        if let Some(db) = &self.database {
+            cmd.arg("--database").arg(db);
+        }
+        let out =
+            cmd.arg("--data").arg(&self.data).arg("--json").args(args).output().expect("tejido-server runs");
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),
@@ -215,17 +219,27 @@ impl Drop for TestServer {
     }
 }
 
-fn spawn_serve(data: &Path, addr: Option<SocketAddr>, log: &Arc<Mutex<Vec<String>>>) -> (Child, SocketAddr) {
-    try_spawn_serve(data, addr, log).unwrap_or_else(|e| panic!("the server did not start: {e}"))
+fn spawn_serve(
+    data: &Path,
+    database: Option<&str>,
+    addr: Option<SocketAddr>,
+    log: &Arc<Mutex<Vec<String>>>,
+) -> (Child, SocketAddr) {
+    try_spawn_serve(data, database, addr, log).unwrap_or_else(|e| panic!("the server did not start: {e}"))
 }
 
 fn try_spawn_serve(
     data: &Path,
+    database: Option<&str>,
     addr: Option<SocketAddr>,
     log: &Arc<Mutex<Vec<String>>>,
 ) -> Result<(Child, SocketAddr), String> {
     let listen = addr.map(|a| a.to_string()).unwrap_or_else(|| "127.0.0.1:0".into());
-    let mut child = Command::new(server_binary())
+    let mut cmd = Command::new(server_binary());
+    if let Some(db) = database {
+        cmd.arg("--database").arg(db);
+    }
+    let mut child = cmd
         .arg("--data")
         .arg(data)
         .args(["serve", "--listen", &listen])

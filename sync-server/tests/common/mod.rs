@@ -23,6 +23,8 @@ pub struct Server {
     pub url: String,
     pub http: reqwest::Client,
     pub dir: Arc<tempfile::TempDir>,
+    /// The PostgreSQL database, when the tests run on PostgreSQL.
+    pub database: Option<String>,
     /// Every (method, route, status) the server answered, checked against the OpenAPI
     /// document when the server is dropped.
     answered: Answered,
@@ -143,15 +145,24 @@ pub struct Dev {
     pub replica: ReplicaId,
 }
 
+/// A server on SQLite, or on a fresh PostgreSQL database with `TEJIDO_TEST_BACKEND=postgres`.
 pub async fn start() -> Server {
-    start_in(Arc::new(tempfile::tempdir().unwrap())).await
+    let database = if tejido_server::testing::postgres_requested() {
+        Some(tejido_server::testing::cluster().fresh_database().await)
+    } else {
+        None
+    };
+    start_in(Arc::new(tempfile::tempdir().unwrap()), database).await
 }
 
 /// A server over the deployment in `dir`: a second one over the same folder is another server
 /// process of the same deployment (its own connections, the same database and blobs).
-async fn start_in(dir: Arc<tempfile::TempDir>) -> Server {
-    let storage = SqliteStorage::open(dir.path().join("tejido.db")).unwrap();
-    let service = tejido_server::service::Service::new(Arc::new(storage)).await.unwrap();
+async fn start_in(dir: Arc<tempfile::TempDir>, database: Option<String>) -> Server {
+    let storage: Arc<dyn tejido_server::storage::Storage> = match &database {
+        Some(url) => Arc::new(tejido_server::storage::PostgresStorage::open(url).await.unwrap()),
+        None => Arc::new(SqliteStorage::open(dir.path().join("tejido.db")).unwrap()),
+    };
+    let service = tejido_server::service::Service::new(storage).await.unwrap();
     let state = AppState::new(service, BlobStore::new(dir.path().join("blobs")))
         .with_admin_token(ADMIN)
         .with_public_url(PUBLIC_URL);
@@ -170,6 +181,7 @@ async fn start_in(dir: Arc<tempfile::TempDir>) -> Server {
             .build()
             .unwrap(),
         dir,
+        database,
         answered,
     }
 }
@@ -177,7 +189,7 @@ async fn start_in(dir: Arc<tempfile::TempDir>) -> Server {
 impl Server {
     /// Another server process of this deployment.
     pub async fn another_process(&self) -> Server {
-        start_in(self.dir.clone()).await
+        start_in(self.dir.clone(), self.database.clone()).await
     }
 
     pub fn req(&self, method: Method, path: &str, token: Option<&str>) -> reqwest::RequestBuilder {
