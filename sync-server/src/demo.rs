@@ -21,13 +21,12 @@ use tejido_core::sync::client::{enroll_with_link, CancelToken, SyncClient, SyncR
 use tejido_core::sync::wire::Role;
 use tejido_core::{Collection, Store};
 use tejido_server::api::{router, AppState};
-use tejido_server::blobs::BlobStore;
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::service::Service;
 use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm};
 use tokio_util::sync::CancellationToken;
 
-use crate::{open_storage, shutdown_signal, Failure};
+use crate::{open_deployment, shutdown_signal, Failure};
 
 /// The demo project's name.
 pub const PROJECT: &str = "Observatorio demo";
@@ -74,15 +73,13 @@ pub fn run(data: &Path, database: Option<&str>, options: DemoOptions) -> Result<
         .with_ansi(false)
         .init();
     let dir = data.join("demo");
-    let blobs = BlobStore::new(dir.join("blobs"));
-    std::fs::create_dir_all(blobs.root())
-        .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
     runtime.block_on(async move {
-        let service = Service::new(open_storage(&dir, database).await?).await?;
+        let (storage, blobs) = open_deployment(&dir, database).await?;
+        let service = Service::new(storage).await?;
         let project = seed(&service).await?;
         for (form, role) in &project_forms()? {
             let value =

@@ -14,7 +14,7 @@ use serde_json::json;
 use tejido_core::form::{import_xlsform, Form};
 use tejido_core::sync::wire::Role;
 use tejido_server::api::{router, AppState};
-use tejido_server::blobs::BlobStore;
+use tejido_server::blobs::{BlobBytes, BlobStore};
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::serve::ConnectionLimits;
 use tejido_server::service::Service;
@@ -197,12 +197,22 @@ fn clamp_code(code: i32) -> u8 {
 /// The deployment's storage: PostgreSQL when `database` is a PostgreSQL URL, else the SQLite
 /// file in `data`. Migrations run here.
 async fn open_storage(data: &Path, database: Option<&str>) -> Result<Arc<dyn Storage>, Failure> {
+    Ok(open_deployment(data, database).await?.0)
+}
+
+/// The deployment's storage and blob bytes: both in PostgreSQL when `database` is a PostgreSQL
+/// URL, else the SQLite file and the blobs folder in `data`.
+async fn open_deployment(
+    data: &Path,
+    database: Option<&str>,
+) -> Result<(Arc<dyn Storage>, Arc<dyn BlobBytes>), Failure> {
     match database.map(str::trim).filter(|d| !d.is_empty()) {
         Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
             let storage = PostgresStorage::open(url)
                 .await
                 .map_err(|e| Failure(format!("cannot open the PostgreSQL database: {e}"), 1))?;
-            Ok(Arc::new(storage))
+            let blobs = Arc::new(storage.blobs());
+            Ok((Arc::new(storage), blobs))
         }
         // The URL may hold a password: it is never repeated.
         Some(_) => Err(Failure(
@@ -212,7 +222,10 @@ async fn open_storage(data: &Path, database: Option<&str>) -> Result<Arc<dyn Sto
         None => {
             std::fs::create_dir_all(data)
                 .map_err(|e| Failure(format!("cannot create the data folder {}: {e}", data.display()), 1))?;
-            Ok(Arc::new(SqliteStorage::open(data.join("tejido.db"))?))
+            let blobs = BlobStore::new(data.join("blobs"));
+            std::fs::create_dir_all(blobs.root())
+                .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
+            Ok((Arc::new(SqliteStorage::open(data.join("tejido.db"))?), Arc::new(blobs)))
         }
     }
 }
@@ -448,15 +461,12 @@ fn serve(
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .init();
-    let blobs = BlobStore::new(data.join("blobs"));
-    std::fs::create_dir_all(blobs.root())
-        .map_err(|e| Failure(format!("cannot create {}: {e}", blobs.root().display()), 1))?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
     runtime.block_on(async move {
-        let storage = open_storage(data, database).await?;
+        let (storage, blobs) = open_deployment(data, database).await?;
         let mut state =
             AppState::new(Service::new(storage).await?, blobs).with_body_timeout(limits.body_timeout);
         if let Some(t) = admin_token.filter(|t| !t.is_empty()) {

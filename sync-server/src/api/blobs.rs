@@ -8,11 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
 use tejido_core::sync::wire::{MAX_BLOB_BYTES, UPLOAD_LENGTH_HEADER, UPLOAD_OFFSET_HEADER};
-use tokio_util::io::ReaderStream;
 
 use super::openapi::docs;
 use super::{ApiError, AppState, DeviceAuth};
-use crate::blobs::{valid_sha256, BlobStore, UploadOwner};
+use crate::blobs::{valid_sha256, BlobBytes, UploadOwner};
 use crate::service::blobs as blob_rules;
 use crate::storage::Device;
 
@@ -83,7 +82,7 @@ pub(crate) async fn status(
     // Complete only when this device uploaded it: HEAD tells nothing of other devices' blobs.
     let held = state.service.blob_held(owner, &name).await?;
     if held {
-        if let Some(size) = state.blobs.complete_size(&sha256) {
+        if let Some(size) = state.blobs.complete_size(&sha256).await.map_err(io_error)? {
             return Ok(status_response(
                 StatusCode::OK,
                 BlobStatus { sha256, offset: size, length: size, complete: true },
@@ -92,7 +91,8 @@ pub(crate) async fn status(
     }
     let name = sha256.clone();
     let upload = state.service.upload(owner, &name).await?;
-    let offset = if upload.is_some() { state.blobs.partial_len(owner, &sha256) } else { 0 };
+    let offset =
+        if upload.is_some() { state.blobs.partial_len(owner, &sha256).await.map_err(io_error)? } else { 0 };
     let mut res = StatusCode::OK.into_response();
     res.headers_mut().insert(UPLOAD_OFFSET_HEADER, offset.into());
     if let Some(u) = upload {
@@ -138,7 +138,7 @@ pub(crate) async fn upload(
     let owner = UploadOwner::of(&device);
     // One writer per upload in every process: the lease lives in the database.
     let Some(lease) = state.service.lease_upload(owner, &sha256, state.upload_lease_ms).await? else {
-        let held = state.blobs.partial_len(owner, &sha256);
+        let held = state.blobs.partial_len(owner, &sha256).await.map_err(io_error)?;
         return Err(ApiError::conflict(
             "another request is appending to this upload; ask where it stands and resume",
         )
@@ -164,7 +164,7 @@ async fn append(
     let name = sha256.clone();
     let held = state.service.blob_held(owner, &name).await?;
     if held {
-        if let Some(size) = state.blobs.complete_size(&sha256) {
+        if let Some(size) = state.blobs.complete_size(&sha256).await.map_err(io_error)? {
             if size != length {
                 return Err(ApiError::bad_request("upload-length differs from the blob's length"));
             }
@@ -183,7 +183,8 @@ async fn append(
         .unwrap_or("application/octet-stream")
         .to_owned();
     let upload = state.service.upload(owner, &name).await?;
-    let held_before = if upload.is_some() { state.blobs.partial_len(owner, &sha256) } else { 0 };
+    let held_before =
+        if upload.is_some() { state.blobs.partial_len(owner, &sha256).await.map_err(io_error)? } else { 0 };
     let media_type = match upload {
         Some(u) if u.length != length && held_before > 0 => {
             return Err(ApiError::conflict(format!(
@@ -198,26 +199,26 @@ async fn append(
             // to its quota of bytes in progress).
             expire_stale_uploads(state).await?;
             // A fresh start: no bytes of an earlier, forgotten attempt stay behind.
-            state.blobs.discard_partial(owner, &sha256).map_err(io_error)?;
+            state.blobs.discard_partial(owner, &sha256).await.map_err(io_error)?;
             state.service.start_upload(owner, &sha256, length, &media_type, crate::now_ms()).await?;
             media_type
         }
     };
-    let held = state.blobs.partial_len(owner, &sha256);
+    let held = state.blobs.partial_len(owner, &sha256).await.map_err(io_error)?;
     if offset != held {
         return Err(ApiError::conflict(format!("the upload stands at byte {held}; resume from there"))
             .with_header(UPLOAD_OFFSET_HEADER, held));
     }
 
-    let (received, cut) = receive(&state.blobs, owner, &sha256, held, length, body).await?;
+    let (received, cut) = receive(state.blobs.as_ref(), owner, &sha256, held, length, body).await?;
     if received > length {
         if held == 0 {
             // Nothing was held before this request: leave no trace of it.
-            state.blobs.discard_partial(owner, &sha256).map_err(io_error)?;
+            state.blobs.discard_partial(owner, &sha256).await.map_err(io_error)?;
             let name = sha256.clone();
             state.service.end_upload(owner, &name).await?;
         } else {
-            state.blobs.truncate_partial(owner, &sha256, held).map_err(io_error)?;
+            state.blobs.truncate_partial(owner, &sha256, held).await.map_err(io_error)?;
         }
         return Err(ApiError::bad_request("the body runs past upload-length; nothing of it was kept"));
     }
@@ -232,12 +233,7 @@ async fn append(
             BlobStatus { sha256, offset: received, length, complete: false },
         ));
     }
-    let blobs = state.blobs.clone();
-    let name = sha256.clone();
-    let verified = tokio::task::spawn_blocking(move || blobs.complete(owner, &name))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(io_error)?;
+    let verified = state.blobs.complete(owner, &sha256).await.map_err(io_error)?;
     if !verified {
         let name = sha256.clone();
         state.service.end_upload(owner, &name).await?;
@@ -259,7 +255,7 @@ async fn append(
 /// Streams the body onto the partial file. Returns the bytes held afterwards (more than
 /// `length` means the body ran past the end) and whether the stream broke off.
 async fn receive(
-    blobs: &BlobStore,
+    blobs: &dyn BlobBytes,
     owner: UploadOwner,
     sha256: &str,
     held: u64,
@@ -267,20 +263,25 @@ async fn receive(
     body: Body,
 ) -> Result<(u64, bool), ApiError> {
     use futures_util::StreamExt;
-    use tokio::io::AsyncWriteExt;
-    let mut file = tokio::fs::File::from_std(blobs.open_partial(owner, sha256).map_err(io_error)?);
     let mut stream = body.into_data_stream();
     let mut total = held;
     let mut cut = false;
+    // Written in pieces of at most a storage chunk: memory holds one piece, whatever the blob.
+    let mut pending: Vec<u8> = Vec::with_capacity(crate::storage::postgres_blobs::CHUNK);
     while let Some(frame) = stream.next().await {
         match frame {
             Ok(bytes) => {
                 let room = length.saturating_sub(total);
                 if bytes.len() as u64 > room {
+                    // The caller cuts the upload back to what it held before this request.
                     return Ok((length + 1, false));
                 }
-                file.write_all(&bytes).await.map_err(io_error)?;
+                pending.extend_from_slice(&bytes);
                 total += bytes.len() as u64;
+                if pending.len() >= crate::storage::postgres_blobs::CHUNK {
+                    blobs.append(owner, sha256, &pending).await.map_err(io_error)?;
+                    pending.clear();
+                }
             }
             Err(_) => {
                 cut = true;
@@ -288,8 +289,10 @@ async fn receive(
             }
         }
     }
-    file.flush().await.map_err(io_error)?;
-    file.sync_all().await.map_err(io_error)?;
+    if !pending.is_empty() {
+        blobs.append(owner, sha256, &pending).await.map_err(io_error)?;
+    }
+    blobs.sync_partial(owner, sha256).await.map_err(io_error)?;
     Ok((total, cut))
 }
 
@@ -309,12 +312,12 @@ pub(crate) async fn download(
     check_name(&sha256)?;
     let name = sha256.clone();
     let media_type = state.service.blob_access(&device, &name).await?;
-    let size = state.blobs.complete_size(&sha256);
+    let size = state.blobs.complete_size(&sha256).await.map_err(io_error)?;
     let (Some(media_type), Some(size)) = (media_type, size) else {
         return Err(ApiError::not_found("no such blob"));
     };
-    let file = tokio::fs::File::open(state.blobs.complete_path(&sha256)).await.map_err(io_error)?;
-    let mut res = Body::from_stream(ReaderStream::new(file)).into_response();
+    let bytes = state.blobs.read(&sha256).await.map_err(io_error)?;
+    let mut res = Body::from_stream(bytes).into_response();
     // Blobs recorded before the allow-list existed are checked again on the way out.
     let media_type = blob_rules::allowed_media_type(&media_type);
     let media = HeaderValue::from_static(media_type);
@@ -333,7 +336,7 @@ pub(crate) async fn download(
 async fn expire_stale_uploads(state: &AppState) -> Result<(), ApiError> {
     let stale = state.service.expired_uploads(crate::now_ms(), 16).await?;
     for (owner, sha) in stale {
-        state.blobs.discard_partial(owner, &sha).map_err(io_error)?;
+        state.blobs.discard_partial(owner, &sha).await.map_err(io_error)?;
         state.service.end_upload(owner, &sha).await?;
     }
     Ok(())

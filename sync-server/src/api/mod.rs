@@ -23,7 +23,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::decompression::RequestDecompressionLayer;
 use tower_http::trace::TraceLayer;
 
-use crate::blobs::BlobStore;
+use crate::blobs::BlobBytes;
 use crate::secrets::hash_token;
 use crate::service::Service;
 use crate::storage::{Device, StorageError};
@@ -32,7 +32,7 @@ use crate::storage::{Device, StorageError};
 #[derive(Clone)]
 pub struct AppState {
     pub service: Service,
-    pub blobs: Arc<BlobStore>,
+    pub blobs: Arc<dyn BlobBytes>,
     /// The hash of the admin token, when one is configured.
     pub admin_token_hash: Option<[u8; 32]>,
     /// The address phones use to reach this server, for enrollment links.
@@ -42,10 +42,10 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(service: Service, blobs: BlobStore) -> AppState {
+    pub fn new(service: Service, blobs: Arc<dyn BlobBytes>) -> AppState {
         AppState {
             service,
-            blobs: Arc::new(blobs),
+            blobs,
             admin_token_hash: None,
             public_url: None,
             upload_lease_ms: lease_for(crate::serve::ConnectionLimits::default().body_timeout),

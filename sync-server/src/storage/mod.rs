@@ -4,6 +4,7 @@
 //! The rules that decide what to store are in [`crate::service`].
 
 pub mod postgres;
+pub mod postgres_blobs;
 pub mod sqlite;
 #[cfg(test)]
 mod tests;

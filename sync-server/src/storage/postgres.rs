@@ -21,7 +21,8 @@ use crate::service::enroll::{CodeState, ReplicaState};
 use crate::service::rules::Scope;
 
 /// The schema's migrations, in order, as for SQLite.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/postgres/0001_init.sql")];
+pub(super) const MIGRATIONS: &[&str] =
+    &[include_str!("migrations/postgres/0001_init.sql"), include_str!("migrations/postgres/0002_blobs.sql")];
 const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Advisory lock keys (first half 'TJSV').
 const MIGRATION_LOCK: i64 = 0x544A_5356_0000_0001;
@@ -154,6 +155,11 @@ impl PostgresStorage {
             .map_err(|e| StorageError::Other(format!("cannot make a connection pool: {e}")))?;
         migrate(&pool).await?;
         Ok(PostgresStorage { pool })
+    }
+
+    /// The blob bytes kept in this database.
+    pub fn blobs(&self) -> super::postgres_blobs::PgBlobs {
+        super::postgres_blobs::PgBlobs::new(self.pool.clone())
     }
 }
 

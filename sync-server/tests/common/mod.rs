@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use tejido_core::sync::wire::PROTOCOL_HEADER;
 use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, ReplicaId};
 use tejido_server::api::{router, AppState};
-use tejido_server::blobs::BlobStore;
+use tejido_server::blobs::{BlobBytes, BlobStore};
 use tejido_server::storage::SqliteStorage;
 use uuid::Uuid;
 
@@ -25,6 +25,8 @@ pub struct Server {
     pub dir: Arc<tempfile::TempDir>,
     /// The PostgreSQL database, when the tests run on PostgreSQL.
     pub database: Option<String>,
+    /// Where the server keeps blob bytes (files, or PostgreSQL rows).
+    pub blobs: Arc<dyn BlobBytes>,
     /// Every (method, route, status) the server answered, checked against the OpenAPI
     /// document when the server is dropped.
     answered: Answered,
@@ -158,14 +160,19 @@ pub async fn start() -> Server {
 /// A server over the deployment in `dir`: a second one over the same folder is another server
 /// process of the same deployment (its own connections, the same database and blobs).
 async fn start_in(dir: Arc<tempfile::TempDir>, database: Option<String>) -> Server {
-    let storage: Arc<dyn tejido_server::storage::Storage> = match &database {
-        Some(url) => Arc::new(tejido_server::storage::PostgresStorage::open(url).await.unwrap()),
-        None => Arc::new(SqliteStorage::open(dir.path().join("tejido.db")).unwrap()),
+    let (storage, blobs): (Arc<dyn tejido_server::storage::Storage>, Arc<dyn BlobBytes>) = match &database {
+        Some(url) => {
+            let pg = tejido_server::storage::PostgresStorage::open(url).await.unwrap();
+            let blobs = Arc::new(pg.blobs());
+            (Arc::new(pg), blobs)
+        }
+        None => (
+            Arc::new(SqliteStorage::open(dir.path().join("tejido.db")).unwrap()),
+            Arc::new(BlobStore::new(dir.path().join("blobs"))),
+        ),
     };
     let service = tejido_server::service::Service::new(storage).await.unwrap();
-    let state = AppState::new(service, BlobStore::new(dir.path().join("blobs")))
-        .with_admin_token(ADMIN)
-        .with_public_url(PUBLIC_URL);
+    let state = AppState::new(service, blobs.clone()).with_admin_token(ADMIN).with_public_url(PUBLIC_URL);
     let answered = Answered::default();
     let app = router(state).layer(axum::middleware::from_fn_with_state(answered.clone(), record));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -182,6 +189,7 @@ async fn start_in(dir: Arc<tempfile::TempDir>, database: Option<String>) -> Serv
             .unwrap(),
         dir,
         database,
+        blobs,
         answered,
     }
 }

@@ -1,0 +1,226 @@
+//! Blob bytes in PostgreSQL: chunks of at most [`CHUNK`] bytes by offset, for uploads in
+//! progress (per device) and for complete blobs, streamed both ways. Every server process on
+//! the database shares them with no other set-up.
+
+use deadpool_postgres::Pool;
+use futures_util::TryStreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::blobs::{BlobBytes, BlobStream, UploadOwner};
+
+/// The largest chunk stored in one row.
+pub const CHUNK: usize = 256 * 1024;
+/// Chunks a download reads ahead of the client.
+const READ_AHEAD: usize = 2;
+
+/// Blob bytes in the database of a [`super::PostgresStorage`].
+#[derive(Clone)]
+pub struct PgBlobs {
+    pool: Pool,
+}
+
+impl std::fmt::Debug for PgBlobs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBlobs").finish_non_exhaustive()
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> std::io::Error {
+    std::io::Error::other(format!("blob storage: {e}"))
+}
+
+impl PgBlobs {
+    pub(super) fn new(pool: Pool) -> PgBlobs {
+        PgBlobs { pool }
+    }
+
+    async fn client(&self) -> std::io::Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(io)
+    }
+}
+
+#[async_trait::async_trait]
+impl BlobBytes for PgBlobs {
+    async fn complete_size(&self, sha256: &str) -> std::io::Result<Option<u64>> {
+        let c = self.client().await?;
+        let row = c.query_opt("SELECT size FROM blobs WHERE sha256 = $1", &[&sha256]).await.map_err(io)?;
+        Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
+    }
+
+    async fn partial_len(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<u64> {
+        let c = self.client().await?;
+        let n: i64 = c
+            .query_one(
+                "SELECT coalesce(sum(octet_length(data)), 0)::BIGINT FROM partial_chunks
+                 WHERE project = $1 AND device = $2 AND sha256 = $3",
+                &[&owner.project, &owner.device, &sha256],
+            )
+            .await
+            .map_err(io)?
+            .get(0);
+        Ok(n.max(0) as u64)
+    }
+
+    async fn append(&self, owner: UploadOwner, sha256: &str, bytes: &[u8]) -> std::io::Result<()> {
+        let c = self.client().await?;
+        let stmt = c
+            .prepare_cached(
+                "INSERT INTO partial_chunks (project, device, sha256, off, data)
+                 SELECT $1, $2, $3, coalesce(max(off + octet_length(data)), 0), $4 FROM partial_chunks
+                 WHERE project = $1 AND device = $2 AND sha256 = $3",
+            )
+            .await
+            .map_err(io)?;
+        // Each chunk is its own committed row: what arrived survives a cut connection.
+        for chunk in bytes.chunks(CHUNK) {
+            c.execute(&stmt, &[&owner.project, &owner.device, &sha256, &chunk]).await.map_err(io)?;
+        }
+        Ok(())
+    }
+
+    async fn sync_partial(&self, _owner: UploadOwner, _sha256: &str) -> std::io::Result<()> {
+        // Every appended chunk was committed.
+        Ok(())
+    }
+
+    async fn truncate_partial(&self, owner: UploadOwner, sha256: &str, len: u64) -> std::io::Result<()> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(io)?;
+        let len = len as i64;
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
+            [&owner.project, &owner.device, &sha256, &len];
+        tx.execute(
+            "DELETE FROM partial_chunks WHERE project = $1 AND device = $2 AND sha256 = $3 AND off >= $4",
+            &key,
+        )
+        .await
+        .map_err(io)?;
+        tx.execute(
+            "UPDATE partial_chunks SET data = substring(data FROM 1 FOR ($4 - off)::INTEGER)
+             WHERE project = $1 AND device = $2 AND sha256 = $3 AND off < $4 AND off + octet_length(data) > $4",
+            &key,
+        )
+        .await
+        .map_err(io)?;
+        tx.commit().await.map_err(io)
+    }
+
+    async fn discard_partial(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<()> {
+        let c = self.client().await?;
+        c.execute(
+            "DELETE FROM partial_chunks WHERE project = $1 AND device = $2 AND sha256 = $3",
+            &[&owner.project, &owner.device, &sha256],
+        )
+        .await
+        .map_err(io)?;
+        Ok(())
+    }
+
+    async fn complete(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<bool> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(io)?;
+        let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&owner.project, &owner.device, &sha256];
+        // Hash the upload a chunk at a time, as the rows stream in.
+        let rows = tx
+            .query_raw(
+                "SELECT data FROM partial_chunks WHERE project = $1 AND device = $2 AND sha256 = $3 ORDER BY off",
+                key,
+            )
+            .await
+            .map_err(io)?;
+        futures_util::pin_mut!(rows);
+        let mut hasher = Sha256::new();
+        let mut size: i64 = 0;
+        while let Some(row) = rows.try_next().await.map_err(io)? {
+            let data: &[u8] = row.get(0);
+            hasher.update(data);
+            size += data.len() as i64;
+        }
+        let matches = hex::encode(hasher.finalize()) == sha256;
+        if matches {
+            let new = tx
+                .execute(
+                    "INSERT INTO blobs (sha256, size) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                    &[&sha256, &size],
+                )
+                .await
+                .map_err(io)?
+                > 0;
+            if new {
+                tx.execute(
+                    "INSERT INTO blob_chunks (sha256, off, data)
+                     SELECT sha256, off, data FROM partial_chunks WHERE project = $1 AND device = $2 AND sha256 = $3",
+                    &key,
+                )
+                .await
+                .map_err(io)?;
+            }
+        }
+        tx.execute("DELETE FROM partial_chunks WHERE project = $1 AND device = $2 AND sha256 = $3", &key)
+            .await
+            .map_err(io)?;
+        tx.commit().await.map_err(io)?;
+        Ok(matches)
+    }
+
+    async fn read(&self, sha256: &str) -> std::io::Result<BlobStream> {
+        let client = self.client().await?;
+        let sha = sha256.to_owned();
+        let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(READ_AHEAD);
+        // One chunk per query, so memory holds at most READ_AHEAD chunks whatever the blob's size.
+        tokio::spawn(async move {
+            let stmt = match client
+                .prepare_cached(
+                    "SELECT off, data FROM blob_chunks WHERE sha256 = $1 AND off >= $2 ORDER BY off LIMIT 1",
+                )
+                .await
+            {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = tx.send(Err(io(e))).await;
+                    return;
+                }
+            };
+            let mut at: i64 = 0;
+            loop {
+                let row = match client.query_opt(&stmt, &[&sha, &at]).await {
+                    Ok(Some(row)) => row,
+                    Ok(None) => return,
+                    Err(e) => {
+                        let _ = tx.send(Err(io(e))).await;
+                        return;
+                    }
+                };
+                let off: i64 = row.get(0);
+                let data: Vec<u8> = row.get(1);
+                at = off + data.len() as i64;
+                if tx.send(Ok(bytes::Bytes::from(data))).await.is_err() {
+                    // The client went away.
+                    return;
+                }
+            }
+        });
+        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|item| (item, rx))
+        })))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use uuid::Uuid;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blob_bytes_in_postgres_behave_as_files() {
+        let url = crate::testing::cluster().fresh_database().await;
+        let storage = super::super::PostgresStorage::open(&url).await.unwrap();
+        let blobs = storage.blobs();
+        let owner = UploadOwner { project: Uuid::new_v4(), device: Uuid::new_v4() };
+        // Bigger than a chunk, so it spans rows.
+        let bytes: Vec<u8> = (0..(CHUNK * 2 + 1000)).map(|i| (i % 251) as u8).collect();
+        let sha = hex::encode(Sha256::digest(&bytes));
+        crate::blobs::tests::blob_bytes_conformance(&blobs, owner, &bytes, &sha).await;
+    }
+}
