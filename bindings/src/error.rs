@@ -25,6 +25,10 @@ pub enum TejidoError {
     /// was changed.
     #[error("{0}")]
     WrongKey(String),
+    /// An attachment's file fails authentication or its hash (damaged, or tampered with); its
+    /// bytes are never returned. Fetching it again from the server repairs it.
+    #[error("{0}")]
+    AttachmentDamaged(String),
     /// The store was written by a newer version of Tejido.
     #[error("{0}")]
     StoreTooNew(String),
@@ -90,12 +94,14 @@ impl From<StoreError> for TejidoError {
             StoreError::UnknownDocument(_)
             | StoreError::UnknownRow { .. }
             | StoreError::UnknownAttachment(_) => TejidoError::NotFound(message),
+            StoreError::AttachmentDamaged(_) => TejidoError::AttachmentDamaged(message),
             StoreError::FieldPath(_) => TejidoError::UnknownQuestion(message),
             StoreError::NotASubmission(_)
             | StoreError::Deleted(_)
             | StoreError::AlreadyFinalized(_)
             | StoreError::NoConflict(_)
             | StoreError::NoAttachmentDir
+            | StoreError::EncryptedAttachment(_)
             | StoreError::NotEncrypted
             | StoreError::CollectionMismatch { .. } => TejidoError::NotAllowed(message),
             StoreError::InvalidChange { .. } => TejidoError::InvalidInput(message),

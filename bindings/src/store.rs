@@ -268,9 +268,24 @@ impl TejidoStore {
         Ok(self.store.attach_file_from_path(doc, &field, &PathBuf::from(path), &media_type)?)
     }
 
-    /// Where an attachment's bytes are on disk.
+    /// Where an attachment's bytes are on disk, in a plain store. An encrypted store's files
+    /// are sealed, so this fails with `NotAllowed` there: use `read_attachment` or
+    /// `export_attachment`.
     pub fn attachment_path(&self, sha256: String) -> Result<String, TejidoError> {
         Ok(self.store.attachment_path(&sha256)?.to_string_lossy().into_owned())
+    }
+
+    /// An attachment's bytes (decrypted in an encrypted store), checked against its SHA-256; a
+    /// damaged or tampered file gives `AttachmentDamaged`, never wrong bytes.
+    pub fn read_attachment(&self, sha256: String) -> Result<Vec<u8>, TejidoError> {
+        Ok(self.store.read_attachment(&sha256)?)
+    }
+
+    /// Writes an attachment's bytes to `path` (a viewer's cache file), streamed in chunks and
+    /// checked against its SHA-256; returns the number of bytes written. The file written is
+    /// plain: delete it when the viewer is done.
+    pub fn export_attachment(&self, sha256: String, path: String) -> Result<u64, TejidoError> {
+        Ok(self.store.export_attachment(&sha256, &PathBuf::from(path))?)
     }
 
     /// Every document with fields holding concurrent values.

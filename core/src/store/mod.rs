@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::crdt::{ChangeError, DocId, FieldPathError, Hlc, HybridClock, ReplicaId, SystemClock, WallClock};
 
-pub use attachments::{attachment_ref, parse_attachment_ref, AttachmentInfo};
+pub use attachments::{attachment_ref, parse_attachment_ref, AttachmentInfo, AttachmentReader};
 pub use read::{
     ConflictValue, Document, DocumentConflicts, FieldState, StatusFilter, SubmissionStatus, SubmissionSummary,
 };
@@ -69,6 +69,12 @@ pub enum StoreError {
     NoAttachmentDir,
     #[error("there is no attachment {0}")]
     UnknownAttachment(String),
+    /// A sealed (or plain) attachment file fails authentication or its hash.
+    #[error("attachment {0} is damaged or was tampered with; fetch it again from the server")]
+    AttachmentDamaged(String),
+    /// An encrypted store's attachment files are sealed: there is no file of plain bytes.
+    #[error("attachment {0} is encrypted on disk; read it through the store (open_attachment, read_attachment, export_attachment)")]
+    EncryptedAttachment(String),
     #[error("file system error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     /// SQLite found a damaged page or a malformed image while the store was in use.
@@ -207,6 +213,8 @@ pub struct Store {
     replica: ReplicaId,
     path: Option<PathBuf>,
     attachment_dir: Option<PathBuf>,
+    /// The key sealing attachments, in an encrypted store.
+    attachment_key: Option<attachments::AttachmentKey>,
     /// The SQLCipher key of an encrypted store.
     key: Mutex<Option<StoreKey>>,
     /// The exclusive lock on `<store>.lock` that makes this handle the store's one owner. Last
@@ -289,7 +297,7 @@ impl Store {
     /// Opens (or creates) a store encrypted with `key`: bytes the app keeps in the Android
     /// Keystore or the iOS Keychain (32 random bytes). Every page of the database and of its
     /// write-ahead log is encrypted and authenticated. A wrong key gives `WrongKey` and changes
-    /// nothing. Attachments are not encrypted yet.
+    /// nothing. Attachments are sealed too (XChaCha20-Poly1305, in authenticated 64 KiB chunks).
     pub fn open_encrypted(path: impl AsRef<Path>, key: &[u8]) -> Result<Store> {
         Store::open_encrypted_with(path, key, StoreOptions::default())
     }
@@ -335,6 +343,8 @@ impl Store {
             key.apply(&conn, "key")?;
         }
         let attachment_dir = attachment_dir_for(&path);
+        // This handle is the store's one owner: what a crash left half-written is nobody's.
+        attachments::sweep_partials(&attachment_dir);
         Store::init(conn, Some(path.clone()), Some(attachment_dir), Some(owner), key, options).map_err(|e| {
             match e {
                 // With a key, a first page that does not decrypt is the wrong key (SQLCipher
@@ -411,6 +421,10 @@ impl Store {
                 (replica, Hlc::ZERO)
             }
         };
+        let attachment_key = match &key {
+            Some(_) => Some(attachments::AttachmentKey::load_or_create(&conn, &shown)?),
+            None => None,
+        };
         let checkpointer = match &path {
             Some(p) => Some(Checkpointer::start(p, key.as_ref())?),
             None => None,
@@ -420,6 +434,7 @@ impl Store {
             replica,
             path,
             attachment_dir,
+            attachment_key,
             key: Mutex::new(key),
             _owner: owner,
         })
