@@ -29,6 +29,10 @@ pub enum TejidoError {
     /// bytes are never returned. Fetching it again from the server repairs it.
     #[error("{0}")]
     AttachmentDamaged(String),
+    /// The store is encrypted (or is not a database at all) and was opened without a key: open
+    /// it with `open_encrypted` and its key.
+    #[error("{0}")]
+    StoreEncrypted(String),
     /// The store was written by a newer version of Tejido.
     #[error("{0}")]
     StoreTooNew(String),
@@ -85,6 +89,7 @@ impl From<StoreError> for TejidoError {
             StoreError::Missing(_) => TejidoError::StoreMissing(message),
             StoreError::Locked(_) => TejidoError::StoreLocked(message),
             StoreError::WrongKey(_) => TejidoError::WrongKey(message),
+            StoreError::Encrypted(_) => TejidoError::StoreEncrypted(message),
             StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) | StoreError::Damaged(_) => {
                 TejidoError::StoreCorrupt(message)
             }

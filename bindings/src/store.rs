@@ -136,6 +136,17 @@ impl TejidoStore {
         Ok(Arc::new(TejidoStore { store: Arc::new(store) }))
     }
 
+    /// Converts the plain store at `path` into one encrypted with `key`, in place (the
+    /// database and every attachment), then opens it. The store must not be open
+    /// (`StoreLocked` otherwise); an encrypted store gives `StoreEncrypted`. A crash part-way
+    /// leaves the plain store or the encrypted one at the next open, never a mix; afterwards
+    /// only `open_encrypted` with this key opens it.
+    #[uniffi::constructor]
+    pub fn encrypt_in_place(path: String, key: Vec<u8>) -> Result<Arc<TejidoStore>, TejidoError> {
+        Store::encrypt_in_place(&path, &key)?;
+        Self::open_encrypted(path, key)
+    }
+
     /// Re-encrypts an encrypted store with a new key, atomically.
     pub fn rekey(&self, new_key: Vec<u8>) -> Result<(), TejidoError> {
         Ok(self.store.rekey(&new_key)?)

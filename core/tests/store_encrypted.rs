@@ -77,8 +77,10 @@ fn a_wrong_key_is_refused_and_changes_nothing() {
     let err = Store::open_encrypted(&path, OTHER_KEY).unwrap_err();
     assert!(matches!(err, StoreError::WrongKey(_)), "{err:?}");
     assert!(err.to_string().contains("key does not open"), "{err}");
-    // Without a key it is no readable database either.
-    assert!(matches!(Store::open(&path), Err(StoreError::Corrupt(_))));
+    // Without a key it is refused as encrypted, not as corrupt.
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(&err, StoreError::Encrypted(p) if p == &path), "{err:?}");
+    assert!(err.to_string().contains("is encrypted"), "{err}");
     let after: Vec<Vec<u8>> = store_files(&path).iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert_eq!(before, after, "a refused key changes nothing");
 

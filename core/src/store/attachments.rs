@@ -244,7 +244,6 @@ pub(crate) fn sweep_partials(dir: &Path) {
 /// Writes a copy of the attachment file at `source` (named by its hash), sealed with `key`,
 /// into `target_dir`: the step of converting a plain store that encrypts its attachments.
 /// Checks the plaintext's hash on the way.
-#[allow(dead_code)] // used by the in-place conversion (next)
 pub(crate) fn seal_copy(source: &Path, target_dir: &Path, key: &AttachmentKey) -> Result<()> {
     let Some(sha) = source.file_name().and_then(|n| n.to_str()).filter(|n| is_sha256_hex(n)) else {
         return Ok(());

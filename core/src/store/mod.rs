@@ -6,6 +6,7 @@
 //! committed state. SQL lives in this module's files only; the rest of the code calls methods.
 
 mod attachments;
+mod convert;
 mod local;
 mod read;
 mod remote;
@@ -21,6 +22,7 @@ use uuid::Uuid;
 use crate::crdt::{ChangeError, DocId, FieldPathError, Hlc, HybridClock, ReplicaId, SystemClock, WallClock};
 
 pub use attachments::{attachment_ref, parse_attachment_ref, AttachmentInfo, AttachmentReader};
+pub use convert::ConversionStep;
 pub use read::{
     ConflictValue, Document, DocumentConflicts, FieldState, StatusFilter, SubmissionStatus, SubmissionSummary,
 };
@@ -35,6 +37,10 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("{0} is not a readable database: the file is corrupt, encrypted, or not SQLite")]
     Corrupt(PathBuf),
+    /// Opened without a key, a file that looks like an encrypted store (no SQLite header, and
+    /// a first page that reads as ciphertext).
+    #[error("the store at {0} is encrypted (or is not a database at all): open it with its key")]
+    Encrypted(PathBuf),
     #[error(
         "the key does not open the store at {0} (it was encrypted with another key, or is not encrypted)"
     )]
@@ -248,7 +254,12 @@ impl StoreKey {
 
     /// `PRAGMA key` or `PRAGMA rekey` with this key (only hex digits reach the SQL text).
     fn apply(&self, conn: &Connection, pragma: &str) -> rusqlite::Result<()> {
-        conn.execute_batch(&format!("PRAGMA {pragma} = \"x'{}'\";", self.hex))
+        conn.execute_batch(&format!("PRAGMA {pragma} = \"{}\";", self.sql_literal()))
+    }
+
+    /// The key as SQLCipher takes a raw key: `x'<hex>'`.
+    fn sql_literal(&self) -> String {
+        format!("x'{}'", self.hex)
     }
 }
 
@@ -331,6 +342,8 @@ impl Store {
         let path = path.to_path_buf();
         check_store_path(&path, options.create)?;
         let owner = OwnerLock::acquire(&path)?;
+        // An in-place encryption that a crash interrupted is finished or rolled back first.
+        convert::recover(&path)?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -350,6 +363,8 @@ impl Store {
                 // With a key, a first page that does not decrypt is the wrong key (SQLCipher
                 // cannot tell it from damage to that page).
                 StoreError::Corrupt(_) if encrypted => StoreError::WrongKey(path),
+                // Without a key, an encrypted store is not "corrupt": it needs its key.
+                StoreError::Corrupt(_) if looks_encrypted(&path) => StoreError::Encrypted(path),
                 // Damage met anywhere else while opening (migrations, identity) is a corrupt store.
                 StoreError::Damaged(_) => StoreError::Corrupt(path),
                 e => e,
@@ -529,6 +544,26 @@ fn check_store_path(path: &Path, create: bool) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io(e)),
     }
+}
+
+/// Whether a file SQLite cannot read looks like a SQLCipher database: whole 4096-byte pages (the
+/// page size SQLCipher uses), no SQLite header, and a first page with no repeated 8-byte
+/// sequence, as ciphertext has (a damaged or foreign file almost always repeats some). A
+/// random file of whole pages looks the same, so the error says so.
+fn looks_encrypted(path: &Path) -> bool {
+    use std::io::Read;
+    const PAGE: usize = 4096;
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 || len % PAGE as u64 != 0 {
+        return false;
+    }
+    let mut page = vec![0u8; PAGE];
+    if file.read_exact(&mut page).is_err() || page.starts_with(b"SQLite format 3\0") {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(PAGE);
+    page.windows(8).all(|w| seen.insert(w))
 }
 
 fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {
