@@ -247,3 +247,32 @@ def test_a_plain_store_encrypted_in_place_seals_answers_and_photos(tmp_path):
     store = TejidoStore.open_encrypted(path, KEY)
     with pytest.raises(TejidoError.AttachmentDamaged, match="tampered"):
         store.read_attachment(sha)
+
+
+def test_choices_read_back_as_written_and_a_coordinator_reviews(store):
+    sub = store.start_submission("f", "1")
+    picks = AnswerValue.CHOICES(["drugs", "robberies"])
+    store.set_answer(sub, "problems", picks)
+    store.set_answer(sub, "age", AnswerValue.INTEGER(200))
+    assert answers(store, sub)["problems"] == picks
+    store.finalize(sub)
+
+    comment = store.review_submission(sub, "has_issues", "¿200 años?")
+    assert comment is not None
+    assert store.review_submission(sub, "approved", None) is None
+    reply = store.add_comment(sub, "Corregido")
+    with pytest.raises(TejidoError.InvalidInput, match="approved, has_issues"):
+        store.review_submission(sub, "maybe", None)
+
+    history = store.review_history(sub)
+    assert history.current_state == "approved"
+    assert history.concurrent_states == []
+    assert [r.state for r in history.reviews] == ["has_issues", "approved"]
+    assert all(r.replica == store.replica_id() for r in history.reviews)
+    assert [(c.id, c.text, c.review_state) for c in history.comments] == [
+        (comment, "¿200 años?", "has_issues"),
+        (reply, "Corregido", None),
+    ]
+    assert store.read_submission(sub).review_state == "approved"
+    # The review, its comment and the reply all wait to sync.
+    assert store.pending_change_count() == 4

@@ -65,6 +65,8 @@ pub enum StoreError {
     FieldPath(#[from] FieldPathError),
     #[error("repeat row {row} does not exist in {repeat}")]
     UnknownRow { repeat: String, row: Uuid },
+    #[error("a review state is one of: approved, has_issues")]
+    UnknownReviewState,
     #[error("field {0} has no open conflict")]
     NoConflict(String),
     #[error("a change for document {doc} was refused: {reason}")]

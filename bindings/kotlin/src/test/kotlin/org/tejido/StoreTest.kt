@@ -200,6 +200,34 @@ class StoreTest {
     }
 
     @Test
+    fun choicesReadBackAsWrittenAndACoordinatorReviews(): Unit = open().use { store ->
+        val sub = store.startSubmission("f", "1")
+        val picks = AnswerValue.Choices(listOf("drugs", "robberies"))
+        store.setAnswer(sub, "problems", picks)
+        store.setAnswer(sub, "age", AnswerValue.Integer(200))
+        assertEquals(picks, answers(store, sub)["problems"])
+        store.finalize(sub)
+
+        val comment = store.reviewSubmission(sub, "has_issues", "¿200 años?")
+        assertTrue(comment != null)
+        assertNull(store.reviewSubmission(sub, "approved", null))
+        val reply = store.addComment(sub, "Corregido")
+        assertThrows<TejidoException.InvalidInput> { store.reviewSubmission(sub, "maybe", null) }
+
+        val history = store.reviewHistory(sub)
+        assertEquals("approved", history.currentState)
+        assertTrue(history.concurrentStates.isEmpty())
+        assertEquals(listOf("has_issues", "approved"), history.reviews.map { it.state })
+        assertTrue(history.reviews.all { it.replica == store.replicaId() })
+        assertEquals(
+            listOf(Triple(comment, "¿200 años?", "has_issues"), Triple(reply, "Corregido", null)),
+            history.comments.map { Triple(it.id, it.text, it.reviewState) },
+        )
+        assertEquals("approved", store.readSubmission(sub).reviewState)
+        assertEquals(4uL, store.pendingChangeCount())
+    }
+
+    @Test
     fun eightThreadsSetAnswersWhileAnotherReads(): Unit = open().use { store ->
         val sub = store.startSubmission("f", "1")
         store.finalize(sub)
