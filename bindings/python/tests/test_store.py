@@ -274,5 +274,5 @@ def test_choices_read_back_as_written_and_a_coordinator_reviews(store):
         (reply, "Corregido", None),
     ]
     assert store.read_submission(sub).review_state == "approved"
-    # The review, its comment and the reply all wait to sync.
-    assert store.pending_change_count() == 4
+    # The submission, both reviews, the review's comment and the reply all wait to sync.
+    assert store.pending_change_count() == 5

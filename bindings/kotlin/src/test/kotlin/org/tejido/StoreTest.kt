@@ -224,7 +224,7 @@ class StoreTest {
             history.comments.map { Triple(it.id, it.text, it.reviewState) },
         )
         assertEquals("approved", store.readSubmission(sub).reviewState)
-        assertEquals(4uL, store.pendingChangeCount())
+        assertEquals(5uL, store.pendingChangeCount())
     }
 
     @Test
