@@ -25,6 +25,14 @@ pub enum TejidoError {
     /// was changed.
     #[error("{0}")]
     WrongKey(String),
+    /// An attachment's file fails authentication or its hash (damaged, or tampered with); its
+    /// bytes are never returned. Fetching it again from the server repairs it.
+    #[error("{0}")]
+    AttachmentDamaged(String),
+    /// The store is encrypted (or is not a database at all) and was opened without a key: open
+    /// it with `open_encrypted` and its key.
+    #[error("{0}")]
+    StoreEncrypted(String),
     /// The store was written by a newer version of Tejido.
     #[error("{0}")]
     StoreTooNew(String),
@@ -81,6 +89,7 @@ impl From<StoreError> for TejidoError {
             StoreError::Missing(_) => TejidoError::StoreMissing(message),
             StoreError::Locked(_) => TejidoError::StoreLocked(message),
             StoreError::WrongKey(_) => TejidoError::WrongKey(message),
+            StoreError::Encrypted(_) => TejidoError::StoreEncrypted(message),
             StoreError::Corrupt(_) | StoreError::NotATejidoStore(_) | StoreError::Damaged(_) => {
                 TejidoError::StoreCorrupt(message)
             }
@@ -90,15 +99,19 @@ impl From<StoreError> for TejidoError {
             StoreError::UnknownDocument(_)
             | StoreError::UnknownRow { .. }
             | StoreError::UnknownAttachment(_) => TejidoError::NotFound(message),
+            StoreError::AttachmentDamaged(_) => TejidoError::AttachmentDamaged(message),
             StoreError::FieldPath(_) => TejidoError::UnknownQuestion(message),
             StoreError::NotASubmission(_)
             | StoreError::Deleted(_)
             | StoreError::AlreadyFinalized(_)
             | StoreError::NoConflict(_)
             | StoreError::NoAttachmentDir
+            | StoreError::EncryptedAttachment(_)
             | StoreError::NotEncrypted
             | StoreError::CollectionMismatch { .. } => TejidoError::NotAllowed(message),
-            StoreError::InvalidChange { .. } => TejidoError::InvalidInput(message),
+            StoreError::InvalidChange { .. } | StoreError::UnknownReviewState => {
+                TejidoError::InvalidInput(message)
+            }
             StoreError::Io { .. } => TejidoError::Io(message),
             StoreError::Sqlite(_) => TejidoError::Internal(message),
         }

@@ -265,6 +265,14 @@ impl TejidoStore {
 
 impl TejidoStore {
     /// Every form version received, in publication order.
+    /// The form a submission was started with, if this device received it.
+    pub(crate) fn form_of(&self, doc: &tejido_core::store::Document) -> Result<Option<Form>, TejidoError> {
+        let (id, version) = (doc.text(meta::FORM), doc.text(meta::FORM_VERSION));
+        Ok(self.received_forms()?.into_iter().find(|f| {
+            Some(f.settings.form_id.as_str()) == id && Some(f.settings.version.as_str()) == version
+        }))
+    }
+
     fn received_forms(&self) -> Result<Vec<Form>, TejidoError> {
         let mut forms = Vec::new();
         for doc in self.store.list_documents(Collection::Form)? {
@@ -281,6 +289,15 @@ impl TejidoStore {
     fn open_session(&self, form: &Form, doc: DocId) -> Result<Arc<TejidoFormSession>, TejidoError> {
         let session = FormSession::open_shared(self.store.clone(), form, doc)?;
         Ok(Arc::new(TejidoFormSession { session: Mutex::new(session), store: self.store.clone(), doc }))
+    }
+}
+
+/// A stored value typed by its question in `form` when there is one (choices, points and dates
+/// read back as written), by its JSON shape otherwise.
+pub(crate) fn typed_answer(form: Option<&Form>, field: &str, value: &Value) -> AnswerValue {
+    match form.and_then(|f| question_kind(f, field)) {
+        Some(kind) => typed_value(kind, value),
+        None => AnswerValue::from_json(value),
     }
 }
 

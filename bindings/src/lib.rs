@@ -10,8 +10,8 @@ mod values;
 pub use error::TejidoError;
 pub use forms::{FormIssue, IssueKind, Question, QuestionChoice, TejidoForm, TejidoFormSession};
 pub use store::{
-    Answer, DocumentConflicts, FieldConflict, ReviewComment, Submission, SubmissionFilter, SubmissionStatus,
-    SubmissionSummary, TejidoStore,
+    Answer, DocumentConflicts, FieldConflict, ReviewComment, ReviewEvent, ReviewHistory, Submission,
+    SubmissionFilter, SubmissionStatus, SubmissionSummary, TejidoStore,
 };
 pub use sync::{Enrollment, SyncCancellation, SyncListener, SyncPhase, SyncProgress, SyncSummary};
 pub use values::AnswerValue;

@@ -11,8 +11,10 @@ use tejido_core::store::{self as core_store, StatusFilter, StoreOptions};
 use tejido_core::{DocId, Store};
 use uuid::Uuid;
 
+use crate::forms::typed_answer;
 use crate::values::AnswerValue;
 use crate::TejidoError;
+use tejido_core::form::Form;
 
 /// Where a submission is in its life on the device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
@@ -55,6 +57,30 @@ pub struct ReviewComment {
     pub author: Option<String>,
     /// The review state the comment came with (`has_issues`, `approved`).
     pub review_state: Option<String>,
+}
+
+/// One review state a submission was given.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ReviewEvent {
+    /// `approved` or `has_issues`.
+    pub state: String,
+    /// When, in milliseconds since 1970 (the reviewing replica's clock).
+    pub at_ms: u64,
+    /// The replica that wrote it (a coordinator's device, or the server).
+    pub replica: String,
+}
+
+/// A submission's review history.
+#[derive(Debug, Clone, PartialEq, uniffi::Record)]
+pub struct ReviewHistory {
+    /// The review state now, if reviewed.
+    pub current_state: Option<String>,
+    /// Review states written concurrently with the current one and not yet replaced.
+    pub concurrent_states: Vec<String>,
+    /// Every review state given, oldest first (superseded ones too).
+    pub reviews: Vec<ReviewEvent>,
+    /// The comments on it, oldest first.
+    pub comments: Vec<ReviewComment>,
 }
 
 /// One answer of a submission.
@@ -134,6 +160,17 @@ impl TejidoStore {
     pub fn open_encrypted(path: String, key: Vec<u8>) -> Result<Arc<TejidoStore>, TejidoError> {
         let store = Store::open_encrypted(&path, &key)?;
         Ok(Arc::new(TejidoStore { store: Arc::new(store) }))
+    }
+
+    /// Converts the plain store at `path` into one encrypted with `key`, in place (the
+    /// database and every attachment), then opens it. The store must not be open
+    /// (`StoreLocked` otherwise); an encrypted store gives `StoreEncrypted`. A crash part-way
+    /// leaves the plain store or the encrypted one at the next open, never a mix; afterwards
+    /// only `open_encrypted` with this key opens it.
+    #[uniffi::constructor]
+    pub fn encrypt_in_place(path: String, key: Vec<u8>) -> Result<Arc<TejidoStore>, TejidoError> {
+        Store::encrypt_in_place(&path, &key)?;
+        Self::open_encrypted(path, key)
     }
 
     /// Re-encrypts an encrypted store with a new key, atomically.
@@ -229,6 +266,8 @@ impl TejidoStore {
         if doc.collection != tejido_core::Collection::Submission {
             return Err(TejidoError::NotFound(format!("there is no submission {submission_id}")));
         }
+        // Typed by the submission's form when this device has it.
+        let form = self.form_of(&doc)?;
         Ok(Submission {
             id: doc.id.to_string(),
             form_id: doc.text(meta::FORM).map(str::to_owned),
@@ -237,9 +276,12 @@ impl TejidoStore {
             review_state: doc.review_state().map(str::to_owned),
             answers: doc
                 .answers()
-                .map(|(f, v)| Answer { field: f.to_string(), value: AnswerValue::from_json(v) })
+                .map(|(f, v)| Answer {
+                    field: f.to_string(),
+                    value: typed_answer(form.as_ref(), f.as_str(), v),
+                })
                 .collect(),
-            conflicts: doc.conflicts().map(|(f, s)| field_conflict(f.as_str(), s)).collect(),
+            conflicts: doc.conflicts().map(|(f, s)| typed_conflict(form.as_ref(), f.as_str(), s)).collect(),
             comments: self.comments_by_submission()?.remove(&submission_id).unwrap_or_default(),
         })
     }
@@ -268,9 +310,24 @@ impl TejidoStore {
         Ok(self.store.attach_file_from_path(doc, &field, &PathBuf::from(path), &media_type)?)
     }
 
-    /// Where an attachment's bytes are on disk.
+    /// Where an attachment's bytes are on disk, in a plain store. An encrypted store's files
+    /// are sealed, so this fails with `NotAllowed` there: use `read_attachment` or
+    /// `export_attachment`.
     pub fn attachment_path(&self, sha256: String) -> Result<String, TejidoError> {
         Ok(self.store.attachment_path(&sha256)?.to_string_lossy().into_owned())
+    }
+
+    /// An attachment's bytes (decrypted in an encrypted store), checked against its SHA-256; a
+    /// damaged or tampered file gives `AttachmentDamaged`, never wrong bytes.
+    pub fn read_attachment(&self, sha256: String) -> Result<Vec<u8>, TejidoError> {
+        Ok(self.store.read_attachment(&sha256)?)
+    }
+
+    /// Writes an attachment's bytes to `path` (a viewer's cache file), streamed in chunks and
+    /// checked against its SHA-256; returns the number of bytes written. The file written is
+    /// plain: delete it when the viewer is done.
+    pub fn export_attachment(&self, sha256: String, path: String) -> Result<u64, TejidoError> {
+        Ok(self.store.export_attachment(&sha256, &PathBuf::from(path))?)
     }
 
     /// Every document with fields holding concurrent values.
@@ -295,6 +352,58 @@ impl TejidoStore {
     ) -> Result<(), TejidoError> {
         let doc = parse_doc(&document_id)?;
         Ok(self.store.resolve_conflict(doc, &field, value.into_json()?)?)
+    }
+
+    /// A coordinator's review of a submission: `state` is `approved` or `has_issues`
+    /// (another is `InvalidInput`); it replaces every open review value. With a comment, a
+    /// comment carrying the state is created too, in the same transaction; its id is returned.
+    /// Both reach the enumerator on the next syncs.
+    pub fn review_submission(
+        &self,
+        submission_id: String,
+        state: String,
+        comment: Option<String>,
+    ) -> Result<Option<String>, TejidoError> {
+        let doc = parse_doc(&submission_id)?;
+        Ok(self.store.review_submission(doc, &state, comment.as_deref())?.map(|id| id.to_string()))
+    }
+
+    /// Comments on a submission (a coordinator's question, or an enumerator's reply); returns
+    /// the comment's id. The server records who wrote it.
+    pub fn add_comment(&self, submission_id: String, text: String) -> Result<String, TejidoError> {
+        Ok(self.store.add_comment(parse_doc(&submission_id)?, &text)?.to_string())
+    }
+
+    /// A submission's review history: every review state it was given (superseded ones too),
+    /// oldest first, the state now (and concurrent ones not yet replaced), and its comments.
+    pub fn review_history(&self, submission_id: String) -> Result<ReviewHistory, TejidoError> {
+        let doc_id = parse_doc(&submission_id)?;
+        let doc = self.store.read_document(doc_id)?;
+        if doc.collection != tejido_core::Collection::Submission {
+            return Err(TejidoError::NotFound(format!("there is no submission {submission_id}")));
+        }
+        let text = |v: &serde_json::Value| v.as_str().map(str::to_owned);
+        let reviews = self
+            .store
+            .field_history(doc_id, meta::REVIEW_STATE)?
+            .into_iter()
+            .filter_map(|c| {
+                Some(ReviewEvent {
+                    state: text(&c.value)?,
+                    at_ms: c.op.hlc.ms(),
+                    replica: c.op.replica.to_string(),
+                })
+            })
+            .collect();
+        let open = doc.fields.iter().find(|(f, _)| f.as_str() == meta::REVIEW_STATE).map(|(_, s)| s);
+        Ok(ReviewHistory {
+            current_state: open.and_then(|s| text(&s.value)),
+            concurrent_states: open
+                .map(|s| s.conflicts.iter().filter_map(|c| text(&c.value)).collect())
+                .unwrap_or_default(),
+            reviews,
+            comments: self.comments_by_submission()?.remove(&submission_id).unwrap_or_default(),
+        })
     }
 
     /// How many local changes wait to be sent to the server.
@@ -343,9 +452,133 @@ fn status(s: core_store::SubmissionStatus) -> SubmissionStatus {
 }
 
 fn field_conflict(field: &str, state: &core_store::FieldState) -> FieldConflict {
+    typed_conflict(None, field, state)
+}
+
+fn typed_conflict(form: Option<&Form>, field: &str, state: &core_store::FieldState) -> FieldConflict {
     FieldConflict {
         field: field.to_owned(),
-        current: AnswerValue::from_json(&state.value),
-        others: state.conflicts.iter().map(|c| AnswerValue::from_json(&c.value)).collect(),
+        current: typed_answer(form, field, &state.value),
+        others: state.conflicts.iter().map(|c| typed_answer(form, field, &c.value)).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use tejido_core::doc::PublishedForm;
+
+    fn store() -> (tempfile::TempDir, Arc<TejidoStore>) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = TejidoStore::open(dir.path().join("device.db").display().to_string()).unwrap();
+        (dir, store)
+    }
+
+    /// A form as the server publishes it, so that submissions of it read back typed.
+    fn receive_form(store: &TejidoStore) -> Form {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/forms/victimizacion_hogares.xlsx");
+        let form = tejido_core::form::import_xlsform(std::path::Path::new(path)).unwrap();
+        let published = PublishedForm {
+            form_id: form.settings.form_id.clone(),
+            version: form.settings.version.clone(),
+            roles: vec!["enumerator".into()],
+            form: serde_json::to_value(&form).unwrap(),
+        };
+        let fields: Vec<(String, serde_json::Value)> =
+            published.ops().into_iter().map(|op| (op.field.as_str().to_owned(), op.value)).collect();
+        let refs: Vec<(&str, serde_json::Value)> =
+            fields.iter().map(|(f, v)| (f.as_str(), v.clone())).collect();
+        store.store.create_document(tejido_core::Collection::Form, &refs).unwrap();
+        form
+    }
+
+    fn answer(sub: &Submission, field: &str) -> Option<AnswerValue> {
+        sub.answers.iter().find(|a| a.field == field).map(|a| a.value.clone())
+    }
+
+    #[test]
+    fn typed_values_read_back_as_written() {
+        let (_dir, store) = store();
+        let form = receive_form(&store);
+        let sub =
+            store.start_submission(form.settings.form_id.clone(), form.settings.version.clone()).unwrap();
+        let picks = AnswerValue::Choices { names: vec!["drugs".into(), "robberies".into()] };
+        let one = AnswerValue::Choices { names: vec!["yes".into()] };
+        let point = AnswerValue::Geopoint {
+            latitude: 8.98,
+            longitude: -79.52,
+            altitude: Some(12.5),
+            accuracy: Some(4.0),
+        };
+        store.set_answer(sub.clone(), "problems".into(), picks.clone()).unwrap();
+        store.set_answer(sub.clone(), "consent".into(), one.clone()).unwrap();
+        store.set_answer(sub.clone(), "home_gps".into(), point.clone()).unwrap();
+        let read = store.read_submission(sub.clone()).unwrap();
+        assert_eq!(answer(&read, "problems"), Some(picks.clone()));
+        assert_eq!(answer(&read, "home_gps"), Some(point));
+        // select_one reads back as the one choice picked.
+        assert_eq!(answer(&read, "consent"), Some(one));
+
+        // A point with no altitude (and no accuracy) keeps having none.
+        let flat =
+            AnswerValue::Geopoint { latitude: 8.98, longitude: -79.52, altitude: None, accuracy: None };
+        store.set_answer(sub.clone(), "home_gps".into(), flat.clone()).unwrap();
+        assert_eq!(answer(&store.read_submission(sub.clone()).unwrap(), "home_gps"), Some(flat));
+
+        // Without the form, choices still read back as choices, dates as text.
+        let other = store.start_submission("unknown_form".into(), "1".into()).unwrap();
+        store.set_answer(other.clone(), "problems".into(), picks.clone()).unwrap();
+        store
+            .set_answer(other.clone(), "when".into(), AnswerValue::Date { value: "2026-11-28".into() })
+            .unwrap();
+        let read = store.read_submission(other).unwrap();
+        assert_eq!(answer(&read, "problems"), Some(picks));
+        assert_eq!(answer(&read, "when"), Some(AnswerValue::Text { value: "2026-11-28".into() }));
+    }
+
+    #[test]
+    fn a_coordinator_reviews_comments_and_reads_the_history() {
+        let (_dir, store) = store();
+        let sub = store.start_submission("f".into(), "1".into()).unwrap();
+        store.set_answer(sub.clone(), "age".into(), AnswerValue::Integer { value: 200 }).unwrap();
+        store.finalize(sub.clone()).unwrap();
+        let before = store.pending_change_count().unwrap();
+
+        let comment = store
+            .review_submission(sub.clone(), "has_issues".into(), Some("¿200 años?".into()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(store.pending_change_count().unwrap(), before + 2, "the review and its comment sync");
+        assert!(store.review_submission(sub.clone(), "approved".into(), None).unwrap().is_none());
+        let reply = store.add_comment(sub.clone(), "Corregido: 20".into()).unwrap();
+        let err = store.review_submission(sub.clone(), "maybe".into(), None).unwrap_err();
+        assert!(matches!(err, TejidoError::InvalidInput(_)), "{err:?}");
+        let err = store.review_submission("not-an-id".into(), "approved".into(), None).unwrap_err();
+        assert!(matches!(err, TejidoError::InvalidInput(_)), "{err:?}");
+
+        let history = store.review_history(sub.clone()).unwrap();
+        assert_eq!(history.current_state.as_deref(), Some("approved"));
+        assert!(history.concurrent_states.is_empty());
+        let states: Vec<&str> = history.reviews.iter().map(|r| r.state.as_str()).collect();
+        assert_eq!(states, ["has_issues", "approved"]);
+        assert!(history.reviews[0].at_ms <= history.reviews[1].at_ms);
+        assert_eq!(history.reviews[0].replica, store.replica_id());
+        let comments: Vec<(&str, &str, Option<&str>)> = history
+            .comments
+            .iter()
+            .map(|c| (c.id.as_str(), c.text.as_str(), c.review_state.as_deref()))
+            .collect();
+        assert_eq!(
+            comments,
+            [(comment.as_str(), "¿200 años?", Some("has_issues")), (reply.as_str(), "Corregido: 20", None)]
+        );
+        assert_eq!(store.read_submission(sub.clone()).unwrap().review_state.as_deref(), Some("approved"));
+
+        // A comment or review must name a submission.
+        let err = store.add_comment(comment.clone(), "x".into()).unwrap_err();
+        assert!(matches!(err, TejidoError::NotAllowed(_)), "{err:?}");
+        let err = store.review_history(comment).unwrap_err();
+        assert!(matches!(err, TejidoError::NotFound(_)), "{err:?}");
     }
 }

@@ -115,6 +115,10 @@ impl AnswerValue {
                 Some(sha) => AnswerValue::Attachment { sha256: sha.to_owned() },
                 None => AnswerValue::Text { value: s.clone() },
             },
+            // The shape `Choices` is written in: the choices picked, by name.
+            Value::Array(items) if items.iter().all(Value::is_string) => AnswerValue::Choices {
+                names: items.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect(),
+            },
             Value::Array(_) | Value::Object(_) => AnswerValue::Json { json: value.to_string() },
         }
     }
@@ -181,6 +185,8 @@ mod tests {
             AnswerValue::Bool { value: true },
             AnswerValue::Attachment { sha256: sha },
             AnswerValue::Json { json: "[1,2]".into() },
+            AnswerValue::Choices { names: vec!["gender".into(), "human_rights".into()] },
+            AnswerValue::Choices { names: vec![] },
         ] {
             let json = v.clone().into_json().unwrap();
             assert_eq!(AnswerValue::from_json(&json), v);

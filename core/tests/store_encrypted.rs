@@ -77,8 +77,10 @@ fn a_wrong_key_is_refused_and_changes_nothing() {
     let err = Store::open_encrypted(&path, OTHER_KEY).unwrap_err();
     assert!(matches!(err, StoreError::WrongKey(_)), "{err:?}");
     assert!(err.to_string().contains("key does not open"), "{err}");
-    // Without a key it is no readable database either.
-    assert!(matches!(Store::open(&path), Err(StoreError::Corrupt(_))));
+    // Without a key it is refused as encrypted, not as corrupt.
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(&err, StoreError::Encrypted(p) if p == &path), "{err:?}");
+    assert!(err.to_string().contains("is encrypted"), "{err}");
     let after: Vec<Vec<u8>> = store_files(&path).iter().map(|f| std::fs::read(f).unwrap()).collect();
     assert_eq!(before, after, "a refused key changes nothing");
 
@@ -192,4 +194,130 @@ fn an_encrypted_store_loses_nothing_committed_when_the_app_is_killed() {
     }
     assert!(last.is_some_and(|n| n > 0), "the writer committed something");
     assert!(!files_contain(&path, CANARY.as_bytes()));
+}
+
+/// Every file of the store: the database, its `-wal` and `-shm`, and the attachments folder.
+fn all_store_files(path: &Path) -> Vec<PathBuf> {
+    let mut files = store_files(path);
+    let dir = PathBuf::from(format!("{}.attachments", path.display()));
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        files.extend(entries.map(|e| e.unwrap().path()));
+    }
+    files
+}
+
+fn any_file_contains(files: &[PathBuf], needle: &[u8]) -> bool {
+    files.iter().any(|f| std::fs::read(f).unwrap().windows(needle.len()).any(|w| w == needle))
+}
+
+/// A photo with a distinctive marker repeated through it, and a "video" of several chunks.
+fn distinctive_photo() -> Vec<u8> {
+    let mut photo = b"\xff\xd8\xff\xe0JFIF".to_vec();
+    for i in 0..2000 {
+        photo.extend_from_slice(format!("PHOTO-CANARY-rostro-{i:05}|").as_bytes());
+    }
+    photo
+}
+
+#[test]
+fn an_encrypted_store_seals_its_attachments_and_reads_them_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let photo = distinctive_photo();
+    let video: Vec<u8> = (0..(3 * 65536 + 1234)).map(|i| b"VIDEO-CANARY-"[i % 13]).collect();
+    let (doc, sha, video_sha) = {
+        let store = Store::open_encrypted(&path, KEY).unwrap();
+        assert!(store.attachments_encrypted());
+        let doc = write_answers(&store);
+        let doc2 = store.start_submission("victimization", "2026-11").unwrap();
+        let sha = store.attach_file(doc2, "photo", &photo, "image/jpeg").unwrap();
+        let on_disk = dir.path().join("camera.mp4");
+        std::fs::write(&on_disk, &video).unwrap();
+        let video_sha = store.attach_file_from_path(doc2, "video", &on_disk, "video/mp4").unwrap();
+        std::fs::remove_file(&on_disk).unwrap();
+        // The plain file path is refused: the file holds no plain bytes.
+        assert!(matches!(store.attachment_path(&sha), Err(StoreError::EncryptedAttachment(_))));
+        let _ = doc;
+        (doc2, sha, video_sha)
+    };
+    let files = all_store_files(&path);
+    assert!(files.iter().any(|f| f.ends_with(&sha)), "{files:?}");
+    assert!(!any_file_contains(&files, b"PHOTO-CANARY"), "the photo is sealed");
+    assert!(!any_file_contains(&files, b"VIDEO-CANARY"), "the video is sealed");
+    assert!(!any_file_contains(&files, b"JFIF"));
+    assert!(!any_file_contains(&files, CANARY.as_bytes()));
+
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    assert_eq!(store.read_document(doc).unwrap().value("photo"), Some(&json!(format!("sha256:{sha}"))));
+    assert_eq!(store.read_attachment(&sha).unwrap(), photo);
+    assert_eq!(store.read_attachment(&video_sha).unwrap(), video);
+    assert_eq!(store.attachment(&video_sha).unwrap().unwrap().size, video.len() as u64);
+    let exported = dir.path().join("viewer.jpg");
+    assert_eq!(store.export_attachment(&sha, &exported).unwrap(), photo.len() as u64);
+    assert_eq!(std::fs::read(&exported).unwrap(), photo);
+    // An upload resumes at an offset inside a chunk.
+    let mut reader = store.open_attachment(&video_sha).unwrap();
+    assert_eq!(reader.read_range(65530, 65600).unwrap(), video[65530..65600]);
+    drop(store);
+
+    // A wrong key opens neither the answers nor the attachments.
+    assert!(matches!(Store::open_encrypted(&path, OTHER_KEY), Err(StoreError::WrongKey(_))));
+    // Rekeying leaves the attachments readable.
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    store.rekey(OTHER_KEY).unwrap();
+    drop(store);
+    let store = Store::open_encrypted(&path, OTHER_KEY).unwrap();
+    assert_eq!(store.read_attachment(&sha).unwrap(), photo);
+}
+
+#[test]
+fn a_tampered_attachment_is_a_clear_error_not_wrong_bytes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("device.db");
+    let photo = distinctive_photo();
+    let store = Store::open_encrypted(&path, KEY).unwrap();
+    let doc = store.start_submission("victimization", "2026-11").unwrap();
+    let sha = store.attach_file(doc, "photo", &photo, "image/jpeg").unwrap();
+    let other = store.attach_file(doc, "photo2", b"another photo", "image/jpeg").unwrap();
+    let file = PathBuf::from(format!("{}.attachments", path.display())).join(&sha);
+    let sealed = std::fs::read(&file).unwrap();
+
+    let mut flipped = sealed.clone();
+    let at = flipped.len() / 2;
+    flipped[at] ^= 0x20;
+    let variants: Vec<(&str, Vec<u8>)> = vec![
+        ("one bit flipped", flipped),
+        ("truncated", sealed[..sealed.len() - 100].to_vec()),
+        ("emptied", Vec::new()),
+        (
+            "another attachment's file",
+            std::fs::read(PathBuf::from(format!("{}.attachments", path.display())).join(&other)).unwrap(),
+        ),
+    ];
+    for (what, bytes) in variants {
+        std::fs::write(&file, &bytes).unwrap();
+        let err = store.read_attachment(&sha).unwrap_err();
+        assert!(matches!(err, StoreError::AttachmentDamaged(ref s) if *s == sha), "{what}: {err:?}");
+        assert!(err.to_string().contains("damaged or was tampered with"), "{err}");
+        let dest = dir.path().join("out.jpg");
+        assert!(matches!(store.export_attachment(&sha, &dest), Err(StoreError::AttachmentDamaged(_))));
+        assert!(!dest.exists(), "{what}: a damaged export leaves no file");
+    }
+    std::fs::write(&file, &sealed).unwrap();
+    assert_eq!(store.read_attachment(&sha).unwrap(), photo);
+}
+
+#[test]
+fn a_plain_store_keeps_plain_attachments() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("plain.db")).unwrap();
+    assert!(!store.attachments_encrypted());
+    let doc = store.start_submission("f", "1").unwrap();
+    let photo = distinctive_photo();
+    let sha = store.attach_file(doc, "photo", &photo, "image/jpeg").unwrap();
+    assert_eq!(std::fs::read(store.attachment_path(&sha).unwrap()).unwrap(), photo);
+    assert_eq!(store.read_attachment(&sha).unwrap(), photo);
+    // A plain file whose bytes changed does not match its hash.
+    std::fs::write(store.attachment_path(&sha).unwrap(), b"changed").unwrap();
+    assert!(matches!(store.read_attachment(&sha), Err(StoreError::AttachmentDamaged(_))));
 }

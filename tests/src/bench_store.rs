@@ -7,6 +7,10 @@
 //! - merging N remote ops (default 1,000,000: 16,000 fresh 50-field submissions and 4,000
 //!   50-field edits of them, in pull pages of 500 changes) beside plain INSERTs of the same rows
 //!   in one transaction.
+//! - the same answer writes and merge on an encrypted store (SQLCipher):
+//!   `store.encrypted.answer_write_p99` (target under 1 ms) and
+//!   `store.encrypted.merge_ops_per_s.ratio`, the encrypted merge rate over the unencrypted
+//!   store's in this run (target at least 0.7).
 
 use std::time::Instant;
 
@@ -46,6 +50,28 @@ pub fn run(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
+/// The key of the encrypted store the benchmark measures.
+const BENCH_KEY: &[u8; 32] = b"tejido-bench-encrypted-store-key";
+
+fn open_store(path: std::path::PathBuf, encrypted: bool) -> Result<Store, String> {
+    if encrypted { Store::open_encrypted(path, BENCH_KEY) } else { Store::open(path) }
+        .map_err(|e| e.to_string())
+}
+
+/// Answer-write latencies (ms, sorted), one answer per transaction.
+fn time_answer_writes(store: &Store, writes: usize) -> Result<Vec<f64>, String> {
+    let doc = store.start_submission("bench", "1").map_err(|e| e.to_string())?;
+    let mut times = Vec::with_capacity(writes);
+    for i in 0..writes {
+        let field = format!("section{}/q{}", i % 25, i % 250);
+        let t = Instant::now();
+        store.set_answer(doc, &field, json!(i)).map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times)
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -67,15 +93,8 @@ fn baseline_conn(path: &std::path::Path) -> Result<rusqlite::Connection, String>
 }
 
 fn answer_writes(dir: &tempfile::TempDir, writes: usize) -> Result<(), String> {
-    let store = Store::open(dir.path().join("writes.db")).map_err(|e| e.to_string())?;
-    let doc = store.start_submission("bench", "1").map_err(|e| e.to_string())?;
-    let mut ours = Vec::with_capacity(writes);
-    for i in 0..writes {
-        let field = format!("section{}/q{}", i % 25, i % 250);
-        let t = Instant::now();
-        store.set_answer(doc, &field, json!(i)).map_err(|e| e.to_string())?;
-        ours.push(t.elapsed().as_secs_f64() * 1e3);
-    }
+    let ours = time_answer_writes(&open_store(dir.path().join("writes.db"), false)?, writes)?;
+    let encrypted = time_answer_writes(&open_store(dir.path().join("writes-encrypted.db"), true)?, writes)?;
     let conn = baseline_conn(&dir.path().join("writes-baseline.db"))?;
     let mut base = Vec::with_capacity(writes);
     let docb = DocId::new();
@@ -97,7 +116,6 @@ fn answer_writes(dir: &tempfile::TempDir, writes: usize) -> Result<(), String> {
         tx.commit().map_err(|e| e.to_string())?;
         base.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    ours.sort_by(f64::total_cmp);
     base.sort_by(f64::total_cmp);
     report("store.answer_write_p50", percentile(&ours, 0.50), "ms");
     report("store.answer_write_p99", percentile(&ours, 0.99), "ms");
@@ -106,6 +124,9 @@ fn answer_writes(dir: &tempfile::TempDir, writes: usize) -> Result<(), String> {
     // Target: p99 under 1 ms. The ratio is against a plain one-row insert transaction.
     report_ratio("store.answer_write_p99", percentile(&ours, 0.99) / percentile(&base, 0.99).max(1e-9));
     report("store.answer_write_p99.target", 1.0, "ms");
+    report("store.encrypted.answer_write_p50", percentile(&encrypted, 0.50), "ms");
+    report("store.encrypted.answer_write_p99", percentile(&encrypted, 0.99), "ms");
+    report("store.encrypted.answer_write_p99.target", 1.0, "ms");
     Ok(())
 }
 
@@ -198,21 +219,32 @@ fn merge(dir: &tempfile::TempDir, ops: usize) -> Result<(), String> {
     }
     let baseline_s = t.elapsed().as_secs_f64();
 
-    let store = Store::open(dir.path().join("merge.db")).map_err(|e| e.to_string())?;
-    let t = Instant::now();
-    let mut new_ops = 0;
-    for page in changes.chunks(500) {
-        new_ops += store.apply_remote(page).map_err(|e| e.to_string())?.new_ops;
-    }
-    let ours_s = t.elapsed().as_secs_f64();
-    if new_ops != total_ops {
-        return Err(format!("merged {new_ops} new ops, expected {total_ops}"));
-    }
+    let ours_s = time_merge(&open_store(dir.path().join("merge.db"), false)?, &changes, total_ops)?;
+    let encrypted_s =
+        time_merge(&open_store(dir.path().join("merge-encrypted.db"), true)?, &changes, total_ops)?;
     let (ours_rate, base_rate) = (total_ops as f64 / ours_s, total_ops as f64 / baseline_s);
     report("store.merge_ops", total_ops as f64, "ops");
     report("store.merge_ops_per_s", ours_rate, "ops/s");
     report("store.merge_baseline_rows_per_s", base_rate, "rows/s");
     // Target: at least 0.5.
     report_ratio("store.merge_ops_per_s", ours_rate / base_rate);
+    let encrypted_rate = total_ops as f64 / encrypted_s;
+    report("store.encrypted.merge_ops_per_s", encrypted_rate, "ops/s");
+    // Against the unencrypted store in this run. Target: at least 0.7.
+    report_ratio("store.encrypted.merge_ops_per_s", encrypted_rate / ours_rate);
     Ok(())
+}
+
+/// Seconds to merge `changes` in pull pages of 500.
+fn time_merge(store: &Store, changes: &[Change], total_ops: usize) -> Result<f64, String> {
+    let t = Instant::now();
+    let mut new_ops = 0;
+    for page in changes.chunks(500) {
+        new_ops += store.apply_remote(page).map_err(|e| e.to_string())?.new_ops;
+    }
+    let took = t.elapsed().as_secs_f64();
+    if new_ops != total_ops {
+        return Err(format!("merged {new_ops} new ops, expected {total_ops}"));
+    }
+    Ok(took)
 }

@@ -195,3 +195,84 @@ def test_eight_threads_set_answers_while_another_reads(store):
     assert got == expected
     # Finalized: every edit is one pending change, none lost.
     assert store.pending_change_count() == 1 + 8 * per_thread
+
+
+KEY = bytes(range(32))
+OTHER_KEY = bytes(range(1, 33))
+PHOTO = b"\xff\xd8\xff\xe0" + b"PY-PHOTO-CANARY-" * 6000
+
+
+def files_beside(tmp_path):
+    return [p for p in tmp_path.rglob("*") if p.is_file()]
+
+
+def test_a_plain_store_encrypted_in_place_seals_answers_and_photos(tmp_path):
+    path = str(tmp_path / "device.db")
+    plain = TejidoStore.open(path)
+    sub = plain.start_submission("f", "1")
+    plain.set_answer(sub, "a", AnswerValue.TEXT("PY-ANSWER-CANARY"))
+    sha = plain.attach_file(sub, "photo", PHOTO, "image/jpeg")
+    with pytest.raises(TejidoError.StoreLocked):
+        TejidoStore.encrypt_in_place(path, KEY)
+    del plain
+    gc.collect()
+
+    store = TejidoStore.encrypt_in_place(path, KEY)
+    assert answers(store, sub)["a"] == AnswerValue.TEXT("PY-ANSWER-CANARY")
+    assert store.read_attachment(sha) == PHOTO
+    out = tmp_path / "viewer" / "photo.jpg"
+    out.parent.mkdir()
+    assert store.export_attachment(sha, str(out)) == len(PHOTO)
+    assert out.read_bytes() == PHOTO
+    out.unlink()
+    with pytest.raises(TejidoError.NotAllowed, match="encrypted on disk"):
+        store.attachment_path(sha)
+    del store
+    gc.collect()
+    for f in files_beside(tmp_path):
+        data = f.read_bytes()
+        assert b"PY-PHOTO-CANARY" not in data, f
+        assert b"PY-ANSWER-CANARY" not in data, f
+
+    with pytest.raises(TejidoError.StoreEncrypted, match="is encrypted"):
+        TejidoStore.open(path)
+    with pytest.raises(TejidoError.WrongKey):
+        TejidoStore.open_encrypted(path, OTHER_KEY)
+
+    # A tampered attachment is an error, never wrong bytes.
+    sealed = tmp_path / "device.db.attachments" / sha
+    data = bytearray(sealed.read_bytes())
+    data[len(data) // 2] ^= 1
+    sealed.write_bytes(bytes(data))
+    store = TejidoStore.open_encrypted(path, KEY)
+    with pytest.raises(TejidoError.AttachmentDamaged, match="tampered"):
+        store.read_attachment(sha)
+
+
+def test_choices_read_back_as_written_and_a_coordinator_reviews(store):
+    sub = store.start_submission("f", "1")
+    picks = AnswerValue.CHOICES(["drugs", "robberies"])
+    store.set_answer(sub, "problems", picks)
+    store.set_answer(sub, "age", AnswerValue.INTEGER(200))
+    assert answers(store, sub)["problems"] == picks
+    store.finalize(sub)
+
+    comment = store.review_submission(sub, "has_issues", "¿200 años?")
+    assert comment is not None
+    assert store.review_submission(sub, "approved", None) is None
+    reply = store.add_comment(sub, "Corregido")
+    with pytest.raises(TejidoError.InvalidInput, match="approved, has_issues"):
+        store.review_submission(sub, "maybe", None)
+
+    history = store.review_history(sub)
+    assert history.current_state == "approved"
+    assert history.concurrent_states == []
+    assert [r.state for r in history.reviews] == ["has_issues", "approved"]
+    assert all(r.replica == store.replica_id() for r in history.reviews)
+    assert [(c.id, c.text, c.review_state) for c in history.comments] == [
+        (comment, "¿200 años?", "has_issues"),
+        (reply, "Corregido", None),
+    ]
+    assert store.read_submission(sub).review_state == "approved"
+    # The submission, both reviews, the review's comment and the reply all wait to sync.
+    assert store.pending_change_count() == 5

@@ -1,7 +1,7 @@
 //! Local writes: drafts, answers, repeat rows, finalizing, deletes and conflict resolution.
 //! Each public method is one transaction.
 
-use crate::doc::meta;
+use crate::doc::{meta, Comment};
 use rusqlite::{params, Transaction};
 use serde_json::{json, Value};
 use uuid::Uuid;
@@ -69,6 +69,67 @@ impl Store {
         tx.commit()?;
         inner.committed();
         Ok(doc)
+    }
+
+    /// A coordinator's review of a submission, in one transaction: `_review/state` set to
+    /// `state` (one of [`crate::doc::REVIEW_STATES`]), replacing every open review value, and
+    /// with a comment, a comment document naming the submission and the state. Returns the
+    /// comment's id. The server adds the comment's author when it receives it.
+    pub fn review_submission(&self, doc: DocId, state: &str, comment: Option<&str>) -> Result<Option<DocId>> {
+        if !crate::doc::REVIEW_STATES.contains(&state) {
+            return Err(StoreError::UnknownReviewState);
+        }
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let tx = inner.conn.transaction()?;
+        let (collection, draft) = document_kind(&tx, doc)?;
+        if collection != Collection::Submission {
+            return Err(StoreError::NotASubmission(doc));
+        }
+        if is_deleted_in(&tx, doc)? {
+            return Err(StoreError::Deleted(doc));
+        }
+        let mut hlc = inner.clock.tick();
+        let review = vec![(FieldPath::parse(meta::REVIEW_STATE)?, json!(state))];
+        let change = write_fields(&tx, self, doc, collection, hlc, review, Replaces::AllOpen)?;
+        if !draft {
+            enqueue(&tx, &change)?;
+        }
+        let comment_id = match comment {
+            Some(text) => {
+                hlc = inner.clock.tick();
+                let fields = [
+                    (Comment::SUBMISSION, json!(doc.to_string())),
+                    (Comment::TEXT, json!(text)),
+                    (Comment::REVIEW_STATE, json!(state)),
+                ];
+                Some(insert_document(&tx, self, Collection::Comment, hlc, &fields)?)
+            }
+            None => None,
+        };
+        save_clock(&tx, hlc)?;
+        tx.commit()?;
+        inner.committed();
+        Ok(comment_id)
+    }
+
+    /// Comments on a submission (a coordinator's question, an enumerator's answer to it);
+    /// returns the comment's id.
+    pub fn add_comment(&self, submission: DocId, text: &str) -> Result<DocId> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let tx = inner.conn.transaction()?;
+        let (collection, _) = document_kind(&tx, submission)?;
+        if collection != Collection::Submission {
+            return Err(StoreError::NotASubmission(submission));
+        }
+        let hlc = inner.clock.tick();
+        let fields = [(Comment::SUBMISSION, json!(submission.to_string())), (Comment::TEXT, json!(text))];
+        let id = insert_document(&tx, self, Collection::Comment, hlc, &fields)?;
+        save_clock(&tx, hlc)?;
+        tx.commit()?;
+        inner.committed();
+        Ok(id)
     }
 
     /// Sets one answer. On a finalized submission the edit syncs like any other.
@@ -224,6 +285,25 @@ impl Store {
         inner.committed();
         Ok(())
     }
+}
+
+/// Creates a synced document with its first fields inside `tx`, queued for the server.
+fn insert_document(
+    tx: &Transaction<'_>,
+    store: &Store,
+    collection: Collection,
+    hlc: crate::crdt::Hlc,
+    fields: &[(&str, Value)],
+) -> Result<DocId> {
+    let doc = DocId::new();
+    let writes = parse_writes(fields)?;
+    tx.execute(
+        "INSERT INTO documents (doc, collection, draft) VALUES (?1, ?2, 0)",
+        params![doc.0.as_bytes().as_slice(), collection.as_str()],
+    )?;
+    let change = write_fields(tx, store, doc, collection, hlc, writes, Replaces::Shown)?;
+    enqueue(tx, &change)?;
+    Ok(doc)
 }
 
 fn parse_writes(fields: &[(&str, Value)]) -> Result<Vec<(FieldPath, Value)>> {

@@ -6,6 +6,7 @@
 //! committed state. SQL lives in this module's files only; the rest of the code calls methods.
 
 mod attachments;
+mod convert;
 mod local;
 mod read;
 mod remote;
@@ -20,7 +21,8 @@ use uuid::Uuid;
 
 use crate::crdt::{ChangeError, DocId, FieldPathError, Hlc, HybridClock, ReplicaId, SystemClock, WallClock};
 
-pub use attachments::{attachment_ref, parse_attachment_ref, AttachmentInfo};
+pub use attachments::{attachment_ref, parse_attachment_ref, AttachmentInfo, AttachmentReader};
+pub use convert::ConversionStep;
 pub use read::{
     ConflictValue, Document, DocumentConflicts, FieldState, StatusFilter, SubmissionStatus, SubmissionSummary,
 };
@@ -35,6 +37,10 @@ pub enum StoreError {
     Locked(PathBuf),
     #[error("{0} is not a readable database: the file is corrupt, encrypted, or not SQLite")]
     Corrupt(PathBuf),
+    /// Opened without a key, a file that looks like an encrypted store (no SQLite header, and
+    /// a first page that reads as ciphertext).
+    #[error("the store at {0} is encrypted (or is not a database at all): open it with its key")]
+    Encrypted(PathBuf),
     #[error(
         "the key does not open the store at {0} (it was encrypted with another key, or is not encrypted)"
     )]
@@ -59,6 +65,8 @@ pub enum StoreError {
     FieldPath(#[from] FieldPathError),
     #[error("repeat row {row} does not exist in {repeat}")]
     UnknownRow { repeat: String, row: Uuid },
+    #[error("a review state is one of: approved, has_issues")]
+    UnknownReviewState,
     #[error("field {0} has no open conflict")]
     NoConflict(String),
     #[error("a change for document {doc} was refused: {reason}")]
@@ -69,6 +77,12 @@ pub enum StoreError {
     NoAttachmentDir,
     #[error("there is no attachment {0}")]
     UnknownAttachment(String),
+    /// A sealed (or plain) attachment file fails authentication or its hash.
+    #[error("attachment {0} is damaged or was tampered with; fetch it again from the server")]
+    AttachmentDamaged(String),
+    /// An encrypted store's attachment files are sealed: there is no file of plain bytes.
+    #[error("attachment {0} is encrypted on disk; read it through the store (open_attachment, read_attachment, export_attachment)")]
+    EncryptedAttachment(String),
     #[error("file system error on {path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     /// SQLite found a damaged page or a malformed image while the store was in use.
@@ -207,6 +221,8 @@ pub struct Store {
     replica: ReplicaId,
     path: Option<PathBuf>,
     attachment_dir: Option<PathBuf>,
+    /// The key sealing attachments, in an encrypted store.
+    attachment_key: Option<attachments::AttachmentKey>,
     /// The SQLCipher key of an encrypted store.
     key: Mutex<Option<StoreKey>>,
     /// The exclusive lock on `<store>.lock` that makes this handle the store's one owner. Last
@@ -240,7 +256,12 @@ impl StoreKey {
 
     /// `PRAGMA key` or `PRAGMA rekey` with this key (only hex digits reach the SQL text).
     fn apply(&self, conn: &Connection, pragma: &str) -> rusqlite::Result<()> {
-        conn.execute_batch(&format!("PRAGMA {pragma} = \"x'{}'\";", self.hex))
+        conn.execute_batch(&format!("PRAGMA {pragma} = \"{}\";", self.sql_literal()))
+    }
+
+    /// The key as SQLCipher takes a raw key: `x'<hex>'`.
+    fn sql_literal(&self) -> String {
+        format!("x'{}'", self.hex)
     }
 }
 
@@ -289,7 +310,7 @@ impl Store {
     /// Opens (or creates) a store encrypted with `key`: bytes the app keeps in the Android
     /// Keystore or the iOS Keychain (32 random bytes). Every page of the database and of its
     /// write-ahead log is encrypted and authenticated. A wrong key gives `WrongKey` and changes
-    /// nothing. Attachments are not encrypted yet.
+    /// nothing. Attachments are sealed too (XChaCha20-Poly1305, in authenticated 64 KiB chunks).
     pub fn open_encrypted(path: impl AsRef<Path>, key: &[u8]) -> Result<Store> {
         Store::open_encrypted_with(path, key, StoreOptions::default())
     }
@@ -323,6 +344,8 @@ impl Store {
         let path = path.to_path_buf();
         check_store_path(&path, options.create)?;
         let owner = OwnerLock::acquire(&path)?;
+        // An in-place encryption that a crash interrupted is finished or rolled back first.
+        convert::recover(&path)?;
         let conn = Connection::open_with_flags(
             &path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -335,11 +358,15 @@ impl Store {
             key.apply(&conn, "key")?;
         }
         let attachment_dir = attachment_dir_for(&path);
+        // This handle is the store's one owner: what a crash left half-written is nobody's.
+        attachments::sweep_partials(&attachment_dir);
         Store::init(conn, Some(path.clone()), Some(attachment_dir), Some(owner), key, options).map_err(|e| {
             match e {
                 // With a key, a first page that does not decrypt is the wrong key (SQLCipher
                 // cannot tell it from damage to that page).
                 StoreError::Corrupt(_) if encrypted => StoreError::WrongKey(path),
+                // Without a key, an encrypted store is not "corrupt": it needs its key.
+                StoreError::Corrupt(_) if looks_encrypted(&path) => StoreError::Encrypted(path),
                 // Damage met anywhere else while opening (migrations, identity) is a corrupt store.
                 StoreError::Damaged(_) => StoreError::Corrupt(path),
                 e => e,
@@ -411,6 +438,10 @@ impl Store {
                 (replica, Hlc::ZERO)
             }
         };
+        let attachment_key = match &key {
+            Some(_) => Some(attachments::AttachmentKey::load_or_create(&conn, &shown)?),
+            None => None,
+        };
         let checkpointer = match &path {
             Some(p) => Some(Checkpointer::start(p, key.as_ref())?),
             None => None,
@@ -420,6 +451,7 @@ impl Store {
             replica,
             path,
             attachment_dir,
+            attachment_key,
             key: Mutex::new(key),
             _owner: owner,
         })
@@ -514,6 +546,26 @@ fn check_store_path(path: &Path, create: bool) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(io(e)),
     }
+}
+
+/// Whether a file SQLite cannot read looks like a SQLCipher database: whole 4096-byte pages (the
+/// page size SQLCipher uses), no SQLite header, and a first page with no repeated 8-byte
+/// sequence, as ciphertext has (a damaged or foreign file almost always repeats some). A
+/// random file of whole pages looks the same, so the error says so.
+fn looks_encrypted(path: &Path) -> bool {
+    use std::io::Read;
+    const PAGE: usize = 4096;
+    let Ok(mut file) = std::fs::File::open(path) else { return false };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    if len == 0 || len % PAGE as u64 != 0 {
+        return false;
+    }
+    let mut page = vec![0u8; PAGE];
+    if file.read_exact(&mut page).is_err() || page.starts_with(b"SQLite format 3\0") {
+        return false;
+    }
+    let mut seen = std::collections::HashSet::with_capacity(PAGE);
+    page.windows(8).all(|w| seen.insert(w))
 }
 
 fn classify_open_error(e: rusqlite::Error, path: &Path) -> StoreError {

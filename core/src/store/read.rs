@@ -215,6 +215,24 @@ impl Store {
         Ok(Document { id: doc, collection, draft, fields })
     }
 
+    /// Every value a field has held, superseded ones included, oldest first (by timestamp):
+    /// the history of a submission's review state, say.
+    pub fn field_history(&self, doc: DocId, field: &str) -> Result<Vec<ConflictValue>> {
+        let field = FieldPath::parse(field)?;
+        let mut guard = self.lock();
+        let tx = guard.conn.transaction()?;
+        document_kind(&tx, doc)?;
+        let mut stmt = tx.prepare_cached(
+            "SELECT hlc, replica, value FROM field_ops WHERE doc = ?1 AND field = ?2 AND known = 1
+             ORDER BY hlc, replica",
+        )?;
+        let rows = stmt.query_map(params![doc.0.as_bytes().as_slice(), field.as_str()], |r| {
+            let value: String = r.get(2)?;
+            Ok(ConflictValue { op: op_id_from_row(r, 0, 1)?, value: json_from_sql(&value)? })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Every document id of a collection, oldest first.
     pub fn list_documents(&self, collection: Collection) -> Result<Vec<DocId>> {
         let inner = self.lock();

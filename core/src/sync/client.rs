@@ -474,9 +474,10 @@ impl SyncClient {
         cancel: &CancelToken,
         report: &mut SyncReport,
     ) -> Result<(), SyncError> {
-        let path = store.attachment_path(&info.sha256)?;
-        let bytes = tokio::fs::read(&path).await.map_err(|source| StoreError::Io { path, source })?;
-        let size = bytes.len() as u64;
+        // Read through the store (an encrypted store's files are sealed), one upload chunk at
+        // a time: a long video is never in memory whole.
+        let mut reader = store.open_attachment(&info.sha256)?;
+        let size = reader.len();
         let endpoint = format!("/v1/blobs/{}", info.sha256);
         let mut failures = 0u32;
         // Where the server's last answer said the upload stands; otherwise ask with HEAD.
@@ -491,7 +492,7 @@ impl SyncClient {
                 return Ok(());
             }
             let end = size.min(offset + self.options.upload_chunk_bytes.max(1) as u64);
-            let chunk = bytes[offset as usize..end as usize].to_vec();
+            let chunk = reader.read_range(offset, end)?;
             let sent = chunk.len() as u64;
             let request = self
                 .request(Method::PATCH, &endpoint)

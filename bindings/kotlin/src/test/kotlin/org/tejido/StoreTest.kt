@@ -159,6 +159,75 @@ class StoreTest {
     }
 
     @Test
+    fun aPlainStoreEncryptedInPlaceSealsAnswersAndPhotos() {
+        val path = dir.resolve("device.db").toString()
+        val key = ByteArray(32) { it.toByte() }
+        val photo = byteArrayOf(-1, -40) + "KT-PHOTO-CANARY-".repeat(6000).toByteArray()
+        val (sub, sha) = TejidoStore.open(path).use { plain ->
+            val sub = plain.startSubmission("f", "1")
+            plain.setAnswer(sub, "a", AnswerValue.Text("KT-ANSWER-CANARY"))
+            val sha = plain.attachFile(sub, "photo", photo, "image/jpeg")
+            assertThrows<TejidoException.StoreLocked> { TejidoStore.encryptInPlace(path, key) }
+            sub to sha
+        }
+        TejidoStore.encryptInPlace(path, key).use { store ->
+            assertEquals(AnswerValue.Text("KT-ANSWER-CANARY"), answers(store, sub)["a"])
+            assertArrayEquals(photo, store.readAttachment(sha))
+            val viewer = dir.resolve("viewer.jpg")
+            assertEquals(photo.size.toULong(), store.exportAttachment(sha, viewer.toString()))
+            assertArrayEquals(photo, Files.readAllBytes(viewer))
+            Files.delete(viewer)
+            assertThrows<TejidoException.NotAllowed> { store.attachmentPath(sha) }
+        }
+        Files.walk(dir).use { paths ->
+            for (f in paths.filter { Files.isRegularFile(it) }.toList()) {
+                val text = String(Files.readAllBytes(f), Charsets.ISO_8859_1)
+                assertFalse(text.contains("KT-PHOTO-CANARY"), f.toString())
+                assertFalse(text.contains("KT-ANSWER-CANARY"), f.toString())
+            }
+        }
+        val e = assertThrows<TejidoException.StoreEncrypted> { TejidoStore.open(path) }
+        assertTrue(e.message!!.contains("is encrypted"), e.message)
+        assertThrows<TejidoException.WrongKey> { TejidoStore.openEncrypted(path, ByteArray(32) { 9 }) }
+
+        val sealed = dir.resolve("device.db.attachments").resolve(sha)
+        val bytes = Files.readAllBytes(sealed)
+        bytes[bytes.size / 2] = (bytes[bytes.size / 2].toInt() xor 1).toByte()
+        Files.write(sealed, bytes)
+        TejidoStore.openEncrypted(path, key).use { store ->
+            assertThrows<TejidoException.AttachmentDamaged> { store.readAttachment(sha) }
+        }
+    }
+
+    @Test
+    fun choicesReadBackAsWrittenAndACoordinatorReviews(): Unit = open().use { store ->
+        val sub = store.startSubmission("f", "1")
+        val picks = AnswerValue.Choices(listOf("drugs", "robberies"))
+        store.setAnswer(sub, "problems", picks)
+        store.setAnswer(sub, "age", AnswerValue.Integer(200))
+        assertEquals(picks, answers(store, sub)["problems"])
+        store.finalize(sub)
+
+        val comment = store.reviewSubmission(sub, "has_issues", "¿200 años?")
+        assertTrue(comment != null)
+        assertNull(store.reviewSubmission(sub, "approved", null))
+        val reply = store.addComment(sub, "Corregido")
+        assertThrows<TejidoException.InvalidInput> { store.reviewSubmission(sub, "maybe", null) }
+
+        val history = store.reviewHistory(sub)
+        assertEquals("approved", history.currentState)
+        assertTrue(history.concurrentStates.isEmpty())
+        assertEquals(listOf("has_issues", "approved"), history.reviews.map { it.state })
+        assertTrue(history.reviews.all { it.replica == store.replicaId() })
+        assertEquals(
+            listOf(Triple(comment, "¿200 años?", "has_issues"), Triple(reply, "Corregido", null)),
+            history.comments.map { Triple(it.id, it.text, it.reviewState) },
+        )
+        assertEquals("approved", store.readSubmission(sub).reviewState)
+        assertEquals(5uL, store.pendingChangeCount())
+    }
+
+    @Test
     fun eightThreadsSetAnswersWhileAnotherReads(): Unit = open().use { store ->
         val sub = store.startSubmission("f", "1")
         store.finalize(sub)
