@@ -41,6 +41,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Copy this --data SQLite deployment (database and blobs) into an empty PostgreSQL
+    /// database; prints each table's row count and checksum on both sides.
+    Migrate {
+        /// The target: postgres://user@host:port/db (an empty database).
+        #[arg(long, env = "TEJIDO_MIGRATE_TO", hide_env_values = true)]
+        to: String,
+    },
     /// Run the API; prints `listening on http://ADDR` once it accepts connections.
     Serve {
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -279,6 +286,36 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
             database,
             demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds },
         ),
+        Command::Migrate { to } => {
+            if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
+                return Err(Failure("--to takes a postgres:// URL".into(), 2));
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
+            let report = runtime.block_on(tejido_server::storage::copy::sqlite_to_postgres(
+                &data.join("tejido.db"),
+                &data.join("blobs"),
+                &to,
+            ))?;
+            print(json, serde_json::to_value(&report).unwrap_or_default(), || {
+                let mut out =
+                    String::from("table              source rows  target rows  checksum (both sides)\n");
+                for t in &report.tables {
+                    out.push_str(&format!(
+                        "{:<18} {:>11}  {:>11}  {}\n",
+                        t.table, t.source_rows, t.target_rows, t.target_sha256
+                    ));
+                }
+                out.push_str(&format!(
+                    "migrated: every table matches. {} upload(s) in progress were not copied; their devices start them again.\n                     Now serve with --database (or TEJIDO_DATABASE_URL) set to the target.",
+                    report.uploads_not_copied
+                ));
+                out
+            });
+            Ok(())
+        }
         Command::Project(ProjectCommand::Create { name }) => {
             let admin = Admin::open(data, database)?;
             let p = admin.run(admin.service.create_project(&name, tejido_server::now_ms()))?;

@@ -81,6 +81,12 @@ impl TestServer {
     pub fn start_in(data: &Path, addr: Option<SocketAddr>) -> TestServer {
         let database = tejido_server::testing::postgres_requested()
             .then(tejido_server::testing::fresh_database_blocking);
+        TestServer::start_on(data, addr, database)
+    }
+
+    /// Starts a server on `data`, with its database at `database` (PostgreSQL) or, for `None`,
+    /// SQLite in `data`.
+    pub fn start_on(data: &Path, addr: Option<SocketAddr>, database: Option<String>) -> TestServer {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (child, addr) = spawn_serve(data, database.as_deref(), addr, &log);
         TestServer { data: data.to_path_buf(), database, _tmp: None, child: Some(child), addr, log }

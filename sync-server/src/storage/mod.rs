@@ -3,6 +3,7 @@
 //! SQL (and its dialect) lives only in the implementations: [`sqlite`] now, PostgreSQL later.
 //! The rules that decide what to store are in [`crate::service`].
 
+pub mod copy;
 pub mod postgres;
 pub mod postgres_blobs;
 pub mod sqlite;

@@ -157,6 +157,11 @@ impl PostgresStorage {
         Ok(PostgresStorage { pool })
     }
 
+    /// A connection of the pool, for tools that work below the primitives (the migration).
+    pub(super) async fn client(&self) -> Result<Object> {
+        Ok(self.pool.get().await?)
+    }
+
     /// The blob bytes kept in this database.
     pub fn blobs(&self) -> super::postgres_blobs::PgBlobs {
         super::postgres_blobs::PgBlobs::new(self.pool.clone())
