@@ -41,6 +41,10 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run after restoring a backup, with every server process stopped: gives the server a new
+    /// epoch, so each device sends its whole history again on its next sync and the server gets
+    /// back what it had acknowledged after the backup was taken.
+    Restored,
     /// Copy this --data SQLite deployment (database and blobs) into an empty PostgreSQL
     /// database; prints each table's row count and checksum on both sides.
     Migrate {
@@ -286,6 +290,16 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
             database,
             demo::DemoOptions { listen, devices, rounds, per_round, exit_after_rounds },
         ),
+        Command::Restored => {
+            let admin = Admin::open(data, database)?;
+            let epoch = admin.run(admin.service.renew_epoch())?;
+            print(json, json!({ "epoch": epoch }), || {
+                format!(
+                    "new epoch {epoch}: on their next sync, devices send their whole history again and pull from the start"
+                )
+            });
+            Ok(())
+        }
         Command::Migrate { to } => {
             if !(to.starts_with("postgres://") || to.starts_with("postgresql://")) {
                 return Err(Failure("--to takes a postgres:// URL".into(), 2));

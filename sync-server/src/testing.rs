@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct Cluster {
     pub port: u16,
     pub dir: PathBuf,
+    /// The PostgreSQL programs (`pg_dump`, `pg_restore`, …).
+    pub bin: PathBuf,
 }
 
 /// The PostgreSQL programs' folder: `TEJIDO_PG_BIN`, else the newest of
@@ -114,7 +116,7 @@ fn start() -> Result<Cluster, String> {
             .status()
             .is_ok_and(|s| s.success());
         if ready {
-            return Ok(Cluster { port, dir });
+            return Ok(Cluster { port, dir, bin });
         }
         if Instant::now() > deadline {
             let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();

@@ -521,7 +521,7 @@ async fn health_and_the_openapi_document_are_served() {
 #[test]
 fn the_schema_check_catches_a_body_that_disagrees_with_the_document() {
     let doc = serde_json::to_value(tejido_server::api::openapi::document()).unwrap();
-    let good = json!({ "accepted_ops": 2, "duplicate_ops": 0 });
+    let good = json!({ "accepted_ops": 2, "duplicate_ops": 0, "epoch": "5f0c" });
     let wrong = json!({ "accepted_ops": "two" });
     let errors = |body: &Value| schema_errors(&doc, "post", "/v1/push", 200, body);
     assert!(errors(&good).is_empty(), "{:?}", errors(&good));

@@ -1,6 +1,6 @@
 //! The merge in SQL, remote changes, the outbox and sync state.
 
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 use serde_json::Value;
 
 use super::sql::{doc_from_row, hlc_to_sql};
@@ -162,7 +162,9 @@ impl Store {
     /// The oldest unacknowledged local changes, at most `limit` of them.
     pub fn pending_changes(&self, limit: usize) -> Result<Vec<PendingChange>> {
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare_cached("SELECT seq, change FROM outbox ORDER BY seq LIMIT ?1")?;
+        let mut stmt = inner
+            .conn
+            .prepare_cached("SELECT seq, change FROM outbox WHERE acked = 0 ORDER BY seq LIMIT ?1")?;
         let rows = stmt.query_map([limit as i64], |r| {
             let seq: i64 = r.get(0)?;
             let json: String = r.get(1)?;
@@ -182,24 +184,27 @@ impl Store {
     /// How many local changes wait for the server.
     pub fn pending_count(&self) -> Result<u64> {
         let inner = self.lock();
-        Ok(inner.conn.query_row("SELECT count(*) FROM outbox", [], |r| r.get::<_, i64>(0))? as u64)
+        Ok(inner.conn.query_row("SELECT count(*) FROM outbox WHERE acked = 0", [], |r| r.get::<_, i64>(0))?
+            as u64)
     }
 
     /// Documents with changes waiting for the server.
     pub fn pending_documents(&self) -> Result<Vec<DocId>> {
         let inner = self.lock();
-        let mut stmt = inner.conn.prepare("SELECT DISTINCT doc FROM outbox ORDER BY doc")?;
+        let mut stmt = inner.conn.prepare("SELECT DISTINCT doc FROM outbox WHERE acked = 0 ORDER BY doc")?;
         let rows = stmt.query_map([], |r| doc_from_row(r, 0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
-    /// Drops acknowledged changes from the outbox; acknowledging twice is harmless.
+    /// Marks changes acknowledged: they leave the outbox's pending list but are kept, to send
+    /// again to a server restored from a backup ([`Store::note_server_epoch`]). Acknowledging
+    /// twice is harmless.
     pub fn acknowledge(&self, seqs: &[i64]) -> Result<usize> {
         let mut inner = self.lock();
         let tx = inner.conn.transaction()?;
         let mut removed = 0;
         {
-            let mut stmt = tx.prepare_cached("DELETE FROM outbox WHERE seq = ?1")?;
+            let mut stmt = tx.prepare_cached("UPDATE outbox SET acked = 1 WHERE seq = ?1 AND acked = 0")?;
             for seq in seqs {
                 removed += stmt.execute([seq])?;
             }
@@ -207,6 +212,35 @@ impl Store {
         tx.commit()?;
         inner.committed();
         Ok(removed)
+    }
+
+    /// Records the epoch a server answered with. A server restored from an older backup has a
+    /// new epoch and may have lost what it had acknowledged: then, in one transaction, every
+    /// change this device ever sent is pending again, every attachment is to be uploaded again
+    /// (the server keeps only what it lacks), and the pull starts over from the snapshot, since
+    /// the old cursor names positions of the lost log. Returns true when the epoch changed.
+    pub fn note_server_epoch(&self, epoch: &str) -> Result<bool> {
+        let mut inner = self.lock();
+        let tx = inner.conn.transaction()?;
+        let known: Option<String> = tx
+            .query_row("SELECT value FROM sync_state WHERE key = 'server_epoch'", [], |r| r.get(0))
+            .optional()?;
+        let changed = known.as_deref().is_some_and(|k| k != epoch);
+        if known.as_deref() != Some(epoch) {
+            tx.execute(
+                "INSERT INTO sync_state (key, value) VALUES ('server_epoch', ?1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [epoch],
+            )?;
+        }
+        if changed {
+            tx.execute("UPDATE outbox SET acked = 0 WHERE acked = 1", [])?;
+            tx.execute("UPDATE attachments SET uploaded = 0 WHERE uploaded = 1", [])?;
+            tx.execute("DELETE FROM sync_state WHERE key = 'cursor'", [])?;
+        }
+        tx.commit()?;
+        inner.committed();
+        Ok(changed)
     }
 
     /// The opaque position of the last pulled page, if any.

@@ -7,8 +7,11 @@ use rusqlite::{Connection, OptionalExtension};
 /// 'TJDO': marks a SQLite file as a Tejido device store.
 pub const APPLICATION_ID: i32 = 0x544A_444F;
 
-pub const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_attachments.sql")];
+pub const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"),
+    include_str!("migrations/0002_attachments.sql"),
+    include_str!("migrations/0003_outbox_history.sql"),
+];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
 

@@ -189,6 +189,9 @@ pub struct SyncReport {
     /// Local changes the server refused (outside this device's scope, or invalid). They stay
     /// in the outbox; everything else was pushed past them. Show them for review.
     pub refused: Vec<RefusedChange>,
+    /// The server answered with a new epoch (it was restored from a backup): this sync sent the
+    /// device's whole history and attachments again, and pulled from the start.
+    pub server_restored: bool,
 }
 
 /// A local change the server refused, and why (the server's message names no answers).
@@ -429,6 +432,14 @@ impl SyncClient {
         self.upload_attachments(store, progress, cancel, &mut report).await?;
         self.push(store, progress, cancel, &mut report).await?;
         self.pull(store, progress, cancel, &mut report).await?;
+        if report.server_restored && (store.pending_count()? > 0 || !store.pending_attachments()?.is_empty())
+        {
+            // A restored server: what it lost goes again (attachments before the changes that
+            // name them), then the pull catches up.
+            self.upload_attachments(store, progress, cancel, &mut report).await?;
+            self.push(store, progress, cancel, &mut report).await?;
+            self.pull(store, progress, cancel, &mut report).await?;
+        }
         if self.options.download_attachments {
             self.download_attachments(store, progress, cancel, &mut report).await?;
         }
@@ -638,6 +649,9 @@ impl SyncClient {
             match result {
                 Ok(resp) => {
                     store.acknowledge(&seqs)?;
+                    if let Some(epoch) = &resp.epoch {
+                        report.server_restored |= store.note_server_epoch(epoch)?;
+                    }
                     report.changes_pushed += n as u64;
                     report.push_batches += 1;
                     report.ops_accepted += resp.accepted_ops;
@@ -709,6 +723,15 @@ impl SyncClient {
                     .await?
                 }
             };
+            if let Some(epoch) = &page.epoch {
+                if store.note_server_epoch(epoch)? {
+                    // A restored server: this page followed a cursor of the lost log. Start
+                    // over from the snapshot (the cursor was just cleared).
+                    report.server_restored = true;
+                    prefetched = None;
+                    continue;
+                }
+            }
             if page.more {
                 let next = pull_path(Some(&page.cursor));
                 let request = self.request(Method::GET, &next);

@@ -77,6 +77,10 @@ pub struct PushResponse {
     pub accepted_ops: u64,
     /// Ops it already had (a batch pushed twice).
     pub duplicate_ops: u64,
+    /// The server's epoch: new when it was restored from a backup (see
+    /// `Store::note_server_epoch`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// `GET /v1/pull?cursor=…&limit=…`: one bounded page of changes after the cursor.
@@ -87,6 +91,9 @@ pub struct PullResponse {
     pub cursor: String,
     /// More pages wait.
     pub more: bool,
+    /// The server's epoch, as in [`PushResponse`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epoch: Option<String>,
 }
 
 /// `HEAD /v1/blobs/{sha256}` answers how many bytes of an upload the server holds in the

@@ -85,6 +85,9 @@ pub mod docs {
     pub struct PushResponse {
         pub accepted_ops: u64,
         pub duplicate_ops: u64,
+        /// The server's epoch: a new one means it was restored from a backup, and the device
+        /// sends its whole history again.
+        pub epoch: String,
     }
 
     #[derive(ToSchema)]
@@ -94,6 +97,8 @@ pub mod docs {
         pub cursor: String,
         /// More pages wait.
         pub more: bool,
+        /// The server's epoch, as in `PushResponse`.
+        pub epoch: String,
     }
 
     #[derive(ToSchema)]

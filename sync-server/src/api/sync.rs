@@ -93,7 +93,11 @@ pub(crate) async fn push(
         device = %device_id, changes = count, accepted_ops = outcome.accepted_ops,
         duplicate_ops = outcome.duplicate_ops, bytes = body.len(), "push"
     );
-    Ok(Json(PushResponse { accepted_ops: outcome.accepted_ops, duplicate_ops: outcome.duplicate_ops }))
+    Ok(Json(PushResponse {
+        accepted_ops: outcome.accepted_ops,
+        duplicate_ops: outcome.duplicate_ops,
+        epoch: Some(state.service.epoch().to_owned()),
+    }))
 }
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -143,6 +147,8 @@ pub(crate) async fn pull(
     body.push_str(&serde_json::Value::String(cursor).to_string());
     body.push_str(",\"more\":");
     body.push_str(if page.more { "true" } else { "false" });
+    body.push_str(",\"epoch\":");
+    body.push_str(&serde_json::Value::String(state.service.epoch().to_owned()).to_string());
     body.push('}');
     tracing::info!(device = %device_id, changes = page.changes.len(), more = page.more, bytes = body.len(), "pull");
     Ok(([(CONTENT_TYPE, "application/json")], body).into_response())

@@ -26,6 +26,7 @@ const MAX_PROJECT_NAME: usize = 200;
 pub struct Service {
     storage: Arc<dyn Storage>,
     replica: ReplicaId,
+    epoch: Arc<str>,
 }
 
 impl std::fmt::Debug for Service {
@@ -50,8 +51,26 @@ impl Service {
             tx.set_server_replica(replica).await?;
             tx.set_clock(Hlc(0)).await?;
         }
+        let epoch: Arc<str> = tx.epoch().await?.into();
         tx.commit().await?;
-        Ok(Service { storage, replica })
+        Ok(Service { storage, replica, epoch })
+    }
+
+    /// The epoch devices see on every push and pull (read at start-up: a restore happens with
+    /// every server process stopped).
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// After restoring a backup: a new epoch, so that every device sends its whole history
+    /// again and the server gets back what it had acknowledged after the backup was taken.
+    /// Takes effect when the servers start.
+    pub async fn renew_epoch(&self) -> Result<String> {
+        let epoch = Uuid::new_v4().simple().to_string();
+        let mut tx = self.write().await?;
+        tx.set_epoch(&epoch).await?;
+        tx.commit().await?;
+        Ok(epoch)
     }
 
     /// The server's own replica id, which stamps reviews, comment authors and published forms.

@@ -325,6 +325,9 @@ pub trait Tx: Send {
     /// The last stamp the server issued.
     async fn clock(&mut self) -> Result<Hlc>;
     async fn set_clock(&mut self, hlc: Hlc) -> Result<()>;
+    /// The server's epoch: new after a restore from a backup.
+    async fn epoch(&mut self) -> Result<String>;
+    async fn set_epoch(&mut self, epoch: &str) -> Result<()>;
 
     // Projects.
     async fn insert_project(&mut self, project: &Project) -> Result<()>;

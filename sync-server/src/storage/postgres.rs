@@ -21,8 +21,11 @@ use crate::service::enroll::{CodeState, ReplicaState};
 use crate::service::rules::Scope;
 
 /// The schema's migrations, in order, as for SQLite.
-pub(super) const MIGRATIONS: &[&str] =
-    &[include_str!("migrations/postgres/0001_init.sql"), include_str!("migrations/postgres/0002_blobs.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    include_str!("migrations/postgres/0002_blobs.sql"),
+    include_str!("migrations/postgres/0003_epoch.sql"),
+];
 const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Advisory lock keys (first half 'TJSV').
 const MIGRATION_LOCK: i64 = 0x544A_5356_0000_0001;
@@ -313,6 +316,15 @@ impl Tx for PgTx {
     async fn clock(&mut self) -> Result<Hlc> {
         let v: String = self.one("SELECT value FROM meta WHERE key = 'clock'", &[]).await?.try_get(0)?;
         v.parse().map(Hlc).map_err(|_| StorageError::Other("the server's clock is corrupt".into()))
+    }
+
+    async fn epoch(&mut self) -> Result<String> {
+        Ok(self.one("SELECT value FROM meta WHERE key = 'epoch'", &[]).await?.try_get(0)?)
+    }
+
+    async fn set_epoch(&mut self, epoch: &str) -> Result<()> {
+        self.exec("UPDATE meta SET value = $1 WHERE key = 'epoch'", &[&epoch]).await?;
+        Ok(())
     }
 
     async fn set_clock(&mut self, hlc: Hlc) -> Result<()> {

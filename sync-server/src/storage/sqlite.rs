@@ -24,6 +24,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_document_sizes.sql"),
     include_str!("migrations/0003_device_uploads.sql"),
     include_str!("migrations/0004_upload_leases.sql"),
+    include_str!("migrations/0005_epoch.sql"),
 ];
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MAX_READERS: usize = 8;
@@ -327,6 +328,15 @@ impl Tx for SqliteTx {
 
     async fn clock(&mut self) -> Result<Hlc> {
         read_clock(self.c()?)
+    }
+
+    async fn epoch(&mut self) -> Result<String> {
+        Ok(self.c()?.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?)
+    }
+
+    async fn set_epoch(&mut self, epoch: &str) -> Result<()> {
+        self.c()?.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [epoch])?;
+        Ok(())
     }
 
     async fn set_clock(&mut self, hlc: Hlc) -> Result<()> {
