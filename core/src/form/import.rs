@@ -63,8 +63,9 @@ pub fn import_xlsform(path: &Path) -> Result<Form, ImportErrors> {
     import_xlsform_bytes(&bytes, &name)
 }
 
-/// Imports an XLSForm from its bytes; `file_name`'s extension says the format (.xlsx, .xls,
-/// .ods; anything else is detected).
+/// Imports an XLSForm from its bytes; the format (.xlsx or .xlsm, .xls, .ods) is read from the
+/// bytes, whatever `file_name` says. `file_name` names the file in errors, and its stem is the
+/// form_id when the settings give none.
 pub fn import_xlsform_bytes(bytes: &[u8], file_name: &str) -> Result<Form, ImportErrors> {
     let sheets = read_workbook(bytes, file_name)?;
     let stem = Path::new(file_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -77,23 +78,53 @@ struct Sheet {
     rows: Vec<(u32, Vec<String>)>,
 }
 
+/// A workbook's format, from its first bytes (a name can lie: an old `.xls` saved as `.xlsx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Office Open XML (.xlsx, .xlsm): a ZIP archive.
+    Xlsx,
+    /// Excel 97-2003 (.xls): an OLE compound file.
+    Xls,
+    /// OpenDocument (.ods): a ZIP archive whose first entry says so.
+    Ods,
+}
+
+fn sniff_format(bytes: &[u8]) -> Option<Format> {
+    const OLE: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    const ODS_MIME: &[u8] = b"application/vnd.oasis.opendocument.spreadsheet";
+    if bytes.starts_with(OLE) {
+        return Some(Format::Xls);
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        // An OpenDocument file starts with an uncompressed entry `mimetype` naming its kind
+        // (local header of 30 bytes, then the name, then the content).
+        let name_len = bytes.get(26..28).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let extra_len = bytes.get(28..30).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let content = 30 + name_len + extra_len;
+        if bytes.get(30..30 + name_len) == Some(b"mimetype".as_slice())
+            && bytes.get(content..content + ODS_MIME.len()) == Some(ODS_MIME)
+        {
+            return Some(Format::Ods);
+        }
+        return Some(Format::Xlsx);
+    }
+    None
+}
+
 fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErrors> {
-    let lower = file_name.to_ascii_lowercase();
+    let Some(format) = sniff_format(bytes) else {
+        return Err(whole_file_error(file_name, "not an .xlsx, .xls or .ods file".into()));
+    };
     let data = bytes.to_vec();
     // A spreadsheet parser is a large attack surface: a broken file must give an error, never
     // take the process down, whatever the parser does with it.
     let result = std::panic::catch_unwind(move || -> Result<Vec<Sheet>, String> {
         let cursor = Cursor::new(data);
-        let mut book: calamine::Sheets<Cursor<Vec<u8>>> =
-            if lower.ends_with(".xlsx") || lower.ends_with(".xlsm") {
-                calamine::Sheets::Xlsx(calamine::Xlsx::new(cursor).map_err(|e| e.to_string())?)
-            } else if lower.ends_with(".xls") {
-                calamine::Sheets::Xls(calamine::Xls::new(cursor).map_err(|e| e.to_string())?)
-            } else if lower.ends_with(".ods") {
-                calamine::Sheets::Ods(calamine::Ods::new(cursor).map_err(|e| e.to_string())?)
-            } else {
-                calamine::open_workbook_auto_from_rs(cursor).map_err(|e| e.to_string())?
-            };
+        let mut book: calamine::Sheets<Cursor<Vec<u8>>> = match format {
+            Format::Xlsx => calamine::Sheets::Xlsx(calamine::Xlsx::new(cursor).map_err(|e| e.to_string())?),
+            Format::Xls => calamine::Sheets::Xls(calamine::Xls::new(cursor).map_err(|e| e.to_string())?),
+            Format::Ods => calamine::Sheets::Ods(calamine::Ods::new(cursor).map_err(|e| e.to_string())?),
+        };
         let mut out = Vec::new();
         for name in book.sheet_names() {
             if let calamine::Sheets::Xlsx(xlsx) = &mut book {
