@@ -49,11 +49,9 @@ fn corpus() -> Vec<(String, PathBuf)> {
                 let p = entry.unwrap().path();
                 if p.is_dir() {
                     dirs.push(p);
-                } else if p
-                    .extension()
-                    .and_then(|e| e.to_str())
-                    .is_some_and(|e| ["xlsx", "xls", "xlsm", "ods"].contains(&e.to_ascii_lowercase().as_str()))
-                {
+                } else if p.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+                    ["xlsx", "xls", "xlsm", "ods"].contains(&e.to_ascii_lowercase().as_str())
+                }) {
                     let rel = p.strip_prefix(&root).unwrap().to_string_lossy().into_owned();
                     let name = if prefix.is_empty() { rel } else { format!("{prefix}/{rel}") };
                     out.push((name, p));
@@ -104,17 +102,10 @@ fn pyxform(bin: &Path, form: &Path, out_dir: &Path) -> Result<(), String> {
     // xls2xform writes its JSON verdict to stderr.
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let json: serde_json::Value = stderr
-        .lines()
-        .chain(stdout.lines())
-        .rev()
-        .find_map(|l| serde_json::from_str(l).ok())
-        .unwrap_or_else(|| {
-            panic!(
-                "xls2xform gave no JSON verdict for {}: {stdout} {stderr}",
-                form.display()
-            )
-        });
+    let json: serde_json::Value =
+        stderr.lines().chain(stdout.lines()).rev().find_map(|l| serde_json::from_str(l).ok()).unwrap_or_else(
+            || panic!("xls2xform gave no JSON verdict for {}: {stdout} {stderr}", form.display()),
+        );
     match json["code"].as_i64() {
         // 100: "Ok!", 101: "Ok with warnings."; 999: refused.
         Some(100 | 101) => Ok(()),
