@@ -580,7 +580,7 @@ fn not_a_spreadsheet_is_one_clear_error() {
     assert!(e.0[0].message.contains("not a readable spreadsheet"), "{e}");
     let e = import_xlsform(Path::new("/nonexistent/form.xlsx")).unwrap_err();
     assert!(e.to_string().contains("cannot read the file"), "{e}");
-    let no_survey = xlsx(&[("other", &[&["a"]])]);
+    let no_survey = xlsx(&[("other", &[&["a"]]), ("choices", &[&["list_name", "name"]])]);
     let e = import_xlsform_bytes(&no_survey, "form.xlsx").unwrap_err();
     assert!(e.to_string().contains("no survey sheet"), "{e}");
 }

@@ -140,7 +140,7 @@ book("refused_end_without_begin", {"survey": [SURVEY, ["text", "a", "A"], ["end 
 book("refused_duplicate_name", {"survey": [SURVEY, ["text", "a", "A"], ["text", "a", "A again"]]})
 book("refused_missing_list", {"survey": [SURVEY, ["select_one nowhere", "a", "A"]]})
 book("refused_unknown_reference", {"survey": [SURVEY + ["relevant"], ["text", "a", "A", "${b} = 1"]]})
-# book("refused_duplicate_header", {"survey": [SURVEY + ["label"], ["text", "a", "A", "A2"]]})
+book("refused_duplicate_header", {"survey": [SURVEY + ["label"], ["text", "a", "A", "A2"]]})
 book("refused_choice_duplicates", {
     "survey": [SURVEY, ["select_one l", "q", "Q"]],
     "choices": [["list_name", "name", "label"], ["l", "a", "A"], ["l", "a", "A again"]],
@@ -148,3 +148,19 @@ book("refused_choice_duplicates", {
 book("refused_bad_name", {"survey": [SURVEY, ["text", "a b", "A"]]})
 book("refused_no_name", {"survey": [SURVEY, ["text", "", "A"]]})
 book("refused_audit_name", {"survey": [SURVEY, ["audit", "log", ""]]})
+book("refused_ambiguous_reference", {"survey": [
+    SURVEY + ["relevant"],
+    ["begin group", "g1", "G1"], ["integer", "age", "Age"], ["end group", "", ""],
+    ["begin group", "g2", "G2"], ["integer", "age", "Age"], ["end group", "", ""],
+    ["text", "why", "Why?", "${age} > 10"],
+]})
+book("refused_unclosed_loop", {
+    "survey": [SURVEY, ["begin loop over yes_no", "l", "L"], ["integer", "n", "N"]],
+    "choices": YES_NO,
+})
+book("refused_loop_without_list", {
+    "survey": [SURVEY, ["begin loop over nowhere", "l", "L"], ["integer", "n", "N"], ["end loop", "", ""]],
+    "choices": YES_NO,
+})
+book("refused_uri_text", {"survey": [SURVEY, ["uri:text", "a", "A"]]})
+book("refused_end_loop_closes_group", {"survey": [SURVEY, ["begin group", "g", "G"], ["text", "a", "A"], ["end loop", "", ""]]})
