@@ -286,6 +286,25 @@ const CASES: &[(&str, &str)] = &[
     ("checklist(3, -1, true(), false(), 'x')", "false"),
     ("weighted-checklist(3, 5, true(), 2, 'y', 2, '', 10)", "true"),
     ("weighted-checklist(5, 5, true(), 2)", "false"),
+    // digests, base64, version (a context without a form has none)
+    ("digest('abc', 'SHA-256', 'hex')", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+    ("digest('abc', 'sha-1')", "qZk+NkcGgWq6PiVxeFDCbJzQ2J0="),
+    ("digest('abc', 'SHA-3')", ""),
+    ("digest('abc', 'MD5', 'base32')", ""),
+    ("base64-decode('SGVsbG8sIFdvcmxkIQ==')", "Hello, World!"),
+    ("base64-decode('w6HDqcOtw7PDug==')", "áéíóú"),
+    ("base64-decode('not base64!')", ""),
+    ("version()", ""),
+    // JavaRosa's number reading and rounding
+    ("number('4,6')", "4.6"),
+    ("round('4,6')", "5"),
+    ("round(-12345.15, 1)", "-12345.1"),
+    ("round(-0.4) = 0", "true"),
+    ("6.1 - 7.8 = -1.7", "true"),
+    ("6.1 - 7.8 != -1.7", "false"),
+    // XPath whitespace only: a no-break space stays
+    ("normalize-space('\ta \n b\r')", "a b"),
+    ("string-length(normalize-space('a\u{a0}b'))", "3"),
 ];
 
 #[test]
@@ -317,6 +336,14 @@ fn now_uuid_and_random_have_the_right_shape() {
     assert!(now.starts_with("2024-03-05T14:30:15.000"), "{now}");
     assert_eq!(eval_str("string-length(uuid())"), "36");
     assert_ne!(eval_str("uuid()"), eval_str("uuid()"));
+    for n in [1, 8, 100] {
+        let id = eval_str(&format!("uuid({n})"));
+        assert_eq!(id.len(), n);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    }
+    assert_ne!(eval_str("uuid(20)"), eval_str("uuid(20)"));
+    assert_eq!(eval_str("uuid(0)"), "");
+    assert_eq!(eval_str("string-length(uuid(1000000000))"), "10000");
     let r: f64 = eval_str("random()").parse().unwrap();
     assert!((0.0..1.0).contains(&r));
     assert_eq!(eval_str("decimal-date-time(now()) > 19787"), "true");

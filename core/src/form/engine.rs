@@ -1104,6 +1104,10 @@ struct Ctx<'a> {
 }
 
 impl Context for Ctx<'_> {
+    fn form_version(&self) -> String {
+        self.engine.form.settings.version.clone()
+    }
+
     fn reference(&self, name: &str) -> Value {
         let e = self.engine;
         let Some(&t) = e.by_name.get(name) else { return Value::Nodes(Vec::new()) };

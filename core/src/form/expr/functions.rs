@@ -74,6 +74,9 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("once", 1, 1),
     ("instance", 1, 1),
     ("uuid", 0, 1),
+    ("digest", 2, 3),
+    ("base64-decode", 1, 1),
+    ("version", 0, 0),
     ("random", 0, 0),
     ("checklist", 2, usize::MAX),
     ("weighted-checklist", 2, usize::MAX),
@@ -142,24 +145,25 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
         "string" => Value::Str(if args.is_empty() { env.ctx.current().to_str() } else { s(0) }),
         "int" => num(n(0).trunc()),
         "round" => {
+            // As JavaRosa: half toward positive infinity (XPath 3.0), keeping the sign of zero.
             let x = n(0);
-            if args.len() < 2 {
-                return num((x + 0.5).floor());
-            }
-            let digits = n(1).trunc();
+            let digits = if args.len() < 2 { 0.0 } else { n(1).trunc() };
             if !digits.is_finite() {
                 return num(f64::NAN);
             }
             let digits = digits.clamp(-300.0, 300.0) as i32;
-            // Half away from zero, as ODK rounds to a number of digits.
             let r = if digits >= 0 {
                 let scale = 10f64.powi(digits);
-                (x.abs() * scale + 0.5).floor() / scale
+                let scaled = x * scale;
+                if !scaled.is_finite() {
+                    return num(x);
+                }
+                (scaled + 0.5).floor() / scale
             } else {
                 let scale = 10f64.powi(-digits);
-                (x.abs() / scale + 0.5).floor() * scale
+                (x / scale + 0.5).floor() * scale
             };
-            num(r.copysign(x))
+            num(if r == 0.0 { 0f64.copysign(x) } else { r })
         }
         "floor" => num(n(0).floor()),
         "ceiling" => num(n(0).ceil()),
@@ -252,8 +256,11 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             Value::Str(out)
         }
         "normalize-space" => {
+            // XPath's whitespace only: space, tab, carriage return, line feed.
             let v = if args.is_empty() { env.ctx.current().to_str() } else { s(0) };
-            Value::Str(v.split_whitespace().collect::<Vec<_>>().join(" "))
+            Value::Str(
+                v.split([' ', '\t', '\r', '\n']).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "),
+            )
         }
         "regex" => {
             let pattern = s(1);
@@ -336,7 +343,19 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             }
         }
         "instance" => Value::Nodes(Vec::new()),
-        "uuid" => Value::Str(uuid::Uuid::new_v4().to_string()),
+        "uuid" if args.is_empty() => Value::Str(uuid::Uuid::new_v4().to_string()),
+        "uuid" => Value::Str(random_string(n(0))),
+        "digest" => {
+            let algorithm = s(1);
+            let encoding = if args.len() > 2 { s(2) } else { "base64".to_owned() };
+            digest(&s(0), &algorithm, &encoding).map_or_else(|| Value::Str(String::new()), Value::Str)
+        }
+        "base64-decode" => {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(s(0).trim());
+            Value::Str(decoded.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+        }
+        "version" => Value::Str(env.ctx.form_version()),
         "random" => {
             let bytes = uuid::Uuid::new_v4().into_bytes();
             let mut x = [0u8; 8];
@@ -362,6 +381,55 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             Value::Bool((lo < 0.0 || total >= lo) && (hi < 0.0 || total <= hi))
         }
         _ => Value::Str(String::new()),
+    }
+}
+
+/// Longest string `uuid(n)` makes.
+const MAX_RANDOM_STRING: f64 = 10_000.0;
+
+/// `uuid(n)`: `n` random letters and digits, as ODK Collect makes them.
+fn random_string(n: f64) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if !n.is_finite() || n < 1.0 {
+        return String::new();
+    }
+    let n = n.min(MAX_RANDOM_STRING) as usize;
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        // A random UUID's bytes (its 122 random bits); the version bytes are skipped.
+        for (i, b) in uuid::Uuid::new_v4().into_bytes().iter().enumerate() {
+            if i == 6 || i == 8 || out.len() == n {
+                continue;
+            }
+            // 62 letters and digits: take bytes below 248 (4 x 62) so each is equally likely.
+            if *b < 248 {
+                out.push(ALPHABET[(*b % 62) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+/// `digest(text, algorithm, encoding)`: MD5, SHA-1, SHA-256, SHA-384 or SHA-512 of the text's
+/// UTF-8 bytes, as base64 or hex; `None` for another algorithm or encoding.
+fn digest(text: &str, algorithm: &str, encoding: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let bytes = text.as_bytes();
+    let hash: Vec<u8> = match algorithm.trim().to_ascii_uppercase().as_str() {
+        "MD5" => md5::Md5::digest(bytes).to_vec(),
+        "SHA-1" => sha1::Sha1::digest(bytes).to_vec(),
+        "SHA-256" => sha2::Sha256::digest(bytes).to_vec(),
+        "SHA-384" => sha2::Sha384::digest(bytes).to_vec(),
+        "SHA-512" => sha2::Sha512::digest(bytes).to_vec(),
+        _ => return None,
+    };
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "base64" => {
+            use base64::Engine as _;
+            Some(base64::engine::general_purpose::STANDARD.encode(hash))
+        }
+        "hex" => Some(hex::encode(hash)),
+        _ => None,
     }
 }
 

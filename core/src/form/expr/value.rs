@@ -38,7 +38,14 @@ pub fn format_number(n: f64) -> String {
 /// Parses XPath number syntax: optional sign, digits, optional fraction; surrounding spaces are
 /// allowed. Anything else is NaN (a date string gives its days since the epoch).
 pub fn string_to_number(s: &str) -> f64 {
-    let t = s.trim();
+    // As JavaRosa: a decimal comma reads as a point (`'4,6'` is 4.6).
+    let replaced;
+    let t = if s.contains(',') {
+        replaced = s.replace(',', ".");
+        replaced.trim()
+    } else {
+        s.trim()
+    };
     if t.is_empty() {
         return f64::NAN;
     }
