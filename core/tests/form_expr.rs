@@ -295,6 +295,15 @@ const CASES: &[(&str, &str)] = &[
     ("base64-decode('w6HDqcOtw7PDug==')", "áéíóú"),
     ("base64-decode('not base64!')", ""),
     ("version()", ""),
+    // geometry on JavaRosa's sphere (radius 6378100 m)
+    ("round(distance('0 0 0 0; 0 1 0 0'))", "111319"),
+    ("round(distance('0 0', '0 1', '1 1'))", "222638"),
+    ("distance('0 0; 91 0')", "NaN"),
+    ("round(area('0 0; 0 0.001; 0.001 0.001; 0.001 0; 0 0'))", "12392"),
+    ("area('0 0; 0 1')", "0"),
+    ("geofence('0.5 0.5', '0 0; 0 1; 1 1; 1 0; 0 0')", "true"),
+    ("geofence('1.5 0.5', '0 0; 0 1; 1 1; 1 0; 0 0')", "false"),
+    ("geofence('x', '0 0; 0 1; 1 1')", "false"),
     // JavaRosa's number reading and rounding
     ("number('4,6')", "4.6"),
     ("round('4,6')", "5"),

@@ -15,6 +15,8 @@ enum J {
     Bool(bool),
     /// A date, `YYYY-MM-DD`.
     Date(&'static str),
+    /// A number, within a tolerance.
+    Near(f64, f64),
     /// An error: unsupported syntax, an unknown function or arity, or a type mismatch (an
     /// invalid value), which ODK Collect shows as an error. Tejido refuses the expression at
     /// import, or its value is invalid (NaN, no date).
@@ -395,6 +397,9 @@ fn check(src: &str, expected: J) -> Result<(), String> {
     let v = evaluate(&e, &Empty);
     let ok = match (expected, &v) {
         (Num(n), v) => !matches!(v, Value::Str(_) | Value::Bool(_)) && close(v.to_num(), n),
+        (Near(n, tolerance), v) => {
+            !matches!(v, Value::Str(_) | Value::Bool(_)) && (v.to_num() - n).abs() <= tolerance
+        }
         (Str(s), Value::Str(_) | Value::Nodes(_)) => v.to_str() == s,
         (Str(_), _) => false,
         (Bool(b), Value::Bool(x)) => *x == b,
@@ -413,15 +418,64 @@ fn check(src: &str, expected: J) -> Result<(), String> {
     }
 }
 
+/// The self-contained cases of JavaRosa's `Base64DecodeTest` and `GeoUtilsTest` (the paths
+/// are mapdevelopers.com's, with the area and perimeter JavaRosa's test expects within 0.5).
+const FUNCTION_CASES: &[(&str, J)] = &[
+    ("base64-decode('SGVsbG8=')", Str("Hello")),
+    ("base64-decode('RGFzc2Vs')", Str("Dassel")),
+    ("base64-decode('w6nDqMOx')", Str("éèñ")),
+    ("base64-decode('8J+lsA==')", Str("🥰")),
+    ("base64-decode('AGEAYgBj')", Str("\u{0}a\u{0}b\u{0}c")),
+    ("base64-decode('a')", Str("")),
+    ("distance('0 0; 0 1')", Near(6_378_100.0 * 2.0 * std::f64::consts::PI / 360.0, 1e-6)),
+    ("distance('0 0; 0 90')", Near(6_378_100.0 * 2.0 * std::f64::consts::PI / 4.0, 1e-6)),
+    ("distance('90 0; 90 1')", Near(0.0, 1e-6)),
+];
+
+/// JavaRosa's `GeoUtilsTest` paths: (points, area, perimeter).
+const PATHS: &[(&str, f64, f64)] = &[
+    (
+        "38.253094215699576 21.756382658677467; 38.25021274773806 21.756382658677467; \
+         38.25007793942195 21.763892843919166; 38.25290886154963 21.763935759263404; \
+         38.25146813817506 21.758421137528785",
+        151_452.0,
+        1_801.0,
+    ),
+    (
+        "38.25304740874071 21.75644703234866; 38.25308110946615 21.763377860443143; \
+         38.25078942453431 21.763399318115262; 38.25090738066984 21.756640151397733; \
+         38.25197740258244 21.75892539347842",
+        122_755.0,
+        1_685.0,
+    ),
+    (
+        "38.252845204059824 21.763313487426785; 38.25303055837213 21.755867675201443; \
+         38.25072202094234 21.755803302185086; 38.25062091543717 21.76294870700076; \
+         38.25183417221606 21.75692982997134",
+        93_912.0,
+        2_076.0,
+    ),
+];
+
 #[test]
 fn javarosas_cases_give_javarosas_results() {
     let mut failures = Vec::new();
-    for (src, expected) in CASES {
+    let mut total = 0;
+    for (src, expected) in CASES.iter().chain(FUNCTION_CASES) {
+        total += 1;
         if let Err(got) = check(src, *expected) {
             failures.push(format!("{src}: JavaRosa {expected:?}, Tejido {got}"));
         }
     }
-    let total = CASES.len();
+    for (points, area, perimeter) in PATHS {
+        for (src, want) in [(format!("area('{points}')"), area), (format!("distance('{points}')"), perimeter)]
+        {
+            total += 1;
+            if let Err(got) = check(&src, Near(*want, 0.5)) {
+                failures.push(format!("{src}: JavaRosa {want} (within 0.5), Tejido {got}"));
+            }
+        }
+    }
     let good = total - failures.len();
     println!("{good} of {total} give JavaRosa's result");
     for f in &failures {

@@ -77,6 +77,9 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("digest", 2, 3),
     ("base64-decode", 1, 1),
     ("version", 0, 0),
+    ("area", 1, 1),
+    ("distance", 1, usize::MAX),
+    ("geofence", 2, 2),
     ("random", 0, 0),
     ("checklist", 2, usize::MAX),
     ("weighted-checklist", 2, usize::MAX),
@@ -356,6 +359,24 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             Value::Str(decoded.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
         }
         "version" => Value::Str(env.ctx.form_version()),
+        "area" => num(geo_points(&s(0)).map_or(f64::NAN, |p| spherical_area(&p))),
+        "distance" => {
+            // One geotrace or geoshape, or several points (or traces) in turn.
+            let mut points = Vec::new();
+            for a in args {
+                for item in env.eval(a).items() {
+                    match geo_points(&item.to_str()) {
+                        Some(p) => points.extend(p),
+                        None => return num(f64::NAN),
+                    }
+                }
+            }
+            num(points.windows(2).map(|w| haversine(w[0], w[1])).sum())
+        }
+        "geofence" => match (geo_points(&s(0)).as_deref(), geo_points(&s(1))) {
+            (Some([point]), Some(shape)) if shape.len() >= 3 => Value::Bool(inside(*point, &shape)),
+            _ => Value::Bool(false),
+        },
         "random" => {
             let bytes = uuid::Uuid::new_v4().into_bytes();
             let mut x = [0u8; 8];
@@ -382,6 +403,69 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
         }
         _ => Value::Str(String::new()),
     }
+}
+
+/// The radius JavaRosa measures the earth with (its equatorial radius), in meters.
+const EARTH_RADIUS_METERS: f64 = 6_378_100.0;
+
+/// The (latitude, longitude) points of a geopoint, geotrace or geoshape (`lat lon [alt acc]`
+/// separated by `;`); `None` when any is not a point on the earth.
+fn geo_points(s: &str) -> Option<Vec<(f64, f64)>> {
+    let mut out = Vec::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut nums = part.split_whitespace().map(|x| x.parse::<f64>().ok());
+        let (lat, lon) = (nums.next()??, nums.next()??);
+        if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+            return None;
+        }
+        out.push((lat, lon));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Great-circle distance in meters, as JavaRosa measures it.
+fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
+    let (dla, dlo) = (la2 - la1, (b.1 - a.1).to_radians());
+    let h = (dla / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlo / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_METERS * h.sqrt().min(1.0).asin()
+}
+
+/// Area in square meters of a polygon on the sphere (Chamberlain and Duquette's formula, as
+/// JavaRosa computes it); the polygon closes itself.
+fn spherical_area(points: &[(f64, f64)]) -> f64 {
+    let mut p: Vec<(f64, f64)> = points.to_vec();
+    if p.len() > 1 && p.first() == p.last() {
+        p.pop();
+    }
+    let n = p.len();
+    if n < 3 {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for i in 0..n {
+        let prev = p[(i + n - 1) % n];
+        let next = p[(i + 1) % n];
+        total += (next.1 - prev.1).to_radians() * p[i].0.to_radians().sin();
+    }
+    (total * EARTH_RADIUS_METERS * EARTH_RADIUS_METERS / 2.0).abs()
+}
+
+/// Whether a point is inside a polygon (ray casting over latitude and longitude).
+fn inside(point: (f64, f64), shape: &[(f64, f64)]) -> bool {
+    let (y, x) = point;
+    let mut result = false;
+    let n = shape.len();
+    let mut j = n - 1;
+    for i in 0..n {
+        let (yi, xi) = shape[i];
+        let (yj, xj) = shape[j];
+        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+            result = !result;
+        }
+        j = i;
+    }
+    result
 }
 
 /// Longest string `uuid(n)` makes.
