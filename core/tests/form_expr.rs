@@ -295,6 +295,15 @@ const CASES: &[(&str, &str)] = &[
     ("base64-decode('w6HDqcOtw7PDug==')", "áéíóú"),
     ("base64-decode('not base64!')", ""),
     ("version()", ""),
+    // dates and times as JavaRosa reads them
+    ("date('2024-1-5')", "2024-01-05"),
+    ("date('2024-02-30')", ""),
+    ("date('2024-1-5T10:20:30Z') > date('2024-01-05')", "true"),
+    ("decimal-time('06:00:00.000-07:00') = decimal-time('13:00:00Z')", "true"),
+    ("decimal-time('13:00:00+00:00') = decimal-time('13:00:00Z')", "true"),
+    ("decimal-time('13:00:00+0530') = decimal-time('07:30:00Z')", "true"),
+    ("decimal-time('12:00:00.500')", "0.500005787037037"),
+    ("decimal-time('12:00+9')", "NaN"),
     // geometry on JavaRosa's sphere (radius 6378100 m)
     ("round(distance('0 0 0 0; 0 1 0 0'))", "111319"),
     ("round(distance('0 0', '0 1', '1 1'))", "222638"),

@@ -3,7 +3,7 @@
 use chrono::{Datelike, TimeZone, Timelike};
 
 use super::eval::Env;
-use super::value::{parse_time_seconds, Value};
+use super::value::{parse_time_seconds_local, Value};
 use super::{Expr, PathStart};
 
 /// Every supported function with its least and greatest number of arguments (`usize::MAX`:
@@ -300,7 +300,7 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
         "date" => Value::Date { days: arg(0).to_days(), time: false },
         "date-time" => Value::Date { days: arg(0).to_days(), time: true },
         "decimal-date-time" | "decimal-date" => num(arg(0).to_days()),
-        "decimal-time" => num(parse_time_seconds(&s(0)).map(|x| x / 86_400.0).unwrap_or(f64::NAN)),
+        "decimal-time" => num(parse_time_seconds_local(&s(0)).map(|x| x / 86_400.0).unwrap_or(f64::NAN)),
         "format-date" | "format-date-time" => {
             let v = arg(0);
             let days = if v.to_str().trim().is_empty() { f64::NAN } else { v.to_days() };
