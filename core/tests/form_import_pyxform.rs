@@ -134,3 +134,15 @@ fn what_pyxform_refuses_is_refused_on_its_row() {
     assert!(refused("refused_choice_duplicates.xlsx").contains("allow_choice_duplicates"));
     assert!(refused("refused_duplicate_name.xlsx").contains("row 3"));
 }
+
+#[test]
+fn version_gives_the_forms_version() {
+    let mut f = form("form_id_values.xlsx");
+    let mut calc = tejido_core::form::Node::new("v", "v", QuestionType::Calculate, None);
+    calc.calculation = Some("concat('v', version())".into());
+    f.nodes.push(calc);
+    let store = Store::open_in_memory().unwrap();
+    let doc = store.start_submission(&f.settings.form_id, &f.settings.version).unwrap();
+    let s = FormSession::open(&store, &f, doc).unwrap();
+    assert_eq!(s.value("v").unwrap(), json!("v1"));
+}
