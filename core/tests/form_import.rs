@@ -701,3 +701,43 @@ fn ods_spreadsheets_import_too() {
     assert_eq!(form.node("why").unwrap().relevant.as_deref(), Some("${ok} = 'no'"));
     assert_eq!(form.choice_lists["yn"].len(), 2);
 }
+
+#[test]
+fn loops_that_would_make_millions_of_questions_are_refused() {
+    let choices: &[&[&str]] = &[
+        &["list_name", "name", "label"],
+        &["l", "a", "A"],
+        &["l", "b", "B"],
+        &["l", "c", "C"],
+        &["l", "d", "D"],
+    ];
+    let survey = |depth: usize| {
+        let mut rows: Vec<Vec<String>> = vec![vec!["type".into(), "name".into(), "label".into()]];
+        for k in 0..depth {
+            rows.push(vec!["begin loop over l".into(), format!("loop{k}"), "L".into()]);
+        }
+        rows.push(vec!["integer".into(), "n".into(), "N".into()]);
+        for _ in 0..depth {
+            rows.push(vec!["end loop".into(), String::new(), String::new()]);
+        }
+        rows
+    };
+    for (depth, message) in [(10, "makes more than 20000"), (40, "nested more than 32 deep")] {
+        let rows = survey(depth);
+        let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
+        let rows: Vec<&[&str]> = rows.iter().map(Vec::as_slice).collect();
+        let started = std::time::Instant::now();
+        let e = import_xlsform_bytes(&xlsx(&[("survey", &rows), ("choices", choices)]), "loops.xlsx")
+            .unwrap_err();
+        assert!(e.to_string().contains(message), "{e}");
+        assert!(e.0[0].row >= 2, "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+    // Three levels of four choices are fine: 4 x 4 x 4 questions.
+    let rows = survey(3);
+    let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
+    let rows: Vec<&[&str]> = rows.iter().map(Vec::as_slice).collect();
+    let form = import_xlsform_bytes(&xlsx(&[("survey", &rows), ("choices", choices)]), "loops.xlsx").unwrap();
+    assert_eq!(form.nodes.iter().filter(|n| n.name == "n").count(), 64);
+    assert!(form.node_at("loop0/a/loop1/b/loop2/c/n").is_some());
+}

@@ -745,15 +745,20 @@ impl Importer {
     /// does: a group, holding a group per choice of X (named and labelled as the choice) with
     /// the loop's rows inside, `%(name)s` and `%(label)s` in their cells replaced.
     fn expand_loops(&mut self, t: &Table, lists: &BTreeMap<String, Vec<Choice>>) -> Vec<(u32, Vec<String>)> {
-        self.expand_rows(t, &t.rows, lists)
+        self.expand_rows(t, &t.rows, lists, 0).unwrap_or_default()
     }
 
+    /// `None` (with the error reported) when loops nest past [`limits::MAX_DEPTH`] or write out
+    /// more than [`limits::MAX_NODES`] rows: a few nested loops over long lists would
+    /// otherwise make a form of billions of questions.
     fn expand_rows(
         &mut self,
         t: &Table,
         rows: &[(u32, Vec<String>)],
         lists: &BTreeMap<String, Vec<Choice>>,
-    ) -> Vec<(u32, Vec<String>)> {
+        nesting: usize,
+    ) -> Option<Vec<(u32, Vec<String>)>> {
+        use super::validate::limits::{MAX_DEPTH, MAX_NODES};
         let kind_of = |row: &[String]| t.cell(row, "type").and_then(|(ty, _)| question_type(ty));
         let type_at = t.columns.iter().position(|c| c.base == "type");
         let name_at = t.columns.iter().position(|c| c.base == "name" && c.lang.is_none());
@@ -796,7 +801,17 @@ impl Importer {
                 i += 1;
                 continue;
             }
-            let body = self.expand_rows(t, &rows[i + 1..end], lists);
+            if nesting >= MAX_DEPTH {
+                let sheet = t.sheet.clone();
+                self.error(
+                    &sheet,
+                    *rown,
+                    &t.header_of("type"),
+                    format!("loops are nested more than {MAX_DEPTH} deep"),
+                );
+                return None;
+            }
+            let body = self.expand_rows(t, &rows[i + 1..end], lists, nesting + 1)?;
             let Some(choices) = lists.get(&list) else {
                 let sheet = t.sheet.clone();
                 self.error(
@@ -835,11 +850,21 @@ impl Importer {
                     out.push((*r, cells));
                 }
                 out.push((*rown, with(&[], "end group", None)));
+                if out.len() > MAX_NODES {
+                    let sheet = t.sheet.clone();
+                    self.error(
+                        &sheet,
+                        *rown,
+                        &t.header_of("type"),
+                        format!("the loop over {list} makes more than {MAX_NODES} questions and groups"),
+                    );
+                    return None;
+                }
             }
             out.push((rows[end].0, with(&rows[end].1, "end group", None)));
             i = end + 1;
         }
-        out
+        Some(out)
     }
 
     /// The `entities` sheet, kept as written: every row names its list.
