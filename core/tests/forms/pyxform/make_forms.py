@@ -164,3 +164,7 @@ book("refused_loop_without_list", {
 })
 book("refused_uri_text", {"survey": [SURVEY, ["uri:text", "a", "A"]]})
 book("refused_end_loop_closes_group", {"survey": [SURVEY, ["begin group", "g", "G"], ["text", "a", "A"], ["end loop", "", ""]]})
+# Errors pyxform leaves to ODK Validate (and so accepts with --skip_validate); Tejido refuses
+# them at import (docs/forms.md lists them).
+book("stricter_unterminated_string", {"survey": [SURVEY + ["relevant"], ["text", "a", "A"], ["text", "b", "B", "${a} = 'yes"]]})
+book("stricter_typographic_quotes", {"survey": [SURVEY + ["relevant"], ["text", "a", "A"], ["text", "b", "B", "${a} = \u2018yes\u2019"]]})
