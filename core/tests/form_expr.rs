@@ -297,6 +297,9 @@ const CASES: &[(&str, &str)] = &[
     ("version()", ""),
     // dates and times as JavaRosa reads them
     ("date('2024-1-5')", "2024-01-05"),
+    ("date('2024-01-05T10:00+1é1')", ""),
+    ("date('2024-01-05T10:00+é12')", ""),
+    ("date('2024-１-05')", ""),
     ("date('2024-02-30')", ""),
     ("date('2024-1-5T10:20:30Z') > date('2024-01-05')", "true"),
     ("decimal-time('06:00:00.000-07:00') = decimal-time('13:00:00Z')", "true"),
@@ -487,6 +490,13 @@ proptest! {
         prop_assert_eq!(&once, &e);
         prop_assert_eq!(&once, &twice);
         prop_assert_eq!(once.to_string(), printed);
+    }
+
+    #[test]
+    fn dates_and_times_of_any_text_never_panic(s in "[-+:.T Z0-9é１]{0,30}") {
+        let _ = tejido_core::form::expr::parse_date_days(&s);
+        let _ = tejido_core::form::expr::parse_time_seconds_local(&s);
+        let _ = tejido_core::form::expr::string_to_number(&s);
     }
 
     #[test]

@@ -114,7 +114,9 @@ fn normalize_iso(s: &str) -> Option<String> {
     match offset.len() {
         0 => {}
         3 => out.push_str(&format!("{offset}:00")),
-        5 if !offset.contains(':') => out.push_str(&format!("{}:{}", &offset[..3], &offset[3..])),
+        5 if offset.is_ascii() && !offset.contains(':') => {
+            out.push_str(&format!("{}:{}", &offset[..3], &offset[3..]))
+        }
         _ => out.push_str(offset),
     }
     Some(out)
