@@ -286,6 +286,46 @@ const CASES: &[(&str, &str)] = &[
     ("checklist(3, -1, true(), false(), 'x')", "false"),
     ("weighted-checklist(3, 5, true(), 2, 'y', 2, '', 10)", "true"),
     ("weighted-checklist(5, 5, true(), 2)", "false"),
+    // digests, base64, version (a context without a form has none)
+    ("digest('abc', 'SHA-256', 'hex')", "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"),
+    ("digest('abc', 'sha-1')", "qZk+NkcGgWq6PiVxeFDCbJzQ2J0="),
+    ("digest('abc', 'SHA-3')", ""),
+    ("digest('abc', 'MD5', 'base32')", ""),
+    ("base64-decode('SGVsbG8sIFdvcmxkIQ==')", "Hello, World!"),
+    ("base64-decode('w6HDqcOtw7PDug==')", "áéíóú"),
+    ("base64-decode('not base64!')", ""),
+    ("version()", ""),
+    // dates and times as JavaRosa reads them
+    ("date('2024-1-5')", "2024-01-05"),
+    ("date('2024-01-05T10:00+1é1')", ""),
+    ("date('2024-01-05T10:00+é12')", ""),
+    ("date('2024-１-05')", ""),
+    ("date('2024-02-30')", ""),
+    ("date('2024-1-5T10:20:30Z') > date('2024-01-05')", "true"),
+    ("decimal-time('06:00:00.000-07:00') = decimal-time('13:00:00Z')", "true"),
+    ("decimal-time('13:00:00+00:00') = decimal-time('13:00:00Z')", "true"),
+    ("decimal-time('13:00:00+0530') = decimal-time('07:30:00Z')", "true"),
+    ("decimal-time('12:00:00.500')", "0.500005787037037"),
+    ("decimal-time('12:00+9')", "NaN"),
+    // geometry on JavaRosa's sphere (radius 6378100 m)
+    ("round(distance('0 0 0 0; 0 1 0 0'))", "111319"),
+    ("round(distance('0 0', '0 1', '1 1'))", "222638"),
+    ("distance('0 0; 91 0')", "NaN"),
+    ("round(area('0 0; 0 0.001; 0.001 0.001; 0.001 0; 0 0'))", "12392"),
+    ("area('0 0; 0 1')", "0"),
+    ("geofence('0.5 0.5', '0 0; 0 1; 1 1; 1 0; 0 0')", "true"),
+    ("geofence('1.5 0.5', '0 0; 0 1; 1 1; 1 0; 0 0')", "false"),
+    ("geofence('x', '0 0; 0 1; 1 1')", "false"),
+    // JavaRosa's number reading and rounding
+    ("number('4,6')", "4.6"),
+    ("round('4,6')", "5"),
+    ("round(-12345.15, 1)", "-12345.1"),
+    ("round(-0.4) = 0", "true"),
+    ("6.1 - 7.8 = -1.7", "true"),
+    ("6.1 - 7.8 != -1.7", "false"),
+    // XPath whitespace only: a no-break space stays
+    ("normalize-space('\ta \n b\r')", "a b"),
+    ("string-length(normalize-space('a\u{a0}b'))", "3"),
 ];
 
 #[test]
@@ -317,6 +357,14 @@ fn now_uuid_and_random_have_the_right_shape() {
     assert!(now.starts_with("2024-03-05T14:30:15.000"), "{now}");
     assert_eq!(eval_str("string-length(uuid())"), "36");
     assert_ne!(eval_str("uuid()"), eval_str("uuid()"));
+    for n in [1, 8, 100] {
+        let id = eval_str(&format!("uuid({n})"));
+        assert_eq!(id.len(), n);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric()), "{id}");
+    }
+    assert_ne!(eval_str("uuid(20)"), eval_str("uuid(20)"));
+    assert_eq!(eval_str("uuid(0)"), "");
+    assert_eq!(eval_str("string-length(uuid(1000000000))"), "10000");
     let r: f64 = eval_str("random()").parse().unwrap();
     assert!((0.0..1.0).contains(&r));
     assert_eq!(eval_str("decimal-date-time(now()) > 19787"), "true");
@@ -442,6 +490,13 @@ proptest! {
         prop_assert_eq!(&once, &e);
         prop_assert_eq!(&once, &twice);
         prop_assert_eq!(once.to_string(), printed);
+    }
+
+    #[test]
+    fn dates_and_times_of_any_text_never_panic(s in "[-+:.T Z0-9é１]{0,30}") {
+        let _ = tejido_core::form::expr::parse_date_days(&s);
+        let _ = tejido_core::form::expr::parse_time_seconds_local(&s);
+        let _ = tejido_core::form::expr::string_to_number(&s);
     }
 
     #[test]

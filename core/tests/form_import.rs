@@ -565,10 +565,22 @@ fn a_form_nested_beyond_the_limit_is_refused_on_its_row() {
 fn not_a_spreadsheet_is_one_clear_error() {
     let e = import_xlsform_bytes(b"hello", "form.xlsx").unwrap_err();
     assert_eq!(e.0.len(), 1);
+    assert_eq!(e.to_string(), "form.xlsx: not an .xlsx, .xls or .ods file");
+    // A ZIP archive that is no workbook: the parser says why.
+    let mut not_a_workbook = std::io::Cursor::new(Vec::new());
+    {
+        use std::io::Write;
+        let mut zip = zip::ZipWriter::new(&mut not_a_workbook);
+        zip.start_file("readme.txt", zip::write::SimpleFileOptions::default()).unwrap();
+        zip.write_all(b"hello").unwrap();
+        zip.finish().unwrap();
+    }
+    let e = import_xlsform_bytes(not_a_workbook.get_ref(), "form.xlsx").unwrap_err();
+    assert_eq!(e.0.len(), 1);
     assert!(e.0[0].message.contains("not a readable spreadsheet"), "{e}");
     let e = import_xlsform(Path::new("/nonexistent/form.xlsx")).unwrap_err();
     assert!(e.to_string().contains("cannot read the file"), "{e}");
-    let no_survey = xlsx(&[("other", &[&["a"]])]);
+    let no_survey = xlsx(&[("other", &[&["a"]]), ("choices", &[&["list_name", "name"]])]);
     let e = import_xlsform_bytes(&no_survey, "form.xlsx").unwrap_err();
     assert!(e.to_string().contains("no survey sheet"), "{e}");
 }
@@ -597,6 +609,36 @@ proptest! {
         let row: Vec<&str> = cells.iter().map(String::as_str).collect();
         let survey: &[&[&str]] = &[&["type", "name", "label", "relevant", "calculation", "constraint"], &row[0..6], &row[6..12]];
         let _ = import_xlsform_bytes(&xlsx(&[("survey", survey)]), "x.xlsx");
+    }
+}
+
+#[test]
+fn the_format_is_read_from_the_bytes_not_the_name() {
+    let survey: &[&[&str]] = &[&["type", "name", "label"], &["text", "a", "A"]];
+    let legacy = std::fs::read(fixtures_dir().join("pyxform-xls/gps.xls")).unwrap();
+    let cases: [(&str, Vec<u8>); 7] = [
+        // An old Excel 97-2003 workbook saved under the new name, as real forms arrive.
+        ("really-xls.xlsx", legacy.clone()),
+        ("really-xls.ods", legacy.clone()),
+        ("macros.xlsm", xlsx(&[("survey", survey)])),
+        ("really-xlsx.xls", xlsx(&[("survey", survey)])),
+        ("no-extension", xlsx(&[("survey", survey)])),
+        ("really-ods.xlsx", ods(&[("survey", survey)])),
+        ("really-ods.bin", ods(&[("survey", survey)])),
+    ];
+    for (name, bytes) in cases {
+        let form = import_xlsform_bytes(&bytes, name).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(!form.nodes.is_empty(), "{name}");
+    }
+    let form = import_xlsform_bytes(&legacy, "really-xls.xlsx").unwrap();
+    assert!(form.nodes.iter().any(|n| n.kind == QuestionType::Geopoint));
+    for (name, bytes) in [
+        ("form.csv", b"type,name,label\ntext,a,A\n".to_vec()),
+        ("form.xlsx", Vec::new()),
+        ("form.pdf", b"%PDF-1.4".to_vec()),
+    ] {
+        let e = import_xlsform_bytes(&bytes, name).unwrap_err();
+        assert_eq!(e.to_string(), format!("{name}: not an .xlsx, .xls or .ods file"));
     }
 }
 
@@ -658,4 +700,44 @@ fn ods_spreadsheets_import_too() {
     assert_eq!(form.settings.form_id, "my-form");
     assert_eq!(form.node("why").unwrap().relevant.as_deref(), Some("${ok} = 'no'"));
     assert_eq!(form.choice_lists["yn"].len(), 2);
+}
+
+#[test]
+fn loops_that_would_make_millions_of_questions_are_refused() {
+    let choices: &[&[&str]] = &[
+        &["list_name", "name", "label"],
+        &["l", "a", "A"],
+        &["l", "b", "B"],
+        &["l", "c", "C"],
+        &["l", "d", "D"],
+    ];
+    let survey = |depth: usize| {
+        let mut rows: Vec<Vec<String>> = vec![vec!["type".into(), "name".into(), "label".into()]];
+        for k in 0..depth {
+            rows.push(vec!["begin loop over l".into(), format!("loop{k}"), "L".into()]);
+        }
+        rows.push(vec!["integer".into(), "n".into(), "N".into()]);
+        for _ in 0..depth {
+            rows.push(vec!["end loop".into(), String::new(), String::new()]);
+        }
+        rows
+    };
+    for (depth, message) in [(10, "makes more than 20000"), (40, "nested more than 32 deep")] {
+        let rows = survey(depth);
+        let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
+        let rows: Vec<&[&str]> = rows.iter().map(Vec::as_slice).collect();
+        let started = std::time::Instant::now();
+        let e = import_xlsform_bytes(&xlsx(&[("survey", &rows), ("choices", choices)]), "loops.xlsx")
+            .unwrap_err();
+        assert!(e.to_string().contains(message), "{e}");
+        assert!(e.0[0].row >= 2, "{e}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    }
+    // Three levels of four choices are fine: 4 x 4 x 4 questions.
+    let rows = survey(3);
+    let rows: Vec<Vec<&str>> = rows.iter().map(|r| r.iter().map(String::as_str).collect()).collect();
+    let rows: Vec<&[&str]> = rows.iter().map(Vec::as_slice).collect();
+    let form = import_xlsform_bytes(&xlsx(&[("survey", &rows), ("choices", choices)]), "loops.xlsx").unwrap();
+    assert_eq!(form.nodes.iter().filter(|n| n.name == "n").count(), 64);
+    assert!(form.node_at("loop0/a/loop1/b/loop2/c/n").is_some());
 }

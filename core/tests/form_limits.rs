@@ -21,6 +21,7 @@ fn form(nodes: Vec<Node>) -> Form {
         languages: vec!["default".into()],
         nodes,
         choice_lists: BTreeMap::new(),
+        entities: Vec::new(),
     }
 }
 

@@ -110,6 +110,7 @@ fn build(rows: &[Row<'_>], lists: &[List<'_>]) -> Form {
         languages: vec!["Español (es)".into(), "English (en)".into()],
         nodes,
         choice_lists,
+        entities: Vec::new(),
     }
 }
 

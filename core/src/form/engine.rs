@@ -113,8 +113,13 @@ impl Engine {
         let mut by_name = HashMap::new();
         let mut by_path = HashMap::new();
         let mut nodes: Vec<CNode> = Vec::with_capacity(form.nodes.len());
+        // A name used in several groups is ambiguous: reached only by its path (the importer
+        // refuses expressions that name it, as pyxform does).
+        let mut ambiguous = std::collections::HashSet::new();
         for (i, n) in form.nodes.iter().enumerate() {
-            by_name.insert(n.name.clone(), i);
+            if by_name.insert(n.name.clone(), i).is_some() {
+                ambiguous.insert(n.name.clone());
+            }
             by_path.insert(n.path.clone(), i);
             let mut scope = match n.parent {
                 Some(p) if p < i => nodes[p].scope.clone(),
@@ -146,6 +151,9 @@ impl Engine {
                 .flatten()
                 .any(|e| e.functions().iter().any(|f| f == "position" || f == "indexed-repeat"));
             nodes[last].row_sensitive = sensitive;
+        }
+        for name in &ambiguous {
+            by_name.remove(name);
         }
         // Edges: a node's relevance and calculation depend on what they reference, and on its
         // parent's relevance.
@@ -714,7 +722,8 @@ impl Engine {
             if only_if_empty && !self.raw_value(&key).is_empty() {
                 continue;
             }
-            changes.extend(self.set_raw(key, value.to_owned()));
+            let value = if self.form.nodes[i].uri { metadata_uri(kind, value) } else { value.to_owned() };
+            changes.extend(self.set_raw(key, value));
         }
         changes
     }
@@ -1095,6 +1104,10 @@ struct Ctx<'a> {
 }
 
 impl Context for Ctx<'_> {
+    fn form_version(&self) -> String {
+        self.engine.form.settings.version.clone()
+    }
+
     fn reference(&self, name: &str) -> Value {
         let e = self.engine;
         let Some(&t) = e.by_name.get(name) else { return Value::Nodes(Vec::new()) };
@@ -1154,5 +1167,23 @@ impl Context for Ctx<'_> {
         let e = self.engine;
         let choices = e.form.choice_lists.get(list)?;
         Some(choices.iter().map(|c| choice_item(c, &e.lang)).collect())
+    }
+}
+
+/// A metadata value in its `uri:` form, with the scheme ODK Collect gives it.
+fn metadata_uri(kind: QuestionType, value: &str) -> String {
+    let scheme = match kind {
+        QuestionType::DeviceId => "uuid",
+        QuestionType::Username => "username",
+        QuestionType::Email => "mailto",
+        QuestionType::PhoneNumber => "tel",
+        QuestionType::SimSerial => "simserial",
+        QuestionType::SubscriberId => "imsi",
+        _ => return value.to_owned(),
+    };
+    if value.is_empty() || value.starts_with(&format!("{scheme}:")) {
+        value.to_owned()
+    } else {
+        format!("{scheme}:{value}")
     }
 }

@@ -9,7 +9,9 @@ use std::path::Path;
 use calamine::{Data, Reader};
 
 use super::expr::{self, Expr};
-use super::model::{Choice, Form, Node, QuestionType, Settings, Translations, DEFAULT_LANGUAGE};
+use super::model::{
+    Choice, EntityDeclaration, Form, Node, QuestionType, Settings, Translations, DEFAULT_LANGUAGE,
+};
 
 /// One problem in a spreadsheet.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -63,8 +65,9 @@ pub fn import_xlsform(path: &Path) -> Result<Form, ImportErrors> {
     import_xlsform_bytes(&bytes, &name)
 }
 
-/// Imports an XLSForm from its bytes; `file_name`'s extension says the format (.xlsx, .xls,
-/// .ods; anything else is detected).
+/// Imports an XLSForm from its bytes; the format (.xlsx or .xlsm, .xls, .ods) is read from the
+/// bytes, whatever `file_name` says. `file_name` names the file in errors, and its stem is the
+/// form_id when the settings give none.
 pub fn import_xlsform_bytes(bytes: &[u8], file_name: &str) -> Result<Form, ImportErrors> {
     let sheets = read_workbook(bytes, file_name)?;
     let stem = Path::new(file_name).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
@@ -77,23 +80,53 @@ struct Sheet {
     rows: Vec<(u32, Vec<String>)>,
 }
 
+/// A workbook's format, from its first bytes (a name can lie: an old `.xls` saved as `.xlsx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Format {
+    /// Office Open XML (.xlsx, .xlsm): a ZIP archive.
+    Xlsx,
+    /// Excel 97-2003 (.xls): an OLE compound file.
+    Xls,
+    /// OpenDocument (.ods): a ZIP archive whose first entry says so.
+    Ods,
+}
+
+fn sniff_format(bytes: &[u8]) -> Option<Format> {
+    const OLE: &[u8] = &[0xD0, 0xCF, 0x11, 0xE0, 0xA1, 0xB1, 0x1A, 0xE1];
+    const ODS_MIME: &[u8] = b"application/vnd.oasis.opendocument.spreadsheet";
+    if bytes.starts_with(OLE) {
+        return Some(Format::Xls);
+    }
+    if bytes.starts_with(b"PK\x03\x04") {
+        // An OpenDocument file starts with an uncompressed entry `mimetype` naming its kind
+        // (local header of 30 bytes, then the name, then the content).
+        let name_len = bytes.get(26..28).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let extra_len = bytes.get(28..30).map_or(0, |b| u16::from_le_bytes([b[0], b[1]]) as usize);
+        let content = 30 + name_len + extra_len;
+        if bytes.get(30..30 + name_len) == Some(b"mimetype".as_slice())
+            && bytes.get(content..content + ODS_MIME.len()) == Some(ODS_MIME)
+        {
+            return Some(Format::Ods);
+        }
+        return Some(Format::Xlsx);
+    }
+    None
+}
+
 fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErrors> {
-    let lower = file_name.to_ascii_lowercase();
+    let Some(format) = sniff_format(bytes) else {
+        return Err(whole_file_error(file_name, "not an .xlsx, .xls or .ods file".into()));
+    };
     let data = bytes.to_vec();
     // A spreadsheet parser is a large attack surface: a broken file must give an error, never
     // take the process down, whatever the parser does with it.
     let result = std::panic::catch_unwind(move || -> Result<Vec<Sheet>, String> {
         let cursor = Cursor::new(data);
-        let mut book: calamine::Sheets<Cursor<Vec<u8>>> =
-            if lower.ends_with(".xlsx") || lower.ends_with(".xlsm") {
-                calamine::Sheets::Xlsx(calamine::Xlsx::new(cursor).map_err(|e| e.to_string())?)
-            } else if lower.ends_with(".xls") {
-                calamine::Sheets::Xls(calamine::Xls::new(cursor).map_err(|e| e.to_string())?)
-            } else if lower.ends_with(".ods") {
-                calamine::Sheets::Ods(calamine::Ods::new(cursor).map_err(|e| e.to_string())?)
-            } else {
-                calamine::open_workbook_auto_from_rs(cursor).map_err(|e| e.to_string())?
-            };
+        let mut book: calamine::Sheets<Cursor<Vec<u8>>> = match format {
+            Format::Xlsx => calamine::Sheets::Xlsx(calamine::Xlsx::new(cursor).map_err(|e| e.to_string())?),
+            Format::Xls => calamine::Sheets::Xls(calamine::Xls::new(cursor).map_err(|e| e.to_string())?),
+            Format::Ods => calamine::Sheets::Ods(calamine::Ods::new(cursor).map_err(|e| e.to_string())?),
+        };
         let mut out = Vec::new();
         for name in book.sheet_names() {
             if let calamine::Sheets::Xlsx(xlsx) = &mut book {
@@ -101,22 +134,27 @@ fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErro
                 continue;
             }
             // .xls and .ods: the parser has read the sheet already; its extent is bounded by
-            // the format (.xls) or by the file, and is checked before it is copied.
+            // the format (.xls) or by the file, and is checked before it is copied. Only cells
+            // with content are kept: formatted empty cells far to the right cost nothing.
             let range = book.worksheet_range(&name).map_err(|e| format!("sheet {name}: {e}"))?;
-            let first_row = range.start().map(|(r, _)| r).unwrap_or(0);
-            let first_col = range.start().map(|(_, c)| c).unwrap_or(0) as usize;
+            let (first_row, first_col) = range.start().unwrap_or((0, 0));
             let (end_row, end_col) = range.end().unwrap_or((0, 0));
             check_sheet_extent(&name, end_row, end_col)?;
-            if (range.height() as u64).saturating_mul(end_col as u64 + 1) > MAX_SHEET_CELLS as u64 {
-                return Err(too_many_cells(&name));
+            let mut sparse: BTreeMap<u32, Vec<(u32, String)>> = BTreeMap::new();
+            let mut kept = 0usize;
+            for (r, c, cell) in range.used_cells() {
+                let text = cell_text(cell);
+                if text.is_empty() {
+                    continue;
+                }
+                kept += 1;
+                if kept > MAX_SHEET_CELLS {
+                    return Err(too_many_cells(&name));
+                }
+                let (r, c) = (first_row.saturating_add(r as u32), first_col.saturating_add(c as u32));
+                sparse.entry(r).or_default().push((c, text));
             }
-            let mut rows = Vec::new();
-            for (i, row) in range.rows().enumerate() {
-                let mut cells = vec![String::new(); first_col];
-                cells.extend(row.iter().map(cell_text));
-                rows.push((first_row.saturating_add(i as u32).saturating_add(1), cells));
-            }
-            out.push(Sheet { name, rows });
+            out.push(dense_sheet(&name, sparse)?);
         }
         Ok(out)
     });
@@ -126,6 +164,14 @@ fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErro
         Err(_) => Err(whole_file_error(file_name, "not a readable spreadsheet: the file is corrupt".into())),
     }
 }
+
+/// Empty header cells in a row after which pyxform reads no more columns.
+const MAX_EMPTY_HEADERS: usize = 20;
+/// Empty rows in a row after which pyxform reads no more of a sheet.
+const MAX_EMPTY_ROWS: u32 = 60;
+
+/// Bytes a form_id may have.
+pub const MAX_FORM_ID_BYTES: usize = 255;
 
 /// Rows a sheet may have (a national list of places fits many times over).
 pub const MAX_SHEET_ROWS: u32 = 100_000;
@@ -177,6 +223,12 @@ fn read_xlsx_sheet<RS: std::io::Read + std::io::Seek>(
         }
         sparse.entry(row).or_default().push((col, text));
     }
+    dense_sheet(name, sparse)
+}
+
+/// A sheet from its cells with content (0-based row to (0-based column, text)), refused when
+/// the dense rows would pass [`MAX_SHEET_CELLS`].
+fn dense_sheet(name: &str, sparse: BTreeMap<u32, Vec<(u32, String)>>) -> Result<Sheet, String> {
     let area: usize =
         sparse.values().map(|cells| cells.iter().map(|(c, _)| *c as usize + 1).max().unwrap_or(0)).sum();
     if area > MAX_SHEET_CELLS {
@@ -253,20 +305,55 @@ struct Table {
     sheet: String,
     columns: Vec<Column>,
     rows: Vec<(u32, Vec<String>)>,
+    /// The spreadsheet row of the header.
+    header_row: u32,
 }
 
 impl Table {
     fn from_sheet(sheet: Sheet) -> Option<Table> {
         let mut rows = sheet.rows.into_iter().skip_while(|(_, r)| r.iter().all(|c| c.trim().is_empty()));
-        let (_, header) = rows.next()?;
+        let (header_row, mut header) = rows.next()?;
+        // As pyxform: the headers end at a run of more than 20 empty ones, and the rows at a
+        // run of more than 60 empty ones (the rest of the sheet is taken as not part of the form).
+        let mut empty_run = 0;
+        for i in 0..header.len() {
+            if header[i].trim().is_empty() {
+                empty_run += 1;
+                if empty_run > MAX_EMPTY_HEADERS {
+                    header.truncate(i);
+                    break;
+                }
+            } else {
+                empty_run = 0;
+            }
+        }
         let columns = header.iter().map(|h| parse_header(h)).collect();
         // As pyxform: a column with no header is ignored, so a row whose only content is under
         // no header (a stray number off to the side) is an empty row.
         let named = |i: usize| header.get(i).is_some_and(|h| !h.trim().is_empty());
+        let mut last = header_row;
         let rows = rows
             .filter(|(_, r)| r.iter().enumerate().any(|(i, c)| named(i) && !c.trim().is_empty()))
+            .take_while(|(n, _)| {
+                let gap = n.saturating_sub(last).saturating_sub(1);
+                last = *n;
+                gap <= MAX_EMPTY_ROWS
+            })
             .collect();
-        Some(Table { sheet: sheet.name, columns, rows })
+        Some(Table { sheet: sheet.name, columns, rows, header_row })
+    }
+
+    /// Headers written twice (after collapsing whitespace), which pyxform refuses.
+    fn duplicate_headers(&self) -> Vec<String> {
+        let mut seen = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        for c in &self.columns {
+            let h = c.header.split_whitespace().collect::<Vec<_>>().join(" ");
+            if !h.is_empty() && !seen.insert(h.clone()) && !out.contains(&h) {
+                out.push(h);
+            }
+        }
+        out
     }
 
     fn has(&self, base: &str) -> bool {
@@ -310,83 +397,181 @@ const TRANSLATED: &[&str] = &["label", "hint", "constraint_message", "required_m
 #[derive(Default)]
 struct Importer {
     errors: Vec<ImportError>,
+    /// Names used by several questions (in different groups): no expression may name them.
+    ambiguous: std::collections::HashSet<String>,
+}
+
+impl Importer {
+    /// Why `${name}` names no single question.
+    fn unknown_reference(&self, name: &str) -> String {
+        if self.ambiguous.contains(name) {
+            format!("${{{name}}} is ambiguous: several questions are named {name}")
+        } else {
+            format!("${{{name}}} is not a question of this form")
+        }
+    }
 }
 
 enum RowKind {
-    Begin(QuestionType),
-    End(QuestionType),
-    Question(QuestionType, Option<String>, Option<String>),
+    /// `begin group`, `begin repeat`; `begin loop over X` is a group with a list.
+    Begin(QuestionType, Option<String>),
+    End(QuestionType, bool),
+    Question(Parsed),
 }
 
+/// What a question's type cell says.
+struct Parsed {
+    kind: QuestionType,
+    list: Option<String>,
+    file: Option<String>,
+    /// `or_other`, `or specify other`: an "other" choice and a text question for it.
+    or_other: bool,
+    /// The `uri:` form of a metadata type.
+    uri: bool,
+}
+
+/// The spellings of select types pyxform reads, longest first, with their kind.
+const SELECT_SPELLINGS: &[(&str, QuestionType)] = &[
+    ("add select multiple prompt using", QuestionType::SelectMultiple),
+    ("add select one prompt using", QuestionType::SelectOne),
+    ("select all that apply from", QuestionType::SelectMultiple),
+    ("select multiple from file", QuestionType::SelectMultipleFromFile),
+    ("select one from file", QuestionType::SelectOneFromFile),
+    ("select_multiple_from_file", QuestionType::SelectMultipleFromFile),
+    ("select_one_from_file", QuestionType::SelectOneFromFile),
+    ("select all that apply", QuestionType::SelectMultiple),
+    ("select multiple using", QuestionType::SelectMultiple),
+    ("select multiple from", QuestionType::SelectMultiple),
+    ("select_all_that_apply", QuestionType::SelectMultiple),
+    ("select one using", QuestionType::SelectOne),
+    ("select one from", QuestionType::SelectOne),
+    ("select_multiple", QuestionType::SelectMultiple),
+    ("select multiple", QuestionType::SelectMultiple),
+    ("select_one", QuestionType::SelectOne),
+    ("select one", QuestionType::SelectOne),
+    ("select1", QuestionType::SelectOne),
+    ("rank", QuestionType::Rank),
+];
+
 fn question_type(t: &str) -> Option<RowKind> {
-    let words: Vec<&str> = t.split_whitespace().collect();
-    let lower: Vec<String> = words.iter().map(|w| w.to_ascii_lowercase()).collect();
-    let l: Vec<&str> = lower.iter().map(String::as_str).collect();
+    let l = t.split_whitespace().collect::<Vec<_>>().join(" ").to_ascii_lowercase();
+    let original: Vec<&str> = t.split_whitespace().collect();
     use QuestionType as Q;
-    let simple = |q| Some(RowKind::Question(q, None, None));
-    match l.as_slice() {
-        ["begin", "group"] | ["begin_group"] => Some(RowKind::Begin(Q::Group)),
-        ["end", "group"] | ["end_group"] => Some(RowKind::End(Q::Group)),
-        ["begin", "repeat"] | ["begin_repeat"] => Some(RowKind::Begin(Q::Repeat)),
-        ["end", "repeat"] | ["end_repeat"] => Some(RowKind::End(Q::Repeat)),
-        ["select_one" | "select1", _, rest @ ..]
-        | ["select", "one", _, rest @ ..]
-        | ["select_multiple", _, rest @ ..]
-        | ["select", "multiple", _, rest @ ..]
-        | ["select", "all", "that", "apply", _, rest @ ..]
-        | ["select_all_that_apply", _, rest @ ..]
-        | ["rank", _, rest @ ..]
-            if rest.is_empty() || rest == ["or_other"] =>
-        {
-            let kind = if l[0] == "rank" {
-                Q::Rank
-            } else if l[0] == "select_one" || l[0] == "select1" || l.get(1) == Some(&"one") {
-                Q::SelectOne
-            } else {
-                Q::SelectMultiple
-            };
-            let list_at = words.len() - rest.len() - 1;
-            Some(RowKind::Question(kind, Some(words[list_at].to_owned()), None))
-        }
-        ["select_one_from_file", file] => Some(RowKind::Question(
-            Q::SelectOneFromFile,
-            None,
-            Some(words[1].to_owned()).filter(|_| !file.is_empty()),
-        )),
-        ["select_multiple_from_file", _] => {
-            Some(RowKind::Question(Q::SelectMultipleFromFile, None, Some(words[1].to_owned())))
-        }
-        ["text" | "string"] => simple(Q::Text),
-        ["integer" | "int"] => simple(Q::Integer),
-        ["decimal"] => simple(Q::Decimal),
-        ["range"] => simple(Q::Range),
-        ["note"] => simple(Q::Note),
-        ["date"] => simple(Q::Date),
-        ["time"] => simple(Q::Time),
-        ["datetime"] => simple(Q::DateTime),
-        ["geopoint" | "location" | "gps"] => simple(Q::Geopoint),
-        ["geotrace"] => simple(Q::Geotrace),
-        ["geoshape"] => simple(Q::Geoshape),
-        ["image" | "photo"] => simple(Q::Image),
-        ["audio"] => simple(Q::Audio),
-        ["video"] => simple(Q::Video),
-        ["file"] => simple(Q::File),
-        ["barcode"] => simple(Q::Barcode),
-        ["acknowledge"] => simple(Q::Acknowledge),
-        ["trigger"] => simple(Q::Trigger),
-        ["calculate"] => simple(Q::Calculate),
-        ["hidden"] => simple(Q::Hidden),
-        ["start"] => simple(Q::Start),
-        ["end"] => simple(Q::End),
-        ["today"] => simple(Q::Today),
-        ["deviceid" | "imei"] => simple(Q::DeviceId),
-        ["username"] => simple(Q::Username),
-        ["phonenumber"] => simple(Q::PhoneNumber),
-        ["email"] => simple(Q::Email),
-        ["audio_audit" | "audio-audit"] => simple(Q::AudioAudit),
-        ["start-geopoint" | "start_geopoint"] => simple(Q::StartGeopoint),
-        _ => None,
+    // begin/end of a group, repeat or loop (`begin_group`, `begin lgroup`, `end loop`).
+    for (prefix, begin) in [("begin", true), ("end", false)] {
+        let Some(rest) = l.strip_prefix(prefix).and_then(|r| r.strip_prefix([' ', '_'])) else { continue };
+        let (control, list) = match rest.split_once(' ') {
+            Some((c, r)) if begin => {
+                let r = r.strip_prefix("over ").unwrap_or(r);
+                if c == "looped" && r == "group" {
+                    (rest, None)
+                } else {
+                    (c, Some(r))
+                }
+            }
+            _ => (rest, None),
+        };
+        let kind = match control {
+            "group" => (Q::Group, false),
+            "repeat" | "lgroup" | "looped group" => (Q::Repeat, false),
+            "loop" => (Q::Group, true),
+            _ => continue,
+        };
+        // The list of a loop, in its original case; a name after `begin group` is ignored.
+        let list =
+            list.filter(|r| !r.contains(' ')).map(|_| original.last().copied().unwrap_or("").to_owned());
+        return Some(if begin {
+            match (kind, list) {
+                ((k, true), Some(l)) => RowKind::Begin(k, Some(l)),
+                ((_, true), None) => return None,
+                ((k, false), _) => RowKind::Begin(k, None),
+            }
+        } else {
+            RowKind::End(kind.0, kind.1)
+        });
     }
+    for (spelling, kind) in SELECT_SPELLINGS {
+        let Some(rest) = l.strip_prefix(spelling).and_then(|r| r.strip_prefix(' ')) else { continue };
+        let (rest, or_other) = match ["or specify other", "or_other", "or other"]
+            .iter()
+            .find_map(|o| rest.strip_suffix(o).and_then(|r| r.strip_suffix(' ')))
+        {
+            Some(r) => (r, true),
+            None => (rest, false),
+        };
+        if rest.is_empty() || rest.contains(' ') {
+            return None;
+        }
+        // The list or file name as written (names are case-sensitive).
+        let words_before = spelling.split(' ').count();
+        let name = original.get(words_before).copied().unwrap_or(rest).to_owned();
+        let from_file = matches!(kind, Q::SelectOneFromFile | Q::SelectMultipleFromFile);
+        return Some(RowKind::Question(Parsed {
+            kind: *kind,
+            list: (!from_file).then(|| name.clone()),
+            file: from_file.then_some(name),
+            or_other,
+            uri: false,
+        }));
+    }
+    let (uri, l) = match l.strip_prefix("uri:") {
+        Some(rest) => (true, rest.to_owned()),
+        None => (false, l),
+    };
+    // pyxform's older spellings: `q integer`, `add integer prompt`, `get device id`.
+    let base = l
+        .strip_prefix("q ")
+        .or_else(|| l.strip_prefix("add ").and_then(|r| r.strip_suffix(" prompt")))
+        .or_else(|| l.strip_prefix("get "))
+        .unwrap_or(&l);
+    let kind = match base {
+        "text" | "string" | "phone number" => Q::Text,
+        "integer" | "int" | "percentage" => Q::Integer,
+        "number of days in last month"
+        | "number of days in last six months"
+        | "number of days in last year" => Q::Integer,
+        "decimal" => Q::Decimal,
+        "range" => Q::Range,
+        "note" => Q::Note,
+        "date" => Q::Date,
+        "time" => Q::Time,
+        "datetime" | "date time" => Q::DateTime,
+        "geopoint" | "location" | "gps" => Q::Geopoint,
+        "geotrace" => Q::Geotrace,
+        "geoshape" => Q::Geoshape,
+        "image" | "photo" | "picture" => Q::Image,
+        "audio" => Q::Audio,
+        "video" => Q::Video,
+        "file" => Q::File,
+        "barcode" => Q::Barcode,
+        "acknowledge" => Q::Acknowledge,
+        "trigger" => Q::Trigger,
+        "calculate" => Q::Calculate,
+        "hidden" => Q::Hidden,
+        "start" | "start time" => Q::Start,
+        "end" | "end time" => Q::End,
+        "today" => Q::Today,
+        "deviceid" | "device id" | "imei" => Q::DeviceId,
+        "simserial" | "sim id" => Q::SimSerial,
+        "subscriberid" | "subscriber id" => Q::SubscriberId,
+        "username" => Q::Username,
+        "phonenumber" => Q::PhoneNumber,
+        "email" => Q::Email,
+        "audit" => Q::Audit,
+        "audio_audit" | "audio-audit" => Q::AudioAudit,
+        "start-geopoint" | "start_geopoint" => Q::StartGeopoint,
+        _ => return None,
+    };
+    // Only metadata has a `uri:` form, and only these spellings (as pyxform).
+    if uri
+        && !matches!(
+            l.as_str(),
+            "deviceid" | "simserial" | "subscriberid" | "phonenumber" | "username" | "email"
+        )
+    {
+        return None;
+    }
+    Some(RowKind::Question(Parsed { kind, list: None, file: None, or_other: false, uri }))
 }
 
 /// A spreadsheet boolean (`TRUE`, `False`) as the XPath expression it means.
@@ -427,23 +612,47 @@ impl Importer {
     }
 
     fn run(mut self, sheets: Vec<Sheet>, stem: &str) -> Result<Form, ImportErrors> {
+        let lone = sheets.len() == 1;
         let mut by_name: HashMap<String, Sheet> = HashMap::new();
         for s in sheets {
             by_name.entry(s.name.trim().to_ascii_lowercase()).or_insert(s);
         }
+        // As pyxform: a workbook's only sheet is the survey, whatever its name (`Sheet1`).
+        if lone && !by_name.contains_key("survey") {
+            let only: Vec<String> = by_name.keys().cloned().collect();
+            if let [name] = only.as_slice() {
+                if !["choices", "settings", "external_choices", "entities"].contains(&name.as_str()) {
+                    if let Some(sheet) = by_name.remove(name) {
+                        by_name.insert("survey".to_owned(), sheet);
+                    }
+                }
+            }
+        }
         let survey = by_name.remove("survey").and_then(Table::from_sheet);
         let choices = by_name.remove("choices").and_then(Table::from_sheet);
         let settings = by_name.remove("settings").and_then(Table::from_sheet);
+        let entities = by_name.remove("entities").and_then(Table::from_sheet);
         let Some(survey) = survey else {
             self.error("survey", 0, "", "the workbook has no survey sheet (or it is empty)");
             return Err(ImportErrors(self.errors));
         };
+        for t in [Some(&survey), choices.as_ref(), settings.as_ref(), entities.as_ref()].into_iter().flatten()
+        {
+            for h in t.duplicate_headers() {
+                self.error(&t.sheet, t.header_row, &h, format!("the column header {h} is written twice"));
+            }
+        }
+        let allow_choice_duplicates = settings
+            .as_ref()
+            .and_then(|t| t.rows.first().and_then(|(_, row)| t.cell(row, "allow_choice_duplicates")))
+            .is_some_and(|(v, _)| truthy(v) == Some(true));
         let settings = self.settings(settings.as_ref(), stem);
-        let choice_lists = match &choices {
-            Some(t) => self.choices(t),
+        let mut choice_lists = match &choices {
+            Some(t) => self.choices(t, allow_choice_duplicates),
             None => BTreeMap::new(),
         };
-        let nodes = self.survey(&survey, &choice_lists);
+        let nodes = self.survey(&survey, &mut choice_lists);
+        let entities = entities.map(|t| self.entities(&t)).unwrap_or_default();
         let mut languages: Vec<String> = Vec::new();
         for t in std::iter::once(&survey).chain(choices.as_ref()) {
             for c in &t.columns {
@@ -461,7 +670,7 @@ impl Importer {
         if languages.is_empty() {
             languages.push(DEFAULT_LANGUAGE.to_owned());
         }
-        let form = Form { settings, languages, nodes, choice_lists };
+        let form = Form { settings, languages, nodes, choice_lists, entities };
         self.check_expressions(&form, &survey);
         if self.errors.is_empty() {
             // The same check as every other way in (JSON publishing, the engine).
@@ -512,12 +721,18 @@ impl Importer {
                 }
             }
         }
-        if s.form_id.is_empty() || !is_xml_name(&s.form_id) {
+        // pyxform takes any form_id (it is an attribute's value in the XForm); it names the
+        // form's documents, so it must be text on one line.
+        s.form_id = s.form_id.trim().to_owned();
+        if s.form_id.is_empty()
+            || s.form_id.chars().any(char::is_control)
+            || s.form_id.len() > MAX_FORM_ID_BYTES
+        {
             self.error(
                 "settings",
                 0,
                 "form_id",
-                "the form needs a form_id made of letters, digits, '_', '-' or '.'",
+                format!("the form needs a form_id: text on one line, at most {MAX_FORM_ID_BYTES} bytes"),
             );
         }
         if s.title.is_empty() {
@@ -526,7 +741,161 @@ impl Importer {
         s
     }
 
-    fn choices(&mut self, t: &Table) -> BTreeMap<String, Vec<Choice>> {
+    /// The survey's rows with every `begin loop over X` ... `end loop` written out as pyxform
+    /// does: a group, holding a group per choice of X (named and labelled as the choice) with
+    /// the loop's rows inside, `%(name)s` and `%(label)s` in their cells replaced.
+    fn expand_loops(&mut self, t: &Table, lists: &BTreeMap<String, Vec<Choice>>) -> Vec<(u32, Vec<String>)> {
+        self.expand_rows(t, &t.rows, lists, 0).unwrap_or_default()
+    }
+
+    /// `None` (with the error reported) when loops nest past [`limits::MAX_DEPTH`] or write out
+    /// more than [`limits::MAX_NODES`] rows: a few nested loops over long lists would
+    /// otherwise make a form of billions of questions.
+    fn expand_rows(
+        &mut self,
+        t: &Table,
+        rows: &[(u32, Vec<String>)],
+        lists: &BTreeMap<String, Vec<Choice>>,
+        nesting: usize,
+    ) -> Option<Vec<(u32, Vec<String>)>> {
+        use super::validate::limits::{MAX_DEPTH, MAX_NODES};
+        let kind_of = |row: &[String]| t.cell(row, "type").and_then(|(ty, _)| question_type(ty));
+        let type_at = t.columns.iter().position(|c| c.base == "type");
+        let name_at = t.columns.iter().position(|c| c.base == "name" && c.lang.is_none());
+        let with = |row: &[String], ty: &str, name: Option<&str>| {
+            let mut r = row.to_vec();
+            r.resize(t.columns.len().max(r.len()), String::new());
+            if let Some(i) = type_at {
+                r[i] = ty.to_owned();
+            }
+            if let (Some(i), Some(n)) = (name_at, name) {
+                r[i] = n.to_owned();
+            }
+            r
+        };
+        let mut out = Vec::with_capacity(rows.len());
+        let mut i = 0;
+        while i < rows.len() {
+            let (rown, row) = &rows[i];
+            let Some(RowKind::Begin(QuestionType::Group, Some(list))) = kind_of(row) else {
+                out.push((*rown, row.clone()));
+                i += 1;
+                continue;
+            };
+            let mut depth = 1;
+            let mut end = i + 1;
+            while end < rows.len() {
+                match kind_of(&rows[end].1) {
+                    Some(RowKind::Begin(_, Some(_))) => depth += 1,
+                    Some(RowKind::End(_, true)) => depth -= 1,
+                    _ => {}
+                }
+                if depth == 0 {
+                    break;
+                }
+                end += 1;
+            }
+            if end == rows.len() {
+                // Never closed: the survey reports it on this row.
+                out.push((*rown, row.clone()));
+                i += 1;
+                continue;
+            }
+            if nesting >= MAX_DEPTH {
+                let sheet = t.sheet.clone();
+                self.error(
+                    &sheet,
+                    *rown,
+                    &t.header_of("type"),
+                    format!("loops are nested more than {MAX_DEPTH} deep"),
+                );
+                return None;
+            }
+            let body = self.expand_rows(t, &rows[i + 1..end], lists, nesting + 1)?;
+            let Some(choices) = lists.get(&list) else {
+                let sheet = t.sheet.clone();
+                self.error(
+                    &sheet,
+                    *rown,
+                    &t.header_of("type"),
+                    format!("the choice list {list} is not on the choices sheet"),
+                );
+                i = end + 1;
+                continue;
+            };
+            out.push((*rown, with(row, "begin group", None)));
+            for c in choices.iter().filter(|c| c.name != "none") {
+                let mut group = vec![String::new(); t.columns.len()];
+                for (k, col) in t.columns.iter().enumerate() {
+                    if col.base == "label" {
+                        let lang = col.lang.as_deref().unwrap_or(DEFAULT_LANGUAGE);
+                        group[k] = super::model::translate(&c.label, lang).unwrap_or(&c.name).to_owned();
+                    }
+                }
+                out.push((*rown, with(&group, "begin group", Some(&c.name))));
+                for (r, body_row) in &body {
+                    let cells = body_row
+                        .iter()
+                        .enumerate()
+                        .map(|(k, cell)| {
+                            let lang = t
+                                .columns
+                                .get(k)
+                                .and_then(|col| col.lang.as_deref())
+                                .unwrap_or(DEFAULT_LANGUAGE);
+                            let label = super::model::translate(&c.label, lang).unwrap_or(&c.name);
+                            cell.replace("%(name)s", &c.name).replace("%(label)s", label)
+                        })
+                        .collect();
+                    out.push((*r, cells));
+                }
+                out.push((*rown, with(&[], "end group", None)));
+                if out.len() > MAX_NODES {
+                    let sheet = t.sheet.clone();
+                    self.error(
+                        &sheet,
+                        *rown,
+                        &t.header_of("type"),
+                        format!("the loop over {list} makes more than {MAX_NODES} questions and groups"),
+                    );
+                    return None;
+                }
+            }
+            out.push((rows[end].0, with(&rows[end].1, "end group", None)));
+            i = end + 1;
+        }
+        Some(out)
+    }
+
+    /// The `entities` sheet, kept as written: every row names its list.
+    fn entities(&mut self, t: &Table) -> Vec<EntityDeclaration> {
+        let mut out = Vec::new();
+        for (rown, row) in &t.rows {
+            let Some((list, _)) = t.cell(row, "list_name") else {
+                let sheet = t.sheet.clone();
+                self.error(
+                    &sheet,
+                    *rown,
+                    &t.header_of("list_name"),
+                    "an entity declaration needs a list_name",
+                );
+                continue;
+            };
+            let mut columns = BTreeMap::new();
+            for (i, c) in t.columns.iter().enumerate() {
+                if c.base == "list_name" || c.header.is_empty() {
+                    continue;
+                }
+                if let Some(v) = row.get(i).map(|s| s.trim()).filter(|s| !s.is_empty()) {
+                    columns.insert(c.header.clone(), v.to_owned());
+                }
+            }
+            out.push(EntityDeclaration { list_name: list.to_owned(), columns, row: *rown });
+        }
+        out
+    }
+
+    fn choices(&mut self, t: &Table, allow_duplicates: bool) -> BTreeMap<String, Vec<Choice>> {
         let mut lists: BTreeMap<String, Vec<Choice>> = BTreeMap::new();
         let mut seen: HashMap<(String, String), u32> = HashMap::new();
         if !t.has("list_name") || !t.has("name") {
@@ -550,13 +919,18 @@ impl Importer {
                 );
                 continue;
             };
-            if let Some(first) = seen.insert((list.to_owned(), name.to_owned()), *rown) {
+            if let Some(first) =
+                seen.insert((list.to_owned(), name.to_owned()), *rown).filter(|_| !allow_duplicates)
+            {
                 let sheet = t.sheet.clone();
                 self.error(
                     &sheet,
                     *rown,
                     &t.header_of("name"),
-                    format!("choice {name} appears twice in list {list} (first on row {first})"),
+                    format!(
+                        "choice {name} appears twice in list {list} (first on row {first}); if that \
+                         is meant, set allow_choice_duplicates to yes on the settings sheet"
+                    ),
                 );
             }
             let mut extra = BTreeMap::new();
@@ -577,7 +951,7 @@ impl Importer {
         lists
     }
 
-    fn survey(&mut self, t: &Table, lists: &BTreeMap<String, Vec<Choice>>) -> Vec<Node> {
+    fn survey(&mut self, t: &Table, lists: &mut BTreeMap<String, Vec<Choice>>) -> Vec<Node> {
         let sheet = t.sheet.clone();
         if !t.has("type") {
             self.error(&sheet, 0, "", "the survey sheet needs a type column");
@@ -585,10 +959,14 @@ impl Importer {
         }
         let type_col = t.header_of("type");
         let name_col = t.header_of("name");
+        let rows = self.expand_loops(t, lists);
         let mut nodes: Vec<Node> = Vec::new();
-        let mut stack: Vec<usize> = Vec::new();
-        let mut names: HashMap<String, u32> = HashMap::new();
-        for (rown, row) in &t.rows {
+        // Open groups and repeats, each with whether it began as a loop.
+        let mut stack: Vec<(usize, bool)> = Vec::new();
+        // Names are unique among siblings, as pyxform requires.
+        let mut names: HashMap<(Option<usize>, String), u32> = HashMap::new();
+        let mut other_lists: Vec<String> = Vec::new();
+        for (rown, row) in &rows {
             let rown = *rown;
             let Some((ty, _)) = t.cell(row, "type") else {
                 if t.cell(row, "name").is_some() {
@@ -600,11 +978,11 @@ impl Importer {
                 self.error(&sheet, rown, &type_col, format!("unknown question type {ty:?}"));
                 continue;
             };
-            let (kind, list, file) = match kind {
-                RowKind::End(k) => {
+            let parsed = match kind {
+                RowKind::End(k, is_loop) => {
                     match stack.pop() {
-                        Some(i) if nodes[i].kind == k => {}
-                        Some(i) => {
+                        Some((i, began_loop)) if nodes[i].kind == k && began_loop == is_loop => {}
+                        Some((i, _)) => {
                             self.error(
                                 &sheet,
                                 rown,
@@ -621,13 +999,33 @@ impl Importer {
                     }
                     continue;
                 }
-                RowKind::Begin(k) => (k, None, None),
-                RowKind::Question(k, l, f) => (k, l, f),
+                // Loops were expanded into groups above; one left here lacks its list.
+                RowKind::Begin(k, list) => Parsed { kind: k, list, file: None, or_other: false, uri: false },
+                RowKind::Question(p) => p,
             };
-            let Some((name, _)) = t.cell(row, "name") else {
-                self.error(&sheet, rown, &name_col, format!("a {} needs a name", kind.as_str()));
-                continue;
+            let is_loop = parsed.list.is_some() && parsed.kind.is_container();
+            let (kind, file) = (parsed.kind, parsed.file);
+            let list = if kind.is_container() { None } else { parsed.list };
+            let name = match (t.cell(row, "name"), kind) {
+                (Some(("audit", _)) | None, QuestionType::Audit) => "audit".to_owned(),
+                (Some(_), QuestionType::Audit) => {
+                    self.error(
+                        &sheet,
+                        rown,
+                        &name_col,
+                        "an audit is always named audit: leave its name empty",
+                    );
+                    continue;
+                }
+                (Some((name, _)), _) => name.to_owned(),
+                // As pyxform: a note without a name gets one from its row.
+                (None, QuestionType::Note) => format!("generated_note_name_{rown}"),
+                (None, _) => {
+                    self.error(&sheet, rown, &name_col, format!("a {} needs a name", kind.as_str()));
+                    continue;
+                }
             };
+            let name = name.as_str();
             if !is_xml_name(name) {
                 self.error(
                     &sheet,
@@ -637,15 +1035,19 @@ impl Importer {
                 );
                 continue;
             }
-            if let Some(first) = names.insert(name.to_owned(), rown) {
+            let parent = stack.last().map(|(i, _)| *i);
+            if let Some(first) = names.insert((parent, name.to_owned()), rown) {
+                let within = match parent {
+                    Some(p) => format!("{} {}", nodes[p].kind.as_str(), nodes[p].name),
+                    None => "the survey".to_owned(),
+                };
                 self.error(
                     &sheet,
                     rown,
                     &name_col,
-                    format!("the name {name} is already used on row {first}"),
+                    format!("the name {name} is already used on row {first}, in the same {within}"),
                 );
             }
-            let parent = stack.last().copied();
             let path = match parent {
                 Some(p) => format!("{}/{}", nodes[p].path, name),
                 None => name.to_owned(),
@@ -654,6 +1056,7 @@ impl Importer {
             node.row = rown;
             node.list = list;
             node.file = file;
+            node.uri = parsed.uri;
             if let Some(l) = &node.list {
                 if !lists.contains_key(l) {
                     self.error(
@@ -662,10 +1065,14 @@ impl Importer {
                         &type_col,
                         format!("the choice list {l} is not on the choices sheet"),
                     );
+                } else if parsed.or_other && !other_lists.contains(l) {
+                    other_lists.push(l.clone());
                 }
             }
-            if kind == QuestionType::SelectOneFromFile && node.file.is_none() {
-                self.error(&sheet, rown, &type_col, "select_one_from_file needs a file name");
+            if matches!(kind, QuestionType::SelectOneFromFile | QuestionType::SelectMultipleFromFile)
+                && node.file.is_none()
+            {
+                self.error(&sheet, rown, &type_col, format!("{} needs a file name", kind.as_str()));
             }
             node.label = t.text(row, "label");
             node.hint = t.text(row, "hint");
@@ -715,16 +1122,56 @@ impl Importer {
                 );
             }
             let container = kind.is_container();
+            let other = parsed
+                .or_other
+                .then(|| (format!("{name}_other"), format!("{path}_other"), node.label.clone()));
             nodes.push(node);
             if container {
-                stack.push(nodes.len() - 1);
+                stack.push((nodes.len() - 1, is_loop));
+            }
+            if let Some((other_name, other_path, label)) = other {
+                // As pyxform: a text question for the other answer, shown when "other" is picked.
+                let mut q = Node::new(&other_name, &other_path, QuestionType::Text, parent);
+                q.row = rown;
+                q.label = label.keys().map(|lang| (lang.clone(), "Specify other.".to_owned())).collect();
+                if q.label.is_empty() {
+                    q.label.insert(DEFAULT_LANGUAGE.to_owned(), "Specify other.".to_owned());
+                }
+                q.relevant = Some(format!("selected(${{{name}}}, 'other')"));
+                if let Some(first) = names.insert((parent, other_name.clone()), rown) {
+                    self.error(
+                        &sheet,
+                        rown,
+                        &name_col,
+                        format!(
+                            "the name {other_name} (for the other answer) is already used on row {first}"
+                        ),
+                    );
+                }
+                nodes.push(q);
             }
         }
-        for i in stack {
+        for list in other_lists {
+            let choices = lists.entry(list).or_default();
+            if !choices.iter().any(|c| c.name == "other") {
+                let label = choices
+                    .iter()
+                    .flat_map(|c| c.label.keys())
+                    .map(|lang| (lang.clone(), "Other".to_owned()))
+                    .collect::<Translations>();
+                let label = if label.is_empty() {
+                    [(DEFAULT_LANGUAGE.to_owned(), "Other".to_owned())].into()
+                } else {
+                    label
+                };
+                choices.push(Choice { name: "other".to_owned(), label, extra: BTreeMap::new() });
+            }
+        }
+        for (i, _) in stack {
             let (k, n, r) = (nodes[i].kind, nodes[i].name.clone(), nodes[i].row);
             self.error(&sheet, r, &type_col, format!("{} {n} is never closed", k.as_str()));
         }
-        if !names.contains_key("meta") && !names.contains_key("instanceID") {
+        if !names.contains_key(&(None, "meta".to_owned())) && !nodes.iter().any(|n| n.name == "instanceID") {
             let meta = nodes.len();
             nodes.push(Node::new("meta", "meta", QuestionType::Group, None));
             nodes.push(Node::new("instanceID", "meta/instanceID", QuestionType::InstanceId, Some(meta)));
@@ -736,8 +1183,17 @@ impl Importer {
     /// depends on itself.
     fn check_expressions(&mut self, form: &Form, t: &Table) {
         let sheet = t.sheet.clone();
-        let known: HashMap<&str, usize> =
-            form.nodes.iter().enumerate().map(|(i, n)| (n.name.as_str(), i)).collect();
+        let mut known: HashMap<&str, usize> = HashMap::new();
+        let mut ambiguous: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for (i, n) in form.nodes.iter().enumerate() {
+            if known.insert(n.name.as_str(), i).is_some() {
+                ambiguous.insert(n.name.as_str());
+            }
+        }
+        for name in &ambiguous {
+            known.remove(name);
+        }
+        self.ambiguous = ambiguous.iter().map(|s| (*s).to_owned()).collect();
         let mut deps: Vec<Vec<usize>> = vec![Vec::new(); form.nodes.len()];
         for (i, node) in form.nodes.iter().enumerate() {
             if let Some(p) = node.parent {
@@ -776,12 +1232,8 @@ impl Importer {
                             } else {
                                 format!("{col}::{lang}")
                             };
-                            self.error(
-                                &sheet,
-                                node.row,
-                                &header,
-                                format!("${{{name}}} is not a question of this form"),
-                            );
+                            let message = self.unknown_reference(&name);
+                            self.error(&sheet, node.row, &header, message);
                         }
                     }
                 }
@@ -793,7 +1245,8 @@ impl Importer {
     fn check_one(&mut self, e: &Expr, known: &HashMap<&str, usize>, sheet: &str, row: u32, header: &str) {
         for r in e.references() {
             if !known.contains_key(r.as_str()) {
-                self.error(sheet, row, header, format!("${{{r}}} is not a question of this form"));
+                let message = self.unknown_reference(&r);
+                self.error(sheet, row, header, message);
             }
         }
         let mut calls = Vec::new();

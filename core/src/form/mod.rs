@@ -18,6 +18,6 @@ pub mod validate;
 
 pub use engine::{Engine, Key, RowAction};
 pub use import::{import_xlsform, import_xlsform_bytes, ImportError, ImportErrors};
-pub use model::{Choice, Form, Node, QuestionType, Settings, Translations};
+pub use model::{Choice, EntityDeclaration, Form, Node, QuestionType, Settings, Translations};
 pub use session::{ChoiceView, FormError, FormSession, QuestionView, ValidationError, ValidationKind};
 pub use validate::{limits, FormInvalid};

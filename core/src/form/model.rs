@@ -23,6 +23,20 @@ pub struct Form {
     pub nodes: Vec<Node>,
     /// Choice lists by name.
     pub choice_lists: BTreeMap<String, Vec<Choice>>,
+    /// The `entities` sheet's declarations, kept as written (shared lists are not built yet).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entities: Vec<EntityDeclaration>,
+}
+
+/// One row of the `entities` sheet: the list (`list_name`) whose entities a submission creates
+/// or updates, and the sheet's other columns (`label`, `entity_id`, `create_if`, `update_if`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntityDeclaration {
+    pub list_name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub columns: BTreeMap<String, String>,
+    #[serde(default)]
+    pub row: u32,
 }
 
 /// The settings sheet.
@@ -71,9 +85,15 @@ pub enum QuestionType {
     End,
     Today,
     DeviceId,
+    /// The SIM card's serial number (only old Android versions still give it).
+    SimSerial,
+    /// The subscriber id (IMSI; only old Android versions still give it).
+    SubscriberId,
     Username,
     PhoneNumber,
     Email,
+    /// The session's timeline (ODK's audit log), always named `audit`.
+    Audit,
     AudioAudit,
     StartGeopoint,
     InstanceId,
@@ -115,9 +135,12 @@ impl QuestionType {
             End => "end",
             Today => "today",
             DeviceId => "deviceid",
+            SimSerial => "simserial",
+            SubscriberId => "subscriberid",
             Username => "username",
             PhoneNumber => "phonenumber",
             Email => "email",
+            Audit => "audit",
             AudioAudit => "audio_audit",
             StartGeopoint => "start_geopoint",
             InstanceId => "instance_id",
@@ -138,9 +161,12 @@ impl QuestionType {
                 | End
                 | Today
                 | DeviceId
+                | SimSerial
+                | SubscriberId
                 | Username
                 | PhoneNumber
                 | Email
+                | Audit
                 | AudioAudit
                 | StartGeopoint
                 | InstanceId
@@ -212,6 +238,9 @@ pub struct Node {
     pub repeat_count: Option<String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, String>,
+    /// Metadata in its `uri:` form (`uri:deviceid`): the value as a URI (`mailto:`, `tel:`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub uri: bool,
     /// The spreadsheet row it came from (1-based; 0 for nodes the import adds).
     #[serde(default)]
     pub row: u32,
@@ -241,6 +270,7 @@ impl Node {
             choice_filter: None,
             repeat_count: None,
             parameters: BTreeMap::new(),
+            uri: false,
             row: 0,
         }
     }
@@ -269,7 +299,8 @@ impl Form {
         serde_json::from_str(json)
     }
 
-    /// The node with this name, if any (names are unique within a form).
+    /// The first node with this name, if any (names are unique among siblings; a name used in
+    /// several groups is better found by its path, [`Form::node_at`]).
     pub fn node(&self, name: &str) -> Option<&Node> {
         self.nodes.iter().find(|n| n.name == name)
     }

@@ -58,5 +58,6 @@ pub fn generated_form(questions: usize) -> Form {
         languages: vec![DEFAULT_LANGUAGE.to_owned()],
         nodes,
         choice_lists: BTreeMap::from([("yn".to_owned(), yn)]),
+        entities: Vec::new(),
     }
 }

@@ -72,7 +72,8 @@ impl Form {
         too_large("choice lists", self.choice_lists.len(), MAX_CHOICE_LISTS)?;
         too_large("choices", self.choice_lists.values().map(Vec::len).sum(), MAX_CHOICES)?;
 
-        let mut names = HashSet::new();
+        // Names are unique among siblings (as pyxform requires), which unique paths say; a name
+        // used in several groups is addressed by its path, and no expression may name it.
         let mut paths = HashSet::new();
         // (depth, repeat depth) of each node's container chain, itself included.
         let mut depth: Vec<(usize, usize)> = Vec::with_capacity(self.nodes.len());
@@ -83,9 +84,6 @@ impl Form {
                     &format!("question {}", i + 1),
                     "a name must be non-empty and cannot contain /",
                 ));
-            }
-            if !names.insert(name) {
-                return Err(FormInvalid::structure(name, "the name is used twice"));
             }
             let (expected_path, (d, rd)) = match n.parent {
                 None => (name.to_owned(), (0, 0)),

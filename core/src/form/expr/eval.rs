@@ -47,6 +47,10 @@ pub trait Context {
     fn now(&self) -> chrono::DateTime<chrono::Local> {
         chrono::Local::now()
     }
+    /// `version()`: the form's version.
+    fn form_version(&self) -> String {
+        String::new()
+    }
 }
 
 /// Evaluation state: the context and, inside a choice filter or instance predicate, the item.
@@ -179,6 +183,11 @@ fn numbers(v: &Value) -> Vec<f64> {
     }
 }
 
+/// Numbers within JavaRosa's tolerance are equal (`6.1 - 7.8 = -1.7`).
+fn numbers_equal(x: f64, y: f64) -> bool {
+    x == y || (x - y).abs() < 1e-12
+}
+
 /// XPath equality (or inequality when `negate`), existential over node-sets.
 fn equals(a: &Value, b: &Value, negate: bool) -> bool {
     if matches!(a, Value::Bool(_)) || matches!(b, Value::Bool(_)) {
@@ -195,7 +204,7 @@ fn atomic_equals(a: &Value, b: &Value) -> bool {
             let (x, y) = (a.to_days(), b.to_days());
             x == y
         }
-        (Value::Num(_), _) | (_, Value::Num(_)) => a.to_num() == b.to_num(),
+        (Value::Num(_), _) | (_, Value::Num(_)) => numbers_equal(a.to_num(), b.to_num()),
         _ => a.to_str() == b.to_str(),
     }
 }

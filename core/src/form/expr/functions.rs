@@ -3,7 +3,7 @@
 use chrono::{Datelike, TimeZone, Timelike};
 
 use super::eval::Env;
-use super::value::{parse_time_seconds, Value};
+use super::value::{parse_time_seconds_local, Value};
 use super::{Expr, PathStart};
 
 /// Every supported function with its least and greatest number of arguments (`usize::MAX`:
@@ -74,6 +74,12 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("once", 1, 1),
     ("instance", 1, 1),
     ("uuid", 0, 1),
+    ("digest", 2, 3),
+    ("base64-decode", 1, 1),
+    ("version", 0, 0),
+    ("area", 1, 1),
+    ("distance", 1, usize::MAX),
+    ("geofence", 2, 2),
     ("random", 0, 0),
     ("checklist", 2, usize::MAX),
     ("weighted-checklist", 2, usize::MAX),
@@ -142,24 +148,25 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
         "string" => Value::Str(if args.is_empty() { env.ctx.current().to_str() } else { s(0) }),
         "int" => num(n(0).trunc()),
         "round" => {
+            // As JavaRosa: half toward positive infinity (XPath 3.0), keeping the sign of zero.
             let x = n(0);
-            if args.len() < 2 {
-                return num((x + 0.5).floor());
-            }
-            let digits = n(1).trunc();
+            let digits = if args.len() < 2 { 0.0 } else { n(1).trunc() };
             if !digits.is_finite() {
                 return num(f64::NAN);
             }
             let digits = digits.clamp(-300.0, 300.0) as i32;
-            // Half away from zero, as ODK rounds to a number of digits.
             let r = if digits >= 0 {
                 let scale = 10f64.powi(digits);
-                (x.abs() * scale + 0.5).floor() / scale
+                let scaled = x * scale;
+                if !scaled.is_finite() {
+                    return num(x);
+                }
+                (scaled + 0.5).floor() / scale
             } else {
                 let scale = 10f64.powi(-digits);
-                (x.abs() / scale + 0.5).floor() * scale
+                (x / scale + 0.5).floor() * scale
             };
-            num(r.copysign(x))
+            num(if r == 0.0 { 0f64.copysign(x) } else { r })
         }
         "floor" => num(n(0).floor()),
         "ceiling" => num(n(0).ceil()),
@@ -252,8 +259,11 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             Value::Str(out)
         }
         "normalize-space" => {
+            // XPath's whitespace only: space, tab, carriage return, line feed.
             let v = if args.is_empty() { env.ctx.current().to_str() } else { s(0) };
-            Value::Str(v.split_whitespace().collect::<Vec<_>>().join(" "))
+            Value::Str(
+                v.split([' ', '\t', '\r', '\n']).filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" "),
+            )
         }
         "regex" => {
             let pattern = s(1);
@@ -290,7 +300,7 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
         "date" => Value::Date { days: arg(0).to_days(), time: false },
         "date-time" => Value::Date { days: arg(0).to_days(), time: true },
         "decimal-date-time" | "decimal-date" => num(arg(0).to_days()),
-        "decimal-time" => num(parse_time_seconds(&s(0)).map(|x| x / 86_400.0).unwrap_or(f64::NAN)),
+        "decimal-time" => num(parse_time_seconds_local(&s(0)).map(|x| x / 86_400.0).unwrap_or(f64::NAN)),
         "format-date" | "format-date-time" => {
             let v = arg(0);
             let days = if v.to_str().trim().is_empty() { f64::NAN } else { v.to_days() };
@@ -336,7 +346,37 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             }
         }
         "instance" => Value::Nodes(Vec::new()),
-        "uuid" => Value::Str(uuid::Uuid::new_v4().to_string()),
+        "uuid" if args.is_empty() => Value::Str(uuid::Uuid::new_v4().to_string()),
+        "uuid" => Value::Str(random_string(n(0))),
+        "digest" => {
+            let algorithm = s(1);
+            let encoding = if args.len() > 2 { s(2) } else { "base64".to_owned() };
+            digest(&s(0), &algorithm, &encoding).map_or_else(|| Value::Str(String::new()), Value::Str)
+        }
+        "base64-decode" => {
+            use base64::Engine as _;
+            let decoded = base64::engine::general_purpose::STANDARD.decode(s(0).trim());
+            Value::Str(decoded.map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default())
+        }
+        "version" => Value::Str(env.ctx.form_version()),
+        "area" => num(geo_points(&s(0)).map_or(f64::NAN, |p| spherical_area(&p))),
+        "distance" => {
+            // One geotrace or geoshape, or several points (or traces) in turn.
+            let mut points = Vec::new();
+            for a in args {
+                for item in env.eval(a).items() {
+                    match geo_points(&item.to_str()) {
+                        Some(p) => points.extend(p),
+                        None => return num(f64::NAN),
+                    }
+                }
+            }
+            num(points.windows(2).map(|w| haversine(w[0], w[1])).sum())
+        }
+        "geofence" => match (geo_points(&s(0)).as_deref(), geo_points(&s(1))) {
+            (Some([point]), Some(shape)) if shape.len() >= 3 => Value::Bool(inside(*point, &shape)),
+            _ => Value::Bool(false),
+        },
         "random" => {
             let bytes = uuid::Uuid::new_v4().into_bytes();
             let mut x = [0u8; 8];
@@ -362,6 +402,118 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             Value::Bool((lo < 0.0 || total >= lo) && (hi < 0.0 || total <= hi))
         }
         _ => Value::Str(String::new()),
+    }
+}
+
+/// The radius JavaRosa measures the earth with (its equatorial radius), in meters.
+const EARTH_RADIUS_METERS: f64 = 6_378_100.0;
+
+/// The (latitude, longitude) points of a geopoint, geotrace or geoshape (`lat lon [alt acc]`
+/// separated by `;`); `None` when any is not a point on the earth.
+fn geo_points(s: &str) -> Option<Vec<(f64, f64)>> {
+    let mut out = Vec::new();
+    for part in s.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+        let mut nums = part.split_whitespace().map(|x| x.parse::<f64>().ok());
+        let (lat, lon) = (nums.next()??, nums.next()??);
+        if !(-90.0..=90.0).contains(&lat) || !(-180.0..=180.0).contains(&lon) {
+            return None;
+        }
+        out.push((lat, lon));
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+/// Great-circle distance in meters, as JavaRosa measures it.
+fn haversine(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (la1, la2) = (a.0.to_radians(), b.0.to_radians());
+    let (dla, dlo) = (la2 - la1, (b.1 - a.1).to_radians());
+    let h = (dla / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlo / 2.0).sin().powi(2);
+    2.0 * EARTH_RADIUS_METERS * h.sqrt().min(1.0).asin()
+}
+
+/// Area in square meters of a polygon on the sphere (Chamberlain and Duquette's formula, as
+/// JavaRosa computes it); the polygon closes itself.
+fn spherical_area(points: &[(f64, f64)]) -> f64 {
+    let mut p: Vec<(f64, f64)> = points.to_vec();
+    if p.len() > 1 && p.first() == p.last() {
+        p.pop();
+    }
+    let n = p.len();
+    if n < 3 {
+        return 0.0;
+    }
+    let mut total = 0.0;
+    for i in 0..n {
+        let prev = p[(i + n - 1) % n];
+        let next = p[(i + 1) % n];
+        total += (next.1 - prev.1).to_radians() * p[i].0.to_radians().sin();
+    }
+    (total * EARTH_RADIUS_METERS * EARTH_RADIUS_METERS / 2.0).abs()
+}
+
+/// Whether a point is inside a polygon (ray casting over latitude and longitude).
+fn inside(point: (f64, f64), shape: &[(f64, f64)]) -> bool {
+    let (y, x) = point;
+    let mut result = false;
+    let n = shape.len();
+    let mut j = n - 1;
+    for i in 0..n {
+        let (yi, xi) = shape[i];
+        let (yj, xj) = shape[j];
+        if (yi > y) != (yj > y) && x < (xj - xi) * (y - yi) / (yj - yi) + xi {
+            result = !result;
+        }
+        j = i;
+    }
+    result
+}
+
+/// Longest string `uuid(n)` makes.
+const MAX_RANDOM_STRING: f64 = 10_000.0;
+
+/// `uuid(n)`: `n` random letters and digits, as ODK Collect makes them.
+fn random_string(n: f64) -> String {
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    if !n.is_finite() || n < 1.0 {
+        return String::new();
+    }
+    let n = n.min(MAX_RANDOM_STRING) as usize;
+    let mut out = String::with_capacity(n);
+    while out.len() < n {
+        // A random UUID's bytes (its 122 random bits); the version bytes are skipped.
+        for (i, b) in uuid::Uuid::new_v4().into_bytes().iter().enumerate() {
+            if i == 6 || i == 8 || out.len() == n {
+                continue;
+            }
+            // 62 letters and digits: take bytes below 248 (4 x 62) so each is equally likely.
+            if *b < 248 {
+                out.push(ALPHABET[(*b % 62) as usize] as char);
+            }
+        }
+    }
+    out
+}
+
+/// `digest(text, algorithm, encoding)`: MD5, SHA-1, SHA-256, SHA-384 or SHA-512 of the text's
+/// UTF-8 bytes, as base64 or hex; `None` for another algorithm or encoding.
+fn digest(text: &str, algorithm: &str, encoding: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let bytes = text.as_bytes();
+    let hash: Vec<u8> = match algorithm.trim().to_ascii_uppercase().as_str() {
+        "MD5" => md5::Md5::digest(bytes).to_vec(),
+        "SHA-1" => sha1::Sha1::digest(bytes).to_vec(),
+        "SHA-256" => sha2::Sha256::digest(bytes).to_vec(),
+        "SHA-384" => sha2::Sha384::digest(bytes).to_vec(),
+        "SHA-512" => sha2::Sha512::digest(bytes).to_vec(),
+        _ => return None,
+    };
+    match encoding.trim().to_ascii_lowercase().as_str() {
+        "base64" => {
+            use base64::Engine as _;
+            Some(base64::engine::general_purpose::STANDARD.encode(hash))
+        }
+        "hex" => Some(hex::encode(hash)),
+        _ => None,
     }
 }
 

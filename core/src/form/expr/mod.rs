@@ -12,7 +12,10 @@ mod value;
 pub use eval::{evaluate, evaluate_with_item, Context, Item};
 pub use functions::{is_known_function, FUNCTIONS};
 pub use parse::{parse, ParseError};
-pub use value::{format_date, format_number, parse_date_days, parse_time_seconds, string_to_number, Value};
+pub use value::{
+    format_date, format_number, parse_date_days, parse_time_seconds, parse_time_seconds_local,
+    string_to_number, Value,
+};
 
 /// A parsed expression.
 #[derive(Debug, Clone, PartialEq)]

@@ -38,7 +38,14 @@ pub fn format_number(n: f64) -> String {
 /// Parses XPath number syntax: optional sign, digits, optional fraction; surrounding spaces are
 /// allowed. Anything else is NaN (a date string gives its days since the epoch).
 pub fn string_to_number(s: &str) -> f64 {
-    let t = s.trim();
+    // As JavaRosa: a decimal comma reads as a point (`'4,6'` is 4.6).
+    let replaced;
+    let t = if s.contains(',') {
+        replaced = s.replace(',', ".");
+        replaced.trim()
+    } else {
+        s.trim()
+    };
     if t.is_empty() {
         return f64::NAN;
     }
@@ -56,7 +63,8 @@ pub fn string_to_number(s: &str) -> f64 {
 /// Days since the epoch of `YYYY-MM-DD` or an ISO date-time (`YYYY-MM-DDTHH:MM[:SS[.fff]]` with
 /// an optional `Z` or `±HH:MM`).
 pub fn parse_date_days(s: &str) -> Option<f64> {
-    let s = s.trim();
+    let normalized = normalize_iso(s.trim())?;
+    let s = normalized.as_str();
     if s.len() < 10 || !s.is_char_boundary(10) {
         return None;
     }
@@ -81,6 +89,39 @@ pub fn parse_date_days(s: &str) -> Option<f64> {
     None
 }
 
+/// An ISO date or date-time as JavaRosa reads it, written out in full: the date's parts may
+/// lack their leading zeros (`2024-1-5`), and an offset may lack its minutes (`+02`, `+0200`).
+fn normalize_iso(s: &str) -> Option<String> {
+    let (date, rest) = match s.find('T') {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, ""),
+    };
+    let mut parts = date.split('-');
+    let (y, m, d) = (parts.next()?, parts.next()?, parts.next()?);
+    let digits =
+        |p: &str, max: usize| !p.is_empty() && p.len() <= max && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.next().is_some() || !digits(y, 4) || y.len() != 4 || !digits(m, 2) || !digits(d, 2) {
+        return None;
+    }
+    let mut out = format!("{y}-{m:0>2}-{d:0>2}");
+    if rest.is_empty() {
+        return Some(out);
+    }
+    // The offset after the time: `Z`, `±HH`, `±HHMM` or `±HH:MM`.
+    let time_end = rest.rfind(['+', '-']).filter(|&i| i > 0).unwrap_or(rest.len());
+    let (time, offset) = rest.split_at(time_end);
+    out.push_str(time);
+    match offset.len() {
+        0 => {}
+        3 => out.push_str(&format!("{offset}:00")),
+        5 if offset.is_ascii() && !offset.contains(':') => {
+            out.push_str(&format!("{}:{}", &offset[..3], &offset[3..]))
+        }
+        _ => out.push_str(offset),
+    }
+    Some(out)
+}
+
 /// A date value as text: `YYYY-MM-DD`, or an ISO date-time in local time with its offset.
 pub fn format_date(days: f64, time: bool) -> String {
     if !days.is_finite() {
@@ -95,6 +136,43 @@ pub fn format_date(days: f64, time: bool) -> String {
         return utc.date_naive().format("%Y-%m-%d").to_string();
     }
     chrono::Local.from_utc_datetime(&utc.naive_utc()).format("%Y-%m-%dT%H:%M:%S%.3f%:z").to_string()
+}
+
+/// Seconds since midnight, on the device's clock, of a `HH:MM[:SS[.fff]]` time with an optional
+/// offset (`Z`, `±HH:MM`): a time with an offset is moved to the device's time zone, as
+/// JavaRosa's `decimal-time` does.
+pub fn parse_time_seconds_local(s: &str) -> Option<f64> {
+    let t = s.trim();
+    let (time, offset_secs) = if let Some(x) = t.strip_suffix('Z') {
+        (x, Some(0i64))
+    } else {
+        match t.rfind(['+', '-']) {
+            Some(i) if i > 0 => {
+                let (time, off) = t.split_at(i);
+                let sign = if off.starts_with('-') { -1 } else { 1 };
+                let digits: String = off[1..].chars().filter(|c| *c != ':').collect();
+                if !(digits.len() == 2 || digits.len() == 4) || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let h: i64 = digits[..2].parse().ok()?;
+                let m: i64 = if digits.len() == 4 { digits[2..].parse().ok()? } else { 0 };
+                (time, Some(sign * (h * 3600 + m * 60)))
+            }
+            _ => (t, None),
+        }
+    };
+    let fraction = match time.split_once('.') {
+        Some((_, f)) if !f.is_empty() && f.bytes().all(|b| b.is_ascii_digit()) => {
+            format!("0.{f}").parse::<f64>().unwrap_or(0.0)
+        }
+        Some(_) => return None,
+        None => 0.0,
+    };
+    let whole = time.split('.').next().unwrap_or(time);
+    let secs = parse_time_seconds(whole)?.floor() + fraction;
+    let Some(offset) = offset_secs else { return Some(secs) };
+    let local = chrono::Local::now().offset().local_minus_utc() as f64;
+    Some((secs - offset as f64 + local).rem_euclid(86_400.0))
 }
 
 /// Seconds since midnight of a `HH:MM[:SS]` time, if it is one.
