@@ -1,7 +1,15 @@
 //! Inputs the fuzz targets in `fuzz/` found (docs/fuzzing.md), kept as tests that run without
 //! nightly. Each names the target that found it.
 
+use std::path::Path;
+
+use tejido_core::form::import_xlsform_bytes;
 use tejido_core::sync::wire::PushRequest;
+
+fn input(name: &str) -> Vec<u8> {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_inputs").join(name);
+    std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+}
 
 /// `wire`: a number in an answer came back one ulp off after a round trip through JSON
 /// (serde_json's fast float parser is not exact; core needs `float_roundtrip`), so a change
@@ -27,5 +35,17 @@ fn wire_numbers_survive_a_round_trip_exactly() {
         assert_eq!(first, again, "{text}");
         let written: f64 = text.parse().unwrap_or_default();
         assert_eq!(first.changes[0].ops[0].value.as_f64(), Some(written), "{text}");
+    }
+}
+
+/// `xlsform_import`: an .xls whose compound-file sector chain runs past the end of the file
+/// makes calamine's CFB reader panic (slice index out of range); the importer contains it and
+/// reports a corrupt file, whatever the extension says.
+#[test]
+fn xls_with_a_sector_chain_past_the_end_is_a_corrupt_file() {
+    let bytes = input("xlsform_import-cfb-chain-past-end.xls");
+    for name in ["form.xls", "form.xlsx", "form"] {
+        let e = import_xlsform_bytes(&bytes, name).expect_err(name);
+        assert!(e.to_string().contains("not a readable spreadsheet"), "{name}: {e}");
     }
 }
