@@ -49,3 +49,15 @@ fn xls_with_a_sector_chain_past_the_end_is_a_corrupt_file() {
         assert!(e.to_string().contains("not a readable spreadsheet"), "{name}: {e}");
     }
 }
+
+/// `xlsform_import`: an .xls whose directory sector chain loops made calamine append the same
+/// sectors until memory ran out (a 2 GiB allocation, then an abort: `catch_unwind` cannot stop
+/// that). The importer now checks the compound file's allocation table for loops first.
+#[test]
+fn xls_whose_sector_chain_loops_is_refused_before_reading() {
+    let bytes = input("xlsform_import-cfb-directory-chain-loops.xls");
+    for name in ["form.xls", "form"] {
+        let e = import_xlsform_bytes(&bytes, name).expect_err(name);
+        assert!(e.to_string().contains("loops"), "{name}: {e}");
+    }
+}

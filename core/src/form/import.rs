@@ -11,6 +11,8 @@ use calamine::{Data, Reader};
 use super::expr::{self, Expr};
 use super::model::{Choice, Form, Node, QuestionType, Settings, Translations, DEFAULT_LANGUAGE};
 
+mod cfb;
+
 /// One problem in a spreadsheet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
@@ -79,6 +81,11 @@ struct Sheet {
 
 fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErrors> {
     let lower = file_name.to_ascii_lowercase();
+    // calamine's .xls reader does not bound a looping sector chain; refuse one first.
+    if cfb::is_compound_file(bytes) {
+        cfb::check(bytes)
+            .map_err(|e| whole_file_error(file_name, format!("not a readable spreadsheet: {e}")))?;
+    }
     let data = bytes.to_vec();
     // A spreadsheet parser is a large attack surface: a broken file must give an error, never
     // take the process down, whatever the parser does with it.
