@@ -107,8 +107,9 @@ fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErro
                 out.push(read_xlsx_sheet(xlsx, &name)?);
                 continue;
             }
-            // .xls and .ods: the parser has read the sheet already; its extent is bounded by
-            // the format (.xls) or by the file, and is checked before it is copied.
+            // .xls and .ods: the parser has read the sheet already; its extent was checked
+            // before (.xls, in `cfb`) or is bounded by the file (.ods), and is checked again
+            // before it is copied.
             let range = book.worksheet_range(&name).map_err(|e| format!("sheet {name}: {e}"))?;
             let first_row = range.start().map(|(r, _)| r).unwrap_or(0);
             let first_col = range.start().map(|(_, c)| c).unwrap_or(0) as usize;
