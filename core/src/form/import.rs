@@ -13,6 +13,8 @@ use super::model::{
     Choice, EntityDeclaration, Form, Node, QuestionType, Settings, Translations, DEFAULT_LANGUAGE,
 };
 
+mod cfb;
+
 /// One problem in a spreadsheet.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImportError {
@@ -117,6 +119,11 @@ fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErro
     let Some(format) = sniff_format(bytes) else {
         return Err(whole_file_error(file_name, "not an .xlsx, .xls or .ods file".into()));
     };
+    // calamine's .xls reader does not bound a looping sector chain; refuse one first.
+    if cfb::is_compound_file(bytes) {
+        cfb::check(bytes)
+            .map_err(|e| whole_file_error(file_name, format!("not a readable spreadsheet: {e}")))?;
+    }
     let data = bytes.to_vec();
     // A spreadsheet parser is a large attack surface: a broken file must give an error, never
     // take the process down, whatever the parser does with it.
@@ -133,9 +140,10 @@ fn read_workbook(bytes: &[u8], file_name: &str) -> Result<Vec<Sheet>, ImportErro
                 out.push(read_xlsx_sheet(xlsx, &name)?);
                 continue;
             }
-            // .xls and .ods: the parser has read the sheet already; its extent is bounded by
-            // the format (.xls) or by the file, and is checked before it is copied. Only cells
-            // with content are kept: formatted empty cells far to the right cost nothing.
+            // .xls and .ods: the parser has read the sheet already; its extent was checked
+            // before (.xls, in `cfb`) or is bounded by the file (.ods), and is checked again
+            // before it is copied. Only cells with content are kept: formatted empty cells far to
+            // the right cost nothing.
             let range = book.worksheet_range(&name).map_err(|e| format!("sheet {name}: {e}"))?;
             let (first_row, first_col) = range.start().unwrap_or((0, 0));
             let (end_row, end_col) = range.end().unwrap_or((0, 0));
