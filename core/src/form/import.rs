@@ -187,6 +187,11 @@ pub const MAX_SHEET_ROWS: u32 = 100_000;
 pub const MAX_SHEET_COLUMNS: u32 = 1_024;
 /// Cells a sheet may hold, counting the empty cells to the left of each row's last one.
 pub const MAX_SHEET_CELLS: usize = 2_000_000;
+/// Cells an .xls sheet's span (rows × columns of its used range) may cover: calamine holds an
+/// .xls sheet densely, one cell (about 32 bytes) per row and column of the span, so this bounds
+/// it near 200 MB. Formatted empty cells count here (pyxform's own `extra_columns.xls` spans
+/// 19,999 rows of 256 columns, 5.1 million cells, and pyxform takes it).
+pub const MAX_XLS_SPAN_CELLS: usize = 6_000_000;
 
 /// Refuses a sheet that reaches past [`MAX_SHEET_ROWS`] or [`MAX_SHEET_COLUMNS`]
 /// (0-based, inclusive `end_row` and `end_col`).

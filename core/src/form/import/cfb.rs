@@ -6,7 +6,7 @@
 //! sheet of an .xls whole, into one cell per row and column of the range its cells span (and
 //! reserves what a DIMENSIONS record claims), before the importer sees it: a cell at row 65535,
 //! column 65535 asks for 137 GB. The sheets' extents are checked here first, by the limits
-//! [`super::MAX_SHEET_ROWS`], [`super::MAX_SHEET_COLUMNS`] and [`super::MAX_SHEET_CELLS`].
+//! [`super::MAX_SHEET_ROWS`], [`super::MAX_SHEET_COLUMNS`] and [`super::MAX_XLS_SPAN_CELLS`].
 
 const SIGNATURE: &[u8; 8] = b"\xD0\xCF\x11\xE0\xA1\xB1\x1A\xE1";
 /// Sector ids from here up are markers (end of chain, free, FAT or DIFAT sector), not sectors.
@@ -158,16 +158,16 @@ fn records(stream: &[u8], mut pos: usize) -> impl Iterator<Item = (u16, &[u8])> 
 /// whose DIMENSIONS record claims so. Sheets are found through the BOUNDSHEET records of the
 /// workbook globals, as calamine finds them.
 fn check_sheet_extents(stream: &[u8]) -> Result<(), String> {
-    use super::{MAX_SHEET_CELLS, MAX_SHEET_COLUMNS, MAX_SHEET_ROWS};
+    use super::{MAX_SHEET_COLUMNS, MAX_SHEET_ROWS, MAX_XLS_SPAN_CELLS};
     let too_big = |rows: u64, cols: u64| {
         rows > u64::from(MAX_SHEET_ROWS)
             || cols > u64::from(MAX_SHEET_COLUMNS)
-            || rows.saturating_mul(cols) > MAX_SHEET_CELLS as u64
+            || rows.saturating_mul(cols) > MAX_XLS_SPAN_CELLS as u64
     };
     let refuse = |rows: u64, cols: u64| {
         Err(format!(
-            "a sheet spans {rows} rows and {cols} columns; a form's sheets may have at most \
-             {MAX_SHEET_ROWS} rows, {MAX_SHEET_COLUMNS} columns and {MAX_SHEET_CELLS} cells \
+            "a sheet spans {rows} rows and {cols} columns; an .xls form's sheets may span at most \
+             {MAX_SHEET_ROWS} rows, {MAX_SHEET_COLUMNS} columns and {MAX_XLS_SPAN_CELLS} cells \
              (delete the cells far down or to the right)"
         ))
     };
