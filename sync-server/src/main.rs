@@ -19,7 +19,7 @@ use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::serve::ConnectionLimits;
 use tejido_server::service::Service;
 use tejido_server::storage::{
-    NewEnrollmentCode, PostgresStorage, Project, PublishForm, SqliteStorage, Storage, StorageError,
+    NewEnrollmentCode, PostgresStorage, Project, PublishForm, SqliteStorage, Storage, StorageError, UserRole,
 };
 
 #[derive(Debug, Parser)]
@@ -118,6 +118,71 @@ enum Command {
     /// Forms: check, preview, publish.
     #[command(subcommand)]
     Form(FormCommand),
+    /// Accounts of the coordinators' web app.
+    #[command(subcommand)]
+    User(UserCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user to a project (a new user gets a password; an existing one keeps theirs).
+    Add {
+        email: String,
+        #[arg(long)]
+        project: String,
+        #[arg(long, value_parser = parse_user_role, default_value = "coordinator")]
+        role: UserRole,
+        /// Read the password from stdin (one line) instead of asking on the terminal.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    List,
+    /// Remove a user: their sessions end at once.
+    Remove {
+        email: String,
+    },
+    /// Set a user's password: their sessions end at once.
+    Passwd {
+        email: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+fn parse_user_role(s: &str) -> Result<UserRole, String> {
+    UserRole::parse(s).ok_or_else(|| format!("{s:?} is not a user role: coordinator or admin"))
+}
+
+/// A password from stdin (scripts) or typed twice on the terminal without echo.
+fn read_password(from_stdin: bool) -> Result<String, Failure> {
+    let line = |prompt: Option<&str>| -> Result<String, Failure> {
+        if let Some(p) = prompt {
+            eprint!("{p}");
+        }
+        let mut s = String::new();
+        std::io::stdin()
+            .read_line(&mut s)
+            .map_err(|e| Failure(format!("cannot read the password: {e}"), 1))?;
+        Ok(s.trim_end_matches(['\n', '\r']).to_owned())
+    };
+    if from_stdin {
+        return line(None);
+    }
+    // No echo while typing: stty is on every Unix the server runs on.
+    let echo_off =
+        std::process::Command::new("stty").arg("-echo").stdin(std::process::Stdio::inherit()).status();
+    let first = line(Some("password: "));
+    eprintln!();
+    let second = line(Some("again: "));
+    eprintln!();
+    if echo_off.is_ok_and(|s| s.success()) {
+        let _ = std::process::Command::new("stty").arg("echo").stdin(std::process::Stdio::inherit()).status();
+    }
+    let (first, second) = (first?, second?);
+    if first != second {
+        return Err(Failure("the passwords differ".into(), 1));
+    }
+    Ok(first)
 }
 
 #[derive(Debug, Subcommand)]
@@ -456,6 +521,85 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
             Ok(())
         }
         Command::Form(FormCommand::Check { .. } | FormCommand::Preview { .. }) => Ok(()),
+        Command::User(UserCommand::Add { email, project, role, password_stdin }) => {
+            let admin = Admin::open(data, database)?;
+            let p = admin.project(&project)?;
+            let normalized = tejido_server::service::accounts::normalize_email(&email)?;
+            let exists = admin.run(admin.service.list_users())?.iter().any(|a| a.user.email == normalized);
+            let password = if exists { None } else { Some(read_password(password_stdin)?) };
+            let (user, created) = admin.run(admin.service.add_user(
+                &email,
+                password.as_deref(),
+                p.id,
+                role,
+                tejido_server::now_ms(),
+            ))?;
+            print(
+                json,
+                json!({ "email": user.email, "project": p.id, "role": role.as_str(), "created": created }),
+                || {
+                    if created {
+                        format!("added {} to {} as {}", user.email, p.name, role.as_str())
+                    } else {
+                        format!("{} (an existing user) is now {} in {}", user.email, role.as_str(), p.name)
+                    }
+                },
+            );
+            Ok(())
+        }
+        Command::User(UserCommand::List) => {
+            let admin = Admin::open(data, database)?;
+            let accounts = admin.run(admin.service.list_users())?;
+            let projects = admin.run(admin.service.list_projects())?;
+            let name = |id: uuid::Uuid| {
+                projects.iter().find(|p| p.id == id).map_or_else(|| id.to_string(), |p| p.name.clone())
+            };
+            let list: Vec<_> = accounts
+                .iter()
+                .map(|a| {
+                    let m: Vec<_> = a
+                        .memberships
+                        .iter()
+                        .map(|m| json!({ "project": m.project, "role": m.role.as_str() }))
+                        .collect();
+                    json!({ "email": a.user.email, "memberships": m })
+                })
+                .collect();
+            print(json, json!({ "users": list }), || {
+                accounts
+                    .iter()
+                    .map(|a| {
+                        let m: Vec<String> = a
+                            .memberships
+                            .iter()
+                            .map(|m| format!("{} ({})", name(m.project), m.role.as_str()))
+                            .collect();
+                        format!("{}  {}", a.user.email, m.join(", "))
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            });
+            Ok(())
+        }
+        Command::User(UserCommand::Remove { email }) => {
+            let admin = Admin::open(data, database)?;
+            if !admin.run(admin.service.remove_user(&email))? {
+                return Err(Failure(format!("there is no user {email:?}"), 1));
+            }
+            print(json, json!({ "removed": email }), || {
+                format!("removed {email}; their sessions have ended")
+            });
+            Ok(())
+        }
+        Command::User(UserCommand::Passwd { email, password_stdin }) => {
+            let admin = Admin::open(data, database)?;
+            let password = read_password(password_stdin)?;
+            admin.run(admin.service.set_password(&email, &password))?;
+            print(json, json!({ "email": email }), || {
+                format!("password set for {email}; their sessions have ended")
+            });
+            Ok(())
+        }
     }
 }
 

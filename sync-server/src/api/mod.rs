@@ -3,6 +3,7 @@
 
 mod admin;
 mod blobs;
+pub mod coordinators;
 pub mod openapi;
 
 mod sync;
@@ -87,15 +88,20 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/projects/{project}/conflicts", get(admin::list_conflicts))
         .route("/v1/devices/{device}/revoke", post(admin::revoke_device))
         .route("/v1/submissions/{doc}/review", post(admin::review_submission))
+        .route("/v1/projects/{project}/submissions", get(coordinators::list_submissions))
+        .route("/v1/submissions/{doc}", get(coordinators::get_submission))
         .route_layer(middleware::from_fn(require_protocol));
-    Router::new()
+    let api = Router::new()
         .merge(v1)
         .route("/healthz", get(healthz))
         .route("/openapi.json", get(openapi::serve))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(RequestDecompressionLayer::new())
-        .layer(middleware::map_response(json_errors))
+        .layer(middleware::map_response(json_errors));
+    // The coordinators' pages answer in HTML, errors included.
+    let web = crate::web::router().layer(DefaultBodyLimit::max(64 * 1024));
+    web.merge(api)
         // Pull pages are large and repetitive JSON: the fastest level keeps most of the saving
         // for a fraction of the CPU.
         .layer(CompressionLayer::new().quality(tower_http::CompressionLevel::Fastest))

@@ -4,7 +4,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{admin, blobs, sync};
+use super::{admin, blobs, coordinators, sync};
 
 /// Schemas of the wire types (which live in `tejido-core`, free of server dependencies),
 /// described here for the document.
@@ -119,6 +119,13 @@ impl Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+        // The web app's session cookie (sign in at /login).
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(utoipa::openapi::security::ApiKey::Cookie(
+                utoipa::openapi::security::ApiKeyValue::new("tejido_session"),
+            )),
+        );
     }
 }
 
@@ -178,13 +185,16 @@ impl Modify for CommonResponses {
         blobs::status, blobs::upload, blobs::download,
         admin::create_project, admin::create_enrollment_code, admin::list_devices,
         admin::revoke_device, admin::review_submission, admin::list_conflicts,
+        coordinators::list_submissions, coordinators::get_submission,
     ),
     components(schemas(
         docs::ErrorBody, docs::EnrollRequest, docs::EnrollResponse, docs::FieldOp, docs::Change,
         docs::PushRequest, docs::PushResponse, docs::PullResponse, docs::FieldConflict,
         blobs::BlobStatus, admin::NewProject, admin::ProjectView, admin::NewEnrollmentCodeRequest,
         admin::EnrollmentCodeView, admin::DeviceView, admin::RevokeView, admin::ReviewRequest,
-        admin::ReviewView,
+        admin::ReviewView, coordinators::SubmissionSummary, coordinators::SubmissionList,
+        coordinators::FieldValueView, coordinators::FieldHistory, coordinators::CommentItem,
+        coordinators::SubmissionView,
     )),
     modifiers(&BearerAuth, &CommonResponses),
 )]

@@ -7,11 +7,13 @@
 //! reads and writes through the backend's primitives, and takes every decision itself; a
 //! backend never decides who may do what.
 
+pub mod accounts;
 pub mod blobs;
 pub mod clock;
 pub mod enroll;
 pub mod limits;
 pub mod ops;
+pub mod read_model;
 pub mod rules;
 pub mod snapshot;
 

@@ -12,8 +12,12 @@ use tejido_core::{Change, Collection, DocId, Hlc, OpId, ReplicaId};
 use uuid::Uuid;
 
 use super::rules::{self, Scope};
-use super::{blobs, clock, enroll, limits, snapshot};
+use super::{blobs, clock, enroll, limits, read_model, snapshot};
 use crate::storage::*;
+
+/// The meta key that records which version of the read model the rows were built by.
+const READ_MODEL_KEY: &str = "read_model";
+const READ_MODEL_VERSION: &str = "1";
 
 /// The most changes one pull page holds.
 pub const MAX_PAGE_CHANGES: usize = 5_000;
@@ -27,6 +31,7 @@ pub struct Service {
     storage: Arc<dyn Storage>,
     replica: ReplicaId,
     epoch: Arc<str>,
+    pub(super) forms: read_model::FormCache,
 }
 
 impl std::fmt::Debug for Service {
@@ -52,8 +57,36 @@ impl Service {
             tx.set_clock(Hlc(0)).await?;
         }
         let epoch: Arc<str> = tx.epoch().await?.into();
+        let read_model_built = tx.meta_value(READ_MODEL_KEY).await?.as_deref() == Some(READ_MODEL_VERSION);
         tx.commit().await?;
-        Ok(Service { storage, replica, epoch })
+        let service = Service { storage, replica, epoch, forms: read_model::FormCache::default() };
+        if !read_model_built {
+            service.rebuild_read_model().await?;
+        }
+        Ok(service)
+    }
+
+    /// Rewrites every submission's row of the read model (after an upgrade or a migration),
+    /// a batch per transaction.
+    pub async fn rebuild_read_model(&self) -> Result<u64> {
+        let mut after = Uuid::nil();
+        let mut count = 0;
+        loop {
+            let mut tx = self.write().await?;
+            let docs = tx.submission_docs(after, 500).await?;
+            for (doc, project, author) in &docs {
+                read_model::refresh(tx.as_mut(), &self.forms, *doc, *project, *author, crate::now_ms())
+                    .await?;
+            }
+            if docs.len() < 500 {
+                tx.set_meta_value(READ_MODEL_KEY, READ_MODEL_VERSION).await?;
+                tx.commit().await?;
+                return Ok(count + docs.len() as u64);
+            }
+            tx.commit().await?;
+            count += docs.len() as u64;
+            after = docs.last().map_or(after, |d| d.0);
+        }
     }
 
     /// The epoch devices see on every push and pull (read at start-up: a restore happens with
@@ -83,11 +116,11 @@ impl Service {
         &self.storage
     }
 
-    async fn read(&self) -> Result<Box<dyn Tx>> {
+    pub(super) async fn read(&self) -> Result<Box<dyn Tx>> {
         self.storage.begin(Mode::Read).await
     }
 
-    async fn write(&self) -> Result<Box<dyn Tx>> {
+    pub(super) async fn write(&self) -> Result<Box<dyn Tx>> {
         self.storage.begin(Mode::Write).await
     }
 
@@ -212,6 +245,7 @@ impl Service {
         }
         let mut outcome = PushOutcome::default();
         let mut far_future = false;
+        let mut touched: Vec<(Uuid, Option<Uuid>)> = Vec::new();
         for change in changes {
             let admitted = rules::admit_change(tx.as_mut(), device, change).await?;
             if let Some(parent) = admitted.create {
@@ -229,6 +263,16 @@ impl Service {
                 apply_change(tx.as_mut(), device.project, Some(device), change, now_ms as i64).await?;
             outcome.accepted_ops += new;
             outcome.duplicate_ops += known;
+            if new > 0
+                && change.collection == Collection::Submission
+                && !touched.iter().any(|t| t.0 == change.doc.0)
+            {
+                let author = match admitted.create {
+                    Some(_) => Some(device.id),
+                    None => tx.document(change.doc.0).await?.and_then(|d| d.author),
+                };
+                touched.push((change.doc.0, author));
+            }
             far_future |= clock::is_far_future(change.hlc, now_ms);
             if admitted.new_comment {
                 // The author of a comment is the credential that created it, never a claim.
@@ -247,6 +291,9 @@ impl Service {
         }
         if far_future {
             tx.flag_far_future(device.id, now_ms as i64).await?;
+        }
+        for (doc, author) in touched {
+            read_model::refresh(tx.as_mut(), &self.forms, doc, device.project, author, now_ms as i64).await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -315,10 +362,10 @@ impl Service {
         rules::check_review(&review.state, review.comment.as_deref())?;
         let sub = review.submission.0;
         let mut tx = self.write().await?;
-        match tx.document(sub).await? {
-            Some(r) if r.project == review.project && r.collection == Collection::Submission => {}
+        let author = match tx.document(sub).await? {
+            Some(r) if r.project == review.project && r.collection == Collection::Submission => r.author,
             _ => return Err(StorageError::NotFound(format!("submission {sub}"))),
-        }
+        };
         let hlc = tick_after(tx.as_mut(), sub).await?;
         let open = tx.open_op_ids(sub, doc::meta::REVIEW_STATE).await?;
         // One stamped beyond the clock bound (a coordinator device's clock far ahead) stays
@@ -361,8 +408,68 @@ impl Service {
             apply_change(tx.as_mut(), review.project, None, &change, now).await?;
             comment_doc = Some(doc);
         }
+        read_model::refresh(tx.as_mut(), &self.forms, sub, review.project, author, now).await?;
         tx.commit().await?;
         Ok(ReviewOutcome { submission: review.submission, state: review.state.clone(), comment: comment_doc })
+    }
+
+    /// A coordinator's resolution of a conflict: the server writes the value kept (one of the
+    /// field's open values) having seen every open value, so the conflict closes on every replica.
+    pub async fn resolve(
+        &self,
+        project: Uuid,
+        doc: DocId,
+        field: &str,
+        keep: OpId,
+        now_ms: i64,
+    ) -> Result<()> {
+        let path = tejido_core::FieldPath::parse(field)
+            .map_err(|_| StorageError::Invalid("that is not a field of the submission".into()))?;
+        let mut tx = self.write().await?;
+        let author = match tx.document(doc.0).await? {
+            Some(r) if r.project == project && r.collection == Collection::Submission => r.author,
+            _ => return Err(StorageError::NotFound(format!("submission {}", doc.0))),
+        };
+        let ops = tx.field_ops(doc.0).await?;
+        let open: Vec<&StoredOp> =
+            ops.iter().filter(|o| o.field == field && o.leaf && o.value.is_some()).collect();
+        if open.len() < 2 {
+            return Err(StorageError::Conflict(
+                "that field has no open conflict (someone may have resolved it)".into(),
+            ));
+        }
+        let Some(kept) = open.iter().find(|o| o.id == keep).and_then(|o| o.value.as_deref()) else {
+            return Err(StorageError::Conflict("that value is no longer open".into()));
+        };
+        let value: serde_json::Value = serde_json::from_str(kept)
+            .map_err(|e| StorageError::Other(format!("a stored value does not parse: {e}")))?;
+        let hlc = tick_after(tx.as_mut(), doc.0).await?;
+        let seen: Vec<OpId> = open.iter().map(|o| o.id).filter(|id| id.hlc < hlc).collect();
+        let change = Change {
+            doc,
+            collection: Collection::Submission,
+            replica: self.replica,
+            hlc,
+            ops: vec![tejido_core::FieldOp { field: path, value, seen }],
+        };
+        apply_change(tx.as_mut(), project, None, &change, now_ms).await?;
+        read_model::refresh(tx.as_mut(), &self.forms, doc.0, project, author, now_ms).await?;
+        tx.commit().await
+    }
+
+    /// The form versions published in a project, parsed: (form id, version, form).
+    pub async fn project_forms(
+        &self,
+        project: Uuid,
+    ) -> Result<Vec<(String, String, Arc<tejido_core::form::Form>)>> {
+        let mut tx = self.read().await?;
+        let mut out = Vec::new();
+        for (form_id, version) in tx.form_versions(project).await? {
+            if let Some(form) = self.forms.get(tx.as_mut(), project, &form_id, &version).await? {
+                out.push((form_id, version, form));
+            }
+        }
+        Ok(out)
     }
 
     /// Publishes a form version; published versions are immutable.

@@ -4,7 +4,8 @@
 //! tokens, cursors and the server's replica id carry over). Each table is counted and digested
 //! on both sides after the copy; any difference fails the migration.
 //!
-//! Uploads in progress are not copied: their devices start them again.
+//! Uploads in progress are not copied: their devices start them again. Neither are failed logins
+//! nor the read model of submissions, which the new server rebuilds when it starts.
 
 use std::path::Path;
 
@@ -132,6 +133,27 @@ const TABLES: &[Table] = &[
         key: &["sha256", "project", "device"],
     },
     Table { name: "blob_refs", columns: &[("sha256", Text), ("doc", Uuid)], key: &["sha256", "doc"] },
+    Table {
+        name: "users",
+        columns: &[("id", Uuid), ("email", Text), ("password_hash", Text), ("created_ms", Int)],
+        key: &["id"],
+    },
+    Table {
+        name: "memberships",
+        columns: &[("user_id", Uuid), ("project", Uuid), ("role", Text)],
+        key: &["user_id", "project"],
+    },
+    Table {
+        name: "sessions",
+        columns: &[
+            ("token_hash", Bytes),
+            ("user_id", Uuid),
+            ("csrf", Text),
+            ("created_ms", Int),
+            ("expires_ms", Int),
+        ],
+        key: &["token_hash"],
+    },
 ];
 
 /// One table's figures on both sides.
@@ -322,6 +344,9 @@ pub async fn sqlite_to_postgres(sqlite: &Path, blobs_dir: &Path, url: &str) -> R
             t.table, t.source_rows, t.target_rows
         )));
     }
+    // The read model (submission_state) is not copied: the first server to start on the target
+    // builds it from the copied documents.
+    tx.execute("DELETE FROM meta WHERE key = 'read_model'", &[]).await?;
     tx.commit().await?;
     source.execute_batch("COMMIT")?;
     Ok(Report { tables, uploads_not_copied: uploads_not_copied.max(0) as u64 })

@@ -197,6 +197,110 @@ pub struct UploadInfo {
     pub media_type: String,
 }
 
+/// A person who signs in to the web app (a coordinator or an admin of some projects).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct User {
+    pub id: Uuid,
+    /// Lowercased.
+    pub email: String,
+    #[serde(skip)]
+    pub password_hash: String,
+    pub created_ms: i64,
+}
+
+/// What a user may do in a project.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserRole {
+    Coordinator,
+    /// A coordinator who may also change the project's settings.
+    Admin,
+}
+
+impl UserRole {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UserRole::Coordinator => "coordinator",
+            UserRole::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<UserRole> {
+        match s {
+            "coordinator" => Some(UserRole::Coordinator),
+            "admin" => Some(UserRole::Admin),
+            _ => None,
+        }
+    }
+}
+
+/// A user's membership of one project.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Membership {
+    pub project: Uuid,
+    pub role: UserRole,
+}
+
+/// A signed-in session; the token is kept only as its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Session {
+    pub token_hash: [u8; 32],
+    pub user: Uuid,
+    /// The token every form of this session carries.
+    pub csrf: String,
+    pub created_ms: i64,
+    pub expires_ms: i64,
+}
+
+/// The review state of a submission nobody has reviewed yet.
+pub const PENDING_REVIEW: &str = "pending";
+
+/// The read model's row of one submission: its current state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SubmissionState {
+    pub doc: Uuid,
+    pub project: Uuid,
+    pub form_id: String,
+    pub form_version: String,
+    pub author_device: Option<Uuid>,
+    /// `approved`, `has_issues` or [`PENDING_REVIEW`].
+    pub review_state: String,
+    pub finalized: bool,
+    pub deleted: bool,
+    /// Fields with open conflicts.
+    pub conflicts: u32,
+    /// Quality flags ([`crate::service::read_model::Flag`] bits).
+    pub flags: u32,
+    /// From the form's `start` to its `end`, when it has both.
+    pub duration_s: Option<i64>,
+    /// When the server first got it.
+    pub received_ms: i64,
+    pub updated_ms: i64,
+    /// Every answer's winning value by field path (metadata fields left out), as a JSON object.
+    pub answers: String,
+}
+
+/// Which submissions a list shows, newest first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubmissionFilter {
+    pub project: Uuid,
+    pub form_id: Option<String>,
+    pub review_state: Option<String>,
+    pub author_device: Option<Uuid>,
+    /// Received at or after.
+    pub from_ms: Option<i64>,
+    /// Received before.
+    pub to_ms: Option<i64>,
+    /// Rows with every one of these flag bits.
+    pub flags: u32,
+    /// An answer (field path) with this value (its JSON text, or a string's text).
+    pub answer: Option<(String, String)>,
+    /// Leave out deleted submissions.
+    pub hide_deleted: bool,
+    /// Keyset: rows after (older than) this (received_ms, doc).
+    pub after: Option<(i64, Uuid)>,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     #[error("not found: {0}")]
@@ -325,6 +429,9 @@ pub trait Tx: Send {
     /// The last stamp the server issued.
     async fn clock(&mut self) -> Result<Hlc>;
     async fn set_clock(&mut self, hlc: Hlc) -> Result<()>;
+    /// A value of the server's own settings (`meta`), by key.
+    async fn meta_value(&mut self, key: &str) -> Result<Option<String>>;
+    async fn set_meta_value(&mut self, key: &str, value: &str) -> Result<()>;
     /// The server's epoch: new after a restore from a backup.
     async fn epoch(&mut self) -> Result<String>;
     async fn set_epoch(&mut self, epoch: &str) -> Result<()>;
@@ -413,6 +520,9 @@ pub trait Tx: Send {
         now_ms: i64,
     ) -> Result<()>;
 
+    /// A project's published form versions (form id, version), by form id then newest first.
+    async fn form_versions(&mut self, project: Uuid) -> Result<Vec<(String, String)>>;
+
     // Blobs.
     /// A blob's media type, if any device of the project uploaded it.
     async fn blob_media_type(&mut self, project: Uuid, sha256: &str) -> Result<Option<String>>;
@@ -455,4 +565,46 @@ pub trait Tx: Send {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<(UploadOwner, String)>>;
+    // Users of the web app, their sessions and failed logins.
+    async fn insert_user(&mut self, user: &User) -> Result<()>;
+    async fn user(&mut self, id: Uuid) -> Result<Option<User>>;
+    async fn user_by_email(&mut self, email: &str) -> Result<Option<User>>;
+    /// Every user, by email.
+    async fn users(&mut self) -> Result<Vec<User>>;
+    /// Removes a user with their memberships and sessions; false when there was none.
+    async fn delete_user(&mut self, id: Uuid) -> Result<bool>;
+    async fn set_password_hash(&mut self, id: Uuid, hash: &str) -> Result<()>;
+    /// Adds or changes a user's role in a project.
+    async fn put_membership(&mut self, user: Uuid, membership: &Membership) -> Result<()>;
+    async fn memberships(&mut self, user: Uuid) -> Result<Vec<Membership>>;
+    async fn insert_session(&mut self, session: &Session) -> Result<()>;
+    async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>>;
+    async fn delete_session(&mut self, token_hash: &[u8; 32]) -> Result<()>;
+    async fn delete_user_sessions(&mut self, user: Uuid) -> Result<()>;
+    /// Sessions that expired before `now_ms` are removed; returns how many.
+    async fn delete_expired_sessions(&mut self, now_ms: i64) -> Result<u64>;
+    /// Failed logins in a row for a key, and when the last was.
+    async fn login_failures(&mut self, key: &str) -> Result<Option<(u32, i64)>>;
+    async fn set_login_failures(&mut self, key: &str, failures: u32, last_ms: i64) -> Result<()>;
+    async fn clear_login_failures(&mut self, key: &str) -> Result<()>;
+
+    // The read model of submissions.
+    async fn put_submission_state(&mut self, row: &SubmissionState) -> Result<()>;
+    async fn submission_state(&mut self, doc: Uuid) -> Result<Option<SubmissionState>>;
+    /// A page of the filter's rows, newest first, at most `limit`.
+    async fn submission_states(
+        &mut self,
+        filter: &SubmissionFilter,
+        limit: usize,
+    ) -> Result<Vec<SubmissionState>>;
+    /// The interview durations of a form's latest submissions, at most `limit`.
+    async fn form_durations(&mut self, project: Uuid, form_id: &str, limit: usize) -> Result<Vec<i64>>;
+    /// The comments (documents whose parent is `doc`), oldest first.
+    async fn child_documents(&mut self, parent: Uuid) -> Result<Vec<Uuid>>;
+    /// Every submission of a project, by id, after `after`, at most `limit` (to rebuild the
+    /// read model).
+    async fn submission_docs(&mut self, after: Uuid, limit: usize)
+        -> Result<Vec<(Uuid, Uuid, Option<Uuid>)>>;
+    /// When the log first holds a change of the document.
+    async fn first_received(&mut self, doc: Uuid) -> Result<Option<i64>>;
 }

@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_blobs.sql"),
     include_str!("migrations/postgres/0003_epoch.sql"),
+    include_str!("migrations/postgres/0004_coordinators.sql"),
 ];
 const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Advisory lock keys (first half 'TJSV').
@@ -113,6 +114,39 @@ fn project_row(r: &Row) -> Result<Project> {
 
 fn op_id(r: &Row, at: usize) -> Result<OpId> {
     Ok(OpId { hlc: hlc_from_sql(r.try_get(at)?), replica: ReplicaId(r.try_get(at + 1)?) })
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, created_ms";
+
+fn user_row(r: &Row) -> Result<User> {
+    Ok(User {
+        id: r.try_get(0)?,
+        email: r.try_get(1)?,
+        password_hash: r.try_get(2)?,
+        created_ms: r.try_get(3)?,
+    })
+}
+
+const STATE_COLUMNS: &str = "doc, project, form_id, form_version, author_device, review_state, finalized, \
+     deleted, conflicts, flags, duration_s, received_ms, updated_ms, answers::TEXT";
+
+fn state_row(r: &Row) -> Result<SubmissionState> {
+    Ok(SubmissionState {
+        doc: r.try_get(0)?,
+        project: r.try_get(1)?,
+        form_id: r.try_get(2)?,
+        form_version: r.try_get(3)?,
+        author_device: r.try_get(4)?,
+        review_state: r.try_get(5)?,
+        finalized: r.try_get(6)?,
+        deleted: r.try_get(7)?,
+        conflicts: r.try_get::<_, i64>(8)?.clamp(0, i64::from(u32::MAX)) as u32,
+        flags: r.try_get::<_, i64>(9)?.clamp(0, i64::from(u32::MAX)) as u32,
+        duration_s: r.try_get(10)?,
+        received_ms: r.try_get(11)?,
+        updated_ms: r.try_get(12)?,
+        answers: r.try_get(13)?,
+    })
 }
 
 /// The documents a [`Scope`] covers, as a condition on `d`. Parameters: $1 project, $2 device,
@@ -874,5 +908,306 @@ impl Tx for PgTx {
         .iter()
         .map(|r| Ok((UploadOwner { project: r.try_get(0)?, device: r.try_get(1)? }, r.try_get(2)?)))
         .collect()
+    }
+
+    async fn form_versions(&mut self, project: Uuid) -> Result<Vec<(String, String)>> {
+        self.all(
+            "SELECT form_id, version FROM forms WHERE project = $1 ORDER BY form_id COLLATE \"C\", published_ms DESC",
+            &[&project],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+    }
+
+    async fn meta_value(&mut self, key: &str) -> Result<Option<String>> {
+        self.opt("SELECT value FROM meta WHERE key = $1", &[&key])
+            .await?
+            .map(|r| Ok(r.try_get(0)?))
+            .transpose()
+    }
+
+    async fn set_meta_value(&mut self, key: &str, value: &str) -> Result<()> {
+        self.exec(
+            "INSERT INTO meta (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            &[&key, &value],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn insert_user(&mut self, u: &User) -> Result<()> {
+        self.exec(
+            "INSERT INTO users (id, email, password_hash, created_ms) VALUES ($1, $2, $3, $4)",
+            &[&u.id, &u.email, &u.password_hash, &u.created_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn user(&mut self, id: Uuid) -> Result<Option<User>> {
+        self.opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"), &[&id])
+            .await?
+            .as_ref()
+            .map(user_row)
+            .transpose()
+    }
+
+    async fn user_by_email(&mut self, email: &str) -> Result<Option<User>> {
+        self.opt(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1"), &[&email])
+            .await?
+            .as_ref()
+            .map(user_row)
+            .transpose()
+    }
+
+    async fn users(&mut self) -> Result<Vec<User>> {
+        self.all(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email COLLATE \"C\""), &[])
+            .await?
+            .iter()
+            .map(user_row)
+            .collect()
+    }
+
+    async fn delete_user(&mut self, id: Uuid) -> Result<bool> {
+        self.exec("DELETE FROM sessions WHERE user_id = $1", &[&id]).await?;
+        self.exec("DELETE FROM memberships WHERE user_id = $1", &[&id]).await?;
+        Ok(self.exec("DELETE FROM users WHERE id = $1", &[&id]).await? > 0)
+    }
+
+    async fn set_password_hash(&mut self, id: Uuid, hash: &str) -> Result<()> {
+        self.exec("UPDATE users SET password_hash = $2 WHERE id = $1", &[&id, &hash]).await?;
+        Ok(())
+    }
+
+    async fn put_membership(&mut self, user: Uuid, m: &Membership) -> Result<()> {
+        self.exec(
+            "INSERT INTO memberships (user_id, project, role) VALUES ($1, $2, $3)
+             ON CONFLICT (user_id, project) DO UPDATE SET role = excluded.role",
+            &[&user, &m.project, &m.role.as_str()],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn memberships(&mut self, user: Uuid) -> Result<Vec<Membership>> {
+        self.all(
+            "SELECT m.project, m.role FROM memberships m JOIN projects p ON p.id = m.project
+             WHERE m.user_id = $1 ORDER BY p.name COLLATE \"C\"",
+            &[&user],
+        )
+        .await?
+        .iter()
+        .map(|r| {
+            let role: &str = r.try_get(1)?;
+            Ok(Membership {
+                project: r.try_get(0)?,
+                role: UserRole::parse(role).ok_or_else(|| bad_row("user role"))?,
+            })
+        })
+        .collect()
+    }
+
+    async fn insert_session(&mut self, s: &Session) -> Result<()> {
+        self.exec(
+            "INSERT INTO sessions (token_hash, user_id, csrf, created_ms, expires_ms) VALUES ($1, $2, $3, $4, $5)",
+            &[&s.token_hash.as_slice(), &s.user, &s.csrf, &s.created_ms, &s.expires_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>> {
+        let row = self
+            .opt(
+                "SELECT token_hash, user_id, csrf, created_ms, expires_ms FROM sessions WHERE token_hash = $1",
+                &[&token_hash.as_slice()],
+            )
+            .await?;
+        row.map(|r| {
+            let hash: Vec<u8> = r.try_get(0)?;
+            Ok(Session {
+                token_hash: hash.try_into().map_err(|_| bad_row("session"))?,
+                user: r.try_get(1)?,
+                csrf: r.try_get(2)?,
+                created_ms: r.try_get(3)?,
+                expires_ms: r.try_get(4)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn delete_session(&mut self, token_hash: &[u8; 32]) -> Result<()> {
+        self.exec("DELETE FROM sessions WHERE token_hash = $1", &[&token_hash.as_slice()]).await?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&mut self, user: Uuid) -> Result<()> {
+        self.exec("DELETE FROM sessions WHERE user_id = $1", &[&user]).await?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&mut self, now_ms: i64) -> Result<u64> {
+        self.exec("DELETE FROM sessions WHERE expires_ms < $1", &[&now_ms]).await
+    }
+
+    async fn login_failures(&mut self, key: &str) -> Result<Option<(u32, i64)>> {
+        self.opt("SELECT failures, last_ms FROM login_failures WHERE key = $1", &[&key])
+            .await?
+            .map(|r| Ok((r.try_get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32, r.try_get(1)?)))
+            .transpose()
+    }
+
+    async fn set_login_failures(&mut self, key: &str, failures: u32, last_ms: i64) -> Result<()> {
+        self.exec(
+            "INSERT INTO login_failures (key, failures, last_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, last_ms = excluded.last_ms",
+            &[&key, &i64::from(failures), &last_ms],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&mut self, key: &str) -> Result<()> {
+        self.exec("DELETE FROM login_failures WHERE key = $1", &[&key]).await?;
+        Ok(())
+    }
+
+    async fn put_submission_state(&mut self, s: &SubmissionState) -> Result<()> {
+        self.exec(
+            &format!(
+                "INSERT INTO submission_state ({})
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14::TEXT::JSONB)
+                 ON CONFLICT (doc) DO UPDATE SET project = excluded.project, form_id = excluded.form_id,
+                   form_version = excluded.form_version, author_device = excluded.author_device,
+                   review_state = excluded.review_state, finalized = excluded.finalized,
+                   deleted = excluded.deleted, conflicts = excluded.conflicts, flags = excluded.flags,
+                   duration_s = excluded.duration_s, received_ms = excluded.received_ms,
+                   updated_ms = excluded.updated_ms, answers = excluded.answers",
+                STATE_COLUMNS.replace("answers::TEXT", "answers")
+            ),
+            &[
+                &s.doc,
+                &s.project,
+                &s.form_id,
+                &s.form_version,
+                &s.author_device,
+                &s.review_state,
+                &s.finalized,
+                &s.deleted,
+                &i64::from(s.conflicts),
+                &i64::from(s.flags),
+                &s.duration_s,
+                &s.received_ms,
+                &s.updated_ms,
+                &s.answers,
+            ],
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn submission_state(&mut self, doc: Uuid) -> Result<Option<SubmissionState>> {
+        self.opt(&format!("SELECT {STATE_COLUMNS} FROM submission_state WHERE doc = $1"), &[&doc])
+            .await?
+            .as_ref()
+            .map(state_row)
+            .transpose()
+    }
+
+    async fn submission_states(
+        &mut self,
+        f: &SubmissionFilter,
+        limit: usize,
+    ) -> Result<Vec<SubmissionState>> {
+        let mut sql = format!("SELECT {STATE_COLUMNS} FROM submission_state WHERE project = $1");
+        let flags = i64::from(f.flags);
+        let limit = limit.min(10_000) as i64;
+        let mut args: Vec<&(dyn ToSql + Sync)> = vec![&f.project];
+        fn push<'a>(
+            sql: &mut String,
+            cond: &str,
+            args: &mut Vec<&'a (dyn ToSql + Sync)>,
+            v: &'a (dyn ToSql + Sync),
+        ) {
+            args.push(v);
+            sql.push_str(&cond.replace('?', &format!("${}", args.len())));
+        }
+        if let Some(form) = &f.form_id {
+            push(&mut sql, " AND form_id = ?", &mut args, form);
+        }
+        if let Some(state) = &f.review_state {
+            push(&mut sql, " AND review_state = ?", &mut args, state);
+        }
+        if let Some(author) = &f.author_device {
+            push(&mut sql, " AND author_device = ?", &mut args, author);
+        }
+        if let Some(from) = &f.from_ms {
+            push(&mut sql, " AND received_ms >= ?", &mut args, from);
+        }
+        if let Some(to) = &f.to_ms {
+            push(&mut sql, " AND received_ms < ?", &mut args, to);
+        }
+        if f.flags != 0 {
+            push(&mut sql, " AND (flags & ?) = ?", &mut args, &flags);
+        }
+        if f.hide_deleted {
+            sql.push_str(" AND NOT deleted");
+        }
+        if let Some((field, value)) = &f.answer {
+            push(&mut sql, " AND answers ->> ?", &mut args, field);
+            push(&mut sql, " = ?", &mut args, value);
+        }
+        if let Some((received, doc)) = &f.after {
+            push(&mut sql, " AND (received_ms, doc) < (?", &mut args, received);
+            push(&mut sql, ", ?)", &mut args, doc);
+        }
+        push(&mut sql, " ORDER BY received_ms DESC, doc DESC LIMIT ?", &mut args, &limit);
+        self.all(&sql, &args).await?.iter().map(state_row).collect()
+    }
+
+    async fn form_durations(&mut self, project: Uuid, form_id: &str, limit: usize) -> Result<Vec<i64>> {
+        self.all(
+            "SELECT duration_s FROM submission_state WHERE project = $1 AND form_id = $2
+             AND duration_s IS NOT NULL AND NOT deleted ORDER BY received_ms DESC LIMIT $3",
+            &[&project, &form_id, &(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect()
+    }
+
+    async fn child_documents(&mut self, parent: Uuid) -> Result<Vec<Uuid>> {
+        self.all(
+            "SELECT d.doc FROM documents d WHERE d.parent = $1
+             ORDER BY (SELECT min(seq) FROM changes c WHERE c.doc = d.doc), d.doc",
+            &[&parent],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok(r.try_get(0)?))
+        .collect()
+    }
+
+    async fn submission_docs(
+        &mut self,
+        after: Uuid,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Uuid, Option<Uuid>)>> {
+        self.all(
+            "SELECT doc, project, author_device FROM documents WHERE collection = 'submission' AND doc > $1
+             ORDER BY doc LIMIT $2",
+            &[&after, &(limit as i64)],
+        )
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+        .collect()
+    }
+
+    async fn first_received(&mut self, doc: Uuid) -> Result<Option<i64>> {
+        Ok(self.one("SELECT min(received_ms) FROM changes WHERE doc = $1", &[&doc]).await?.try_get(0)?)
     }
 }

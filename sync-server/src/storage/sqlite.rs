@@ -25,6 +25,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_device_uploads.sql"),
     include_str!("migrations/0004_upload_leases.sql"),
     include_str!("migrations/0005_epoch.sql"),
+    include_str!("migrations/0006_coordinators.sql"),
 ];
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MAX_READERS: usize = 8;
@@ -137,6 +138,41 @@ impl ScopeParams {
             coordinator: i64::from(scope.everything),
         }
     }
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, created_ms";
+
+fn user_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<User> {
+    Ok(User { id: uuid_col(r, 0)?, email: r.get(1)?, password_hash: r.get(2)?, created_ms: r.get(3)? })
+}
+
+const STATE_COLUMNS: &str = "doc, project, form_id, form_version, author_device, review_state, finalized, \
+     deleted, conflicts, flags, duration_s, received_ms, updated_ms, answers";
+
+fn state_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SubmissionState> {
+    Ok(SubmissionState {
+        doc: uuid_col(r, 0)?,
+        project: uuid_col(r, 1)?,
+        form_id: r.get(2)?,
+        form_version: r.get(3)?,
+        author_device: opt_uuid_col(r, 4)?,
+        review_state: r.get(5)?,
+        finalized: r.get(6)?,
+        deleted: r.get(7)?,
+        conflicts: r.get::<_, i64>(8)?.clamp(0, i64::from(u32::MAX)) as u32,
+        flags: r.get::<_, i64>(9)?.clamp(0, i64::from(u32::MAX)) as u32,
+        duration_s: r.get(10)?,
+        received_ms: r.get(11)?,
+        updated_ms: r.get(12)?,
+        answers: r.get(13)?,
+    })
+}
+
+fn hash32(r: &rusqlite::Row<'_>, idx: usize) -> rusqlite::Result<[u8; 32]> {
+    let v: Vec<u8> = r.get(idx)?;
+    v.try_into().map_err(|_| {
+        rusqlite::Error::FromSqlConversionFailure(idx, rusqlite::types::Type::Blob, "not 32 bytes".into())
+    })
 }
 
 fn max_seq(conn: &Connection) -> rusqlite::Result<i64> {
@@ -868,5 +904,299 @@ impl Tx for SqliteTx {
             Ok((UploadOwner { project: uuid_col(r, 0)?, device: uuid_col(r, 1)? }, r.get(2)?))
         })?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn form_versions(&mut self, project: Uuid) -> Result<Vec<(String, String)>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(
+            "SELECT form_id, version FROM forms WHERE project = ?1 ORDER BY form_id, published_ms DESC",
+        )?;
+        let rows = stmt.query_map([b(&project)], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn meta_value(&mut self, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
+            .optional()?)
+    }
+
+    async fn set_meta_value(&mut self, key: &str, value: &str) -> Result<()> {
+        self.c()?
+            .prepare_cached(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute([key, value])?;
+        Ok(())
+    }
+
+    async fn insert_user(&mut self, u: &User) -> Result<()> {
+        self.c()?
+            .prepare_cached(
+                "INSERT INTO users (id, email, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![b(&u.id), u.email, u.password_hash, u.created_ms])?;
+        Ok(())
+    }
+
+    async fn user(&mut self, id: Uuid) -> Result<Option<User>> {
+        Ok(self
+            .c()?
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
+            .query_row([b(&id)], user_from_row)
+            .optional()?)
+    }
+
+    async fn user_by_email(&mut self, email: &str) -> Result<Option<User>> {
+        Ok(self
+            .c()?
+            .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"))?
+            .query_row([email], user_from_row)
+            .optional()?)
+    }
+
+    async fn users(&mut self) -> Result<Vec<User>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email"))?;
+        let rows = stmt.query_map([], user_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn delete_user(&mut self, id: Uuid) -> Result<bool> {
+        let c = self.c()?;
+        c.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?.execute([b(&id)])?;
+        c.prepare_cached("DELETE FROM memberships WHERE user_id = ?1")?.execute([b(&id)])?;
+        Ok(c.prepare_cached("DELETE FROM users WHERE id = ?1")?.execute([b(&id)])? > 0)
+    }
+
+    async fn set_password_hash(&mut self, id: Uuid, hash: &str) -> Result<()> {
+        self.c()?
+            .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
+            .execute(params![b(&id), hash])?;
+        Ok(())
+    }
+
+    async fn put_membership(&mut self, user: Uuid, m: &Membership) -> Result<()> {
+        self.c()?
+            .prepare_cached(
+                "INSERT INTO memberships (user_id, project, role) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id, project) DO UPDATE SET role = excluded.role",
+            )?
+            .execute(params![b(&user), b(&m.project), m.role.as_str()])?;
+        Ok(())
+    }
+
+    async fn memberships(&mut self, user: Uuid) -> Result<Vec<Membership>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(
+            "SELECT m.project, m.role FROM memberships m JOIN projects p ON p.id = m.project
+             WHERE m.user_id = ?1 ORDER BY p.name",
+        )?;
+        let rows = stmt.query_map([b(&user)], |r| Ok((uuid_col(r, 0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (project, role) = row?;
+            let role = UserRole::parse(&role)
+                .ok_or_else(|| StorageError::Database("a stored user role is unknown".into()))?;
+            out.push(Membership { project, role });
+        }
+        Ok(out)
+    }
+
+    async fn insert_session(&mut self, s: &Session) -> Result<()> {
+        self.c()?
+            .prepare_cached(
+                "INSERT INTO sessions (token_hash, user_id, csrf, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![s.token_hash.as_slice(), b(&s.user), s.csrf, s.created_ms, s.expires_ms])?;
+        Ok(())
+    }
+
+    async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>> {
+        Ok(self
+            .c()?
+            .prepare_cached(
+                "SELECT token_hash, user_id, csrf, created_ms, expires_ms FROM sessions WHERE token_hash = ?1",
+            )?
+            .query_row([token_hash.as_slice()], |r| {
+                Ok(Session {
+                    token_hash: hash32(r, 0)?,
+                    user: uuid_col(r, 1)?,
+                    csrf: r.get(2)?,
+                    created_ms: r.get(3)?,
+                    expires_ms: r.get(4)?,
+                })
+            })
+            .optional()?)
+    }
+
+    async fn delete_session(&mut self, token_hash: &[u8; 32]) -> Result<()> {
+        self.c()?
+            .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
+            .execute([token_hash.as_slice()])?;
+        Ok(())
+    }
+
+    async fn delete_user_sessions(&mut self, user: Uuid) -> Result<()> {
+        self.c()?.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?.execute([b(&user)])?;
+        Ok(())
+    }
+
+    async fn delete_expired_sessions(&mut self, now_ms: i64) -> Result<u64> {
+        Ok(self.c()?.prepare_cached("DELETE FROM sessions WHERE expires_ms < ?1")?.execute([now_ms])? as u64)
+    }
+
+    async fn login_failures(&mut self, key: &str) -> Result<Option<(u32, i64)>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT failures, last_ms FROM login_failures WHERE key = ?1")?
+            .query_row([key], |r| Ok((r.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32, r.get(1)?)))
+            .optional()?)
+    }
+
+    async fn set_login_failures(&mut self, key: &str, failures: u32, last_ms: i64) -> Result<()> {
+        self.c()?
+            .prepare_cached(
+                "INSERT INTO login_failures (key, failures, last_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, last_ms = excluded.last_ms",
+            )?
+            .execute(params![key, i64::from(failures), last_ms])?;
+        Ok(())
+    }
+
+    async fn clear_login_failures(&mut self, key: &str) -> Result<()> {
+        self.c()?.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?.execute([key])?;
+        Ok(())
+    }
+
+    async fn put_submission_state(&mut self, s: &SubmissionState) -> Result<()> {
+        self.c()?
+            .prepare_cached(&format!(
+                "INSERT OR REPLACE INTO submission_state ({STATE_COLUMNS})
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
+            ))?
+            .execute(params![
+                b(&s.doc),
+                b(&s.project),
+                s.form_id,
+                s.form_version,
+                s.author_device.map(|a| a.as_bytes().to_vec()),
+                s.review_state,
+                s.finalized,
+                s.deleted,
+                i64::from(s.conflicts),
+                i64::from(s.flags),
+                s.duration_s,
+                s.received_ms,
+                s.updated_ms,
+                s.answers
+            ])?;
+        Ok(())
+    }
+
+    async fn submission_state(&mut self, doc: Uuid) -> Result<Option<SubmissionState>> {
+        Ok(self
+            .c()?
+            .prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM submission_state WHERE doc = ?1"))?
+            .query_row([b(&doc)], state_from_row)
+            .optional()?)
+    }
+
+    async fn submission_states(
+        &mut self,
+        f: &SubmissionFilter,
+        limit: usize,
+    ) -> Result<Vec<SubmissionState>> {
+        use rusqlite::types::Value as V;
+        let mut sql = format!("SELECT {STATE_COLUMNS} FROM submission_state WHERE project = ?1");
+        let mut args: Vec<V> = vec![V::Blob(f.project.as_bytes().to_vec())];
+        let mut arg = |sql: &mut String, cond: &str, v: V| {
+            args.push(v);
+            sql.push_str(&cond.replace('?', &format!("?{}", args.len())));
+            args.len()
+        };
+        if let Some(form) = &f.form_id {
+            arg(&mut sql, " AND form_id = ?", V::Text(form.clone()));
+        }
+        if let Some(state) = &f.review_state {
+            arg(&mut sql, " AND review_state = ?", V::Text(state.clone()));
+        }
+        if let Some(author) = &f.author_device {
+            arg(&mut sql, " AND author_device = ?", V::Blob(author.as_bytes().to_vec()));
+        }
+        if let Some(from) = f.from_ms {
+            arg(&mut sql, " AND received_ms >= ?", V::Integer(from));
+        }
+        if let Some(to) = f.to_ms {
+            arg(&mut sql, " AND received_ms < ?", V::Integer(to));
+        }
+        if f.flags != 0 {
+            arg(&mut sql, " AND (flags & ?) = ?", V::Integer(i64::from(f.flags)));
+            // The second placeholder above was numbered like the first: both are the mask.
+        }
+        if f.hide_deleted {
+            sql.push_str(" AND deleted = 0");
+        }
+        if let Some((field, value)) = &f.answer {
+            let path = format!("$.\"{}\"", field.replace('"', ""));
+            arg(&mut sql, " AND CAST(json_extract(answers, ?)", V::Text(path));
+            arg(&mut sql, " AS TEXT) = ?", V::Text(value.clone()));
+        }
+        if let Some((received, doc)) = f.after {
+            // (received_ms, doc) < (?, ?), as two conditions SQLite's index can use.
+            let n = arg(&mut sql, " AND (received_ms < ?", V::Integer(received));
+            arg(&mut sql, " OR (doc < ?", V::Blob(doc.as_bytes().to_vec()));
+            sql.push_str(&format!(" AND received_ms = ?{n}))"));
+        }
+        sql.push_str(&format!(" ORDER BY received_ms DESC, doc DESC LIMIT {}", limit.min(10_000)));
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), state_from_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn form_durations(&mut self, project: Uuid, form_id: &str, limit: usize) -> Result<Vec<i64>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(
+            "SELECT duration_s FROM submission_state WHERE project = ?1 AND form_id = ?2
+             AND duration_s IS NOT NULL AND deleted = 0 ORDER BY received_ms DESC LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![b(&project), form_id, limit as i64], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn child_documents(&mut self, parent: Uuid) -> Result<Vec<Uuid>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(
+            "SELECT d.doc FROM documents d WHERE d.parent = ?1
+             ORDER BY (SELECT min(seq) FROM changes c WHERE c.doc = d.doc), d.doc",
+        )?;
+        let rows = stmt.query_map([b(&parent)], |r| uuid_col(r, 0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn submission_docs(
+        &mut self,
+        after: Uuid,
+        limit: usize,
+    ) -> Result<Vec<(Uuid, Uuid, Option<Uuid>)>> {
+        let c = self.c()?;
+        let mut stmt = c.prepare_cached(
+            "SELECT doc, project, author_device FROM documents WHERE collection = 'submission' AND doc > ?1
+             ORDER BY doc LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![b(&after), limit as i64], |r| {
+            Ok((uuid_col(r, 0)?, uuid_col(r, 1)?, opt_uuid_col(r, 2)?))
+        })?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    async fn first_received(&mut self, doc: Uuid) -> Result<Option<i64>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT min(received_ms) FROM changes WHERE doc = ?1")?
+            .query_row([b(&doc)], |r| r.get(0))?)
     }
 }

@@ -43,6 +43,9 @@ macro_rules! conformance {
             a_document_past_its_bound_is_refused_and_pages_stay_bounded,
             an_upload_lease_has_one_holder_until_it_expires,
             writers_commit_in_log_order_and_no_pull_skips_a_late_commit,
+            users_sessions_and_login_failures_round_trip,
+            the_read_model_follows_changes_and_filters_by_keyset,
+            the_read_model_is_rebuilt_when_missing,
         );
     };
     ($make:path => $($name:ident),* $(,)?) => {
@@ -942,4 +945,235 @@ async fn writers_commit_in_log_order_and_no_pull_skips_a_late_commit(s: &Service
     assert_eq!(bodies, [r#"{"first":1}"#, r#"{"second":2}"#], "positions follow commit order");
     // What the reader saw mid-way is a prefix of the final order: it skipped nothing.
     assert_eq!(seen.as_slice(), &all[..seen.len()], "the reader saw a later entry before an earlier one");
+}
+
+async fn users_sessions_and_login_failures_round_trip(s: &Service) {
+    use crate::service::accounts::Login;
+    let p = project(s).await;
+    let q = project(s).await;
+    let (user, created) =
+        s.add_user(" Ana@Example.org", Some("a long password"), p, UserRole::Coordinator, 5).await.unwrap();
+    assert!(created && user.email == "ana@example.org");
+    assert!(!user.password_hash.contains("a long password"), "only the hash is kept");
+    let (again, created) = s.add_user("ana@example.org", None, q, UserRole::Admin, 6).await.unwrap();
+    assert!(!created && again.id == user.id);
+    assert!(matches!(
+        s.add_user("ana@example.org", Some("another password"), q, UserRole::Admin, 6).await,
+        Err(StorageError::Conflict(_))
+    ));
+    assert!(matches!(
+        s.add_user("new@example.org", None, p, UserRole::Admin, 6).await,
+        Err(StorageError::Invalid(_))
+    ));
+    assert!(matches!(
+        s.add_user("short@example.org", Some("short"), p, UserRole::Admin, 6).await,
+        Err(StorageError::Invalid(_))
+    ));
+    let accounts = s.list_users().await.unwrap();
+    assert_eq!(accounts.len(), 1);
+    assert_eq!(accounts[0].role_in(q), Some(UserRole::Admin));
+    assert_eq!(accounts[0].role_in(p), Some(UserRole::Coordinator));
+
+    let Login::Ok { token, session } =
+        s.login("ana@example.org", "a long password", "10.0.0.1", 1_000).await.unwrap()
+    else {
+        panic!("the right password signs in")
+    };
+    let (found, account) = s.session(&token, 2_000).await.unwrap().unwrap();
+    assert_eq!((found.user, found.csrf.clone()), (user.id, session.csrf.clone()));
+    assert_eq!(account.memberships.len(), 2);
+    assert!(s.session(&token, session.expires_ms).await.unwrap().is_none(), "expired");
+    assert!(s.session("not-a-token", 2_000).await.unwrap().is_none());
+    // A new password ends every session.
+    s.set_password("ana@example.org", "a new long password").await.unwrap();
+    assert!(s.session(&token, 2_000).await.unwrap().is_none());
+    assert!(matches!(
+        s.login("ana@example.org", "a long password", "10.0.0.1", 3_000).await.unwrap(),
+        Login::Refused
+    ));
+    let Login::Ok { token, .. } =
+        s.login("ana@example.org", "a new long password", "10.0.0.1", 3_000).await.unwrap()
+    else {
+        panic!()
+    };
+    s.logout(&token).await.unwrap();
+    assert!(s.session(&token, 3_000).await.unwrap().is_none());
+
+    // Failures per address slow down every account tried from it.
+    let free = crate::service::accounts::FREE_FAILURES_PER_ADDRESS;
+    for i in 0..free {
+        let email = format!("nobody{i}@example.org");
+        assert!(matches!(s.login(&email, "whatever", "10.0.0.9", 10_000).await.unwrap(), Login::Refused));
+    }
+    assert!(matches!(
+        s.login("ana@example.org", "a new long password", "10.0.0.9", 10_000).await.unwrap(),
+        Login::Throttled { .. }
+    ));
+    assert!(matches!(
+        s.login("ana@example.org", "a new long password", "10.0.0.2", 10_000).await.unwrap(),
+        Login::Ok { .. }
+    ));
+    assert!(s.remove_user("ana@example.org").await.unwrap());
+    assert!(!s.remove_user("ana@example.org").await.unwrap());
+    assert!(s.list_users().await.unwrap().is_empty());
+}
+
+fn submission_change(d: &Device, doc: DocId, hlc: u64, form: &str, extra: &[(&str, Value)]) -> Change {
+    let mut fields = vec![
+        ("_form", json!(form), vec![]),
+        ("_form_version", json!("1"), vec![]),
+        ("_status", json!("finalized"), vec![]),
+    ];
+    fields.extend(extra.iter().map(|(f, v)| (*f, v.clone(), vec![])));
+    change(d, doc, Collection::Submission, hlc, &fields)
+}
+
+async fn the_read_model_follows_changes_and_filters_by_keyset(s: &Service) {
+    let p = project(s).await;
+    let e = device(s, p, Role::Enumerator).await;
+    let f = device(s, p, Role::Enumerator).await;
+    let mut docs = Vec::new();
+    for i in 0..12u64 {
+        let doc = DocId::new();
+        let d = if i % 3 == 0 { &f } else { &e };
+        let form = if i % 2 == 0 { "hogares" } else { "bitacora" };
+        let c = submission_change(
+            d,
+            doc,
+            Hlc::new(1_000 + i, 0).0,
+            form,
+            &[("district", json!(format!("d{}", i % 4))), ("n", json!(i))],
+        );
+        // Received times step so the order is known.
+        s.push(d, &[c], 1_000_000 + i * 10).await.unwrap();
+        docs.push(doc);
+    }
+    let all = |f: SubmissionFilter| async move {
+        let mut out = Vec::new();
+        let mut f = f;
+        loop {
+            let page = s.list_submissions(&f, 5).await.unwrap();
+            out.extend(page.rows.iter().map(|r| r.doc));
+            match page.next {
+                Some(c) => f.after = Some(crate::service::read_model::parse_cursor(&c).unwrap()),
+                None => return out,
+            }
+        }
+    };
+    let newest_first: Vec<Uuid> = docs.iter().rev().map(|d| d.0).collect();
+    assert_eq!(all(SubmissionFilter { project: p, ..Default::default() }).await, newest_first);
+    let hogares =
+        all(SubmissionFilter { project: p, form_id: Some("hogares".into()), ..Default::default() }).await;
+    assert_eq!(hogares.len(), 6);
+    let by_f = all(SubmissionFilter { project: p, author_device: Some(f.id), ..Default::default() }).await;
+    assert_eq!(by_f.len(), 4);
+    let d1 = all(SubmissionFilter {
+        project: p,
+        answer: Some(("district".into(), "d1".into())),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(d1.len(), 3);
+    let n7 =
+        all(SubmissionFilter { project: p, answer: Some(("n".into(), "7".into())), ..Default::default() })
+            .await;
+    assert_eq!(n7, vec![docs[7].0]);
+    let window = all(SubmissionFilter {
+        project: p,
+        from_ms: Some(1_000_030),
+        to_ms: Some(1_000_060),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(window.len(), 3);
+    // Another project sees none of them.
+    let q = project(s).await;
+    assert!(all(SubmissionFilter { project: q, ..Default::default() }).await.is_empty());
+
+    // A review moves it out of the queue; a conflict flags it.
+    s.review(&Review {
+        project: p,
+        submission: docs[0],
+        state: "approved".into(),
+        comment: None,
+        author: None,
+        author_label: "admin".into(),
+        now_ms: now(),
+    })
+    .await
+    .unwrap();
+    let pending =
+        all(SubmissionFilter { project: p, review_state: Some(PENDING_REVIEW.into()), ..Default::default() })
+            .await;
+    assert_eq!(pending.len(), 11);
+    let approved =
+        all(SubmissionFilter { project: p, review_state: Some("approved".into()), ..Default::default() })
+            .await;
+    assert_eq!(approved, vec![docs[0].0]);
+    let seen = OpId { hlc: Hlc::new(1_000, 0), replica: f.replica };
+    let coordinator = device(s, p, Role::Coordinator).await;
+    s.push(
+        &f,
+        &[change(
+            &f,
+            docs[0],
+            Collection::Submission,
+            Hlc::new(6_000, 0).0,
+            &[("district", json!("x"), vec![seen])],
+        )],
+        now(),
+    )
+    .await
+    .unwrap();
+    s.push(
+        &coordinator,
+        &[change(
+            &coordinator,
+            docs[0],
+            Collection::Submission,
+            Hlc::new(6_001, 0).0,
+            &[("district", json!("y"), vec![seen])],
+        )],
+        now(),
+    )
+    .await
+    .unwrap();
+    let flagged = all(SubmissionFilter {
+        project: p,
+        flags: crate::service::read_model::Flag::Conflicts.bit(),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(flagged, vec![docs[0].0]);
+    let detail = s.submission_detail(docs[0].0).await.unwrap().unwrap();
+    assert_eq!(detail.state.conflicts, 1);
+    assert_eq!(detail.state.received_ms, 1_000_000, "received is when it first arrived");
+    assert_eq!(detail.state.review_state, "approved");
+    let district = detail.fields.iter().find(|(f, _)| f == "district").unwrap();
+    assert_eq!(district.1.iter().filter(|v| v.open).count(), 2);
+}
+
+async fn the_read_model_is_rebuilt_when_missing(s: &Service) {
+    let p = project(s).await;
+    let e = device(s, p, Role::Enumerator).await;
+    let doc = DocId::new();
+    s.push(&e, &[submission_change(&e, doc, Hlc::new(1_000, 0).0, "hogares", &[("a", json!(1))])], now())
+        .await
+        .unwrap();
+    let before = s.submission_detail(doc.0).await.unwrap().unwrap().state;
+    // As after an upgrade or a migration: the rows are rebuilt from the documents.
+    let mut tx = s.storage().begin(Mode::Write).await.unwrap();
+    tx.put_submission_state(&SubmissionState {
+        answers: "{}".into(),
+        form_id: "wrong".into(),
+        ..before.clone()
+    })
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert!(s.rebuild_read_model().await.unwrap() >= 1);
+    let after = s.submission_detail(doc.0).await.unwrap().unwrap().state;
+    assert_eq!(after.form_id, "hogares");
+    assert_eq!(serde_json::from_str::<Value>(&after.answers).unwrap(), json!({ "a": 1 }));
+    assert_eq!(after.received_ms, before.received_ms);
 }

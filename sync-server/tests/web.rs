@@ -1,0 +1,413 @@
+//! The coordinators' web app and read API over HTTP: accounts and sessions, CSRF, login
+//! throttling, the boundary between projects, the read model behind the submissions list, a
+//! review that reaches the enumerator's device, and a conflict resolved from the page.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use common::{change, start, Dev, Server, ADMIN};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tejido_core::{Change, Collection, DocId, FieldOp, FieldPath, Hlc, OpId};
+use tejido_server::storage::UserRole;
+use uuid::Uuid;
+
+const PASSWORD: &str = "correct horse battery";
+
+/// A browser without JavaScript: follows no redirects, keeps the cookies it is given.
+struct Browser {
+    http: reqwest::Client,
+    url: String,
+    cookies: Vec<(String, String)>,
+}
+
+impl Browser {
+    fn new(server: &Server) -> Browser {
+        Browser {
+            http: reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap(),
+            url: server.url.clone(),
+            cookies: Vec::new(),
+        }
+    }
+
+    fn keep(&mut self, res: &reqwest::Response) {
+        for v in res.headers().get_all(SET_COOKIE) {
+            let v = v.to_str().unwrap();
+            let (kv, attrs) = v.split_once(';').unwrap_or((v, ""));
+            let (k, val) = kv.split_once('=').unwrap();
+            self.cookies.retain(|(n, _)| n != k);
+            if !attrs.contains("Max-Age=0") {
+                self.cookies.push((k.to_owned(), val.to_owned()));
+            }
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join("; ")
+    }
+
+    async fn get(&mut self, path: &str) -> (StatusCode, String, reqwest::header::HeaderMap) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header(COOKIE, self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        self.keep(&res);
+        let (status, headers) = (res.status(), res.headers().clone());
+        (status, res.text().await.unwrap(), headers)
+    }
+
+    async fn post(
+        &mut self,
+        path: &str,
+        form: &[(&str, &str)],
+    ) -> (StatusCode, String, reqwest::header::HeaderMap) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header(COOKIE, self.cookie_header())
+            .form(form)
+            .send()
+            .await
+            .unwrap();
+        self.keep(&res);
+        let (status, headers) = (res.status(), res.headers().clone());
+        (status, res.text().await.unwrap(), headers)
+    }
+
+    async fn login(&mut self, email: &str, password: &str) -> StatusCode {
+        let (status, page, _) = self.get("/login").await;
+        assert_eq!(status, StatusCode::OK);
+        let csrf = hidden(&page, "csrf");
+        let (status, _, headers) =
+            self.post("/login", &[("email", email), ("password", password), ("csrf", &csrf)]).await;
+        if status == StatusCode::SEE_OTHER {
+            assert_eq!(headers[LOCATION], "/projects");
+        }
+        status
+    }
+
+    /// The session's CSRF token, from any signed-in page.
+    async fn csrf(&mut self) -> String {
+        let (status, page, _) = self.get("/projects").await;
+        assert_eq!(status, StatusCode::OK, "{page}");
+        hidden(&page, "csrf")
+    }
+
+    /// A JSON API call with this browser's session.
+    async fn api(&mut self, path: &str) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .header(COOKIE, self.cookie_header())
+            .header(tejido_core::sync::wire::PROTOCOL_HEADER, "1")
+            .send()
+            .await
+            .unwrap();
+        let status = res.status();
+        (status, serde_json::from_str(&res.text().await.unwrap()).unwrap_or(Value::Null))
+    }
+}
+
+/// The value of the first hidden input named `name`.
+fn hidden(page: &str, name: &str) -> String {
+    let at = page.find(&format!("name=\"{name}\" value=\"")).unwrap_or_else(|| panic!("no {name} in {page}"));
+    let rest = &page[at + name.len() + 15..];
+    rest[..rest.find('"').unwrap()].to_owned()
+}
+
+async fn coordinator(server: &Server, email: &str, project: Uuid) {
+    server.service.add_user(email, Some(PASSWORD), project, UserRole::Coordinator, 0).await.unwrap();
+}
+
+/// A finalized submission of form `f` from an enumerator.
+fn submission(d: &Dev, hlc: u64, answers: &[(&str, Value)]) -> (DocId, Change) {
+    let doc = DocId::new();
+    let mut fields: Vec<(&str, Value)> =
+        vec![("_form", json!("f")), ("_form_version", json!("1")), ("_status", json!("finalized"))];
+    fields.extend(answers.iter().cloned());
+    (doc, change(d, doc, Collection::Submission, hlc, &fields))
+}
+
+#[tokio::test]
+async fn a_coordinator_signs_in_sees_only_her_projects_and_signs_out() {
+    let server = start().await;
+    let a = server.project("Observatorio A").await;
+    let b = server.project("Observatorio B").await;
+    coordinator(&server, "Ana@Example.org", a).await;
+
+    let mut browser = Browser::new(&server);
+    // Signed out: every page sends to the login.
+    let (status, _, headers) = browser.get("/projects").await;
+    assert_eq!((status, headers[LOCATION].to_str().unwrap()), (StatusCode::SEE_OTHER, "/login"));
+    assert_eq!(browser.login("ana@example.org", "wrong password!!").await, StatusCode::UNAUTHORIZED);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let session = browser.cookies.iter().find(|c| c.0 == "tejido_session").unwrap().1.clone();
+    let (status, page, headers) = browser.get("/projects").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("Observatorio A") && !page.contains("Observatorio B"), "{page}");
+    assert!(page.contains("Proyectos"), "Spanish first: {page}");
+    assert_eq!(headers["cache-control"], "no-store");
+    let (_, english, _) = browser.get("/projects?lang=en").await;
+    assert!(english.contains("Projects") && english.contains("Sign out"), "{english}");
+
+    // Project B does not exist for her: pages and API alike.
+    let (status, _, _) = browser.get(&format!("/projects/{b}/submissions")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) = browser.api(&format!("/v1/projects/{b}/submissions")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, body) = browser.api(&format!("/v1/projects/{a}/submissions")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+
+    // Logout needs the session's CSRF token; without it nothing happens.
+    let (status, _, _) = browser.post("/logout", &[("csrf", "forged")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert_eq!(browser.get("/projects").await.0, StatusCode::OK);
+    let csrf = browser.csrf().await;
+    let (status, _, _) = browser.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    // The old cookie stops working at once, pages and API.
+    browser.cookies = vec![("tejido_session".into(), session)];
+    assert_eq!(browser.get("/projects").await.0, StatusCode::SEE_OTHER);
+    assert_eq!(browser.api(&format!("/v1/projects/{a}/submissions")).await.0, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn a_login_without_its_csrf_token_is_refused() {
+    let server = start().await;
+    let a = server.project("A").await;
+    coordinator(&server, "ana@example.org", a).await;
+    let mut browser = Browser::new(&server);
+    let (status, _, _) =
+        browser.post("/login", &[("email", "ana@example.org"), ("password", PASSWORD), ("csrf", "x")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    assert!(browser.cookies.iter().all(|c| c.0 != "tejido_session"));
+}
+
+#[tokio::test]
+async fn repeated_failed_logins_are_slowed_down_even_with_the_right_password() {
+    let server = start().await;
+    let a = server.project("A").await;
+    coordinator(&server, "ana@example.org", a).await;
+    let mut browser = Browser::new(&server);
+    for _ in 0..tejido_server::service::accounts::FREE_FAILURES_PER_ACCOUNT {
+        assert_eq!(browser.login("ana@example.org", "not the password").await, StatusCode::UNAUTHORIZED);
+    }
+    let (_, page, _) = browser.get("/login").await;
+    let csrf = hidden(&page, "csrf");
+    let (status, page, headers) = browser
+        .post("/login", &[("email", "ana@example.org"), ("password", PASSWORD), ("csrf", &csrf)])
+        .await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{page}");
+    assert!(headers["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    assert!(browser.cookies.iter().all(|c| c.0 != "tejido_session"));
+    // After the wait, the right password works and clears the count.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test]
+async fn a_submission_arrives_is_listed_filtered_and_its_review_reaches_the_device() {
+    let server = start().await;
+    let a = server.project("A").await;
+    let b = server.project("B").await;
+    coordinator(&server, "ana@example.org", a).await;
+    let enumerator = server.device(a, "enumerator").await;
+    let other = server.device(b, "enumerator").await;
+    let (doc, c1) =
+        submission(&enumerator, Hlc::new(1_000, 0).0, &[("district", json!("arraijan")), ("age", json!(41))]);
+    let (_, c2) = submission(&enumerator, Hlc::new(2_000, 0).0, &[("district", json!("panama"))]);
+    let (b_doc, c3) = submission(&other, Hlc::new(3_000, 0).0, &[("district", json!("colon"))]);
+    assert_eq!(server.push(&enumerator, &[c1, c2]).await.0, StatusCode::OK);
+    assert_eq!(server.push(&other, &[c3]).await.0, StatusCode::OK);
+
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let (status, body) = browser.api(&format!("/v1/projects/{a}/submissions")).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let rows = body["submissions"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "only project A's: {body}");
+    assert!(rows.iter().all(|r| r["review_state"] == "pending" && r["finalized"] == true));
+    // Filter by an answer, and by review state.
+    let (_, body) = browser.api(&format!("/v1/projects/{a}/submissions?field=district&value=arraijan")).await;
+    assert_eq!(body["submissions"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["submissions"][0]["doc"], json!(doc.0));
+    let (_, body) = browser.api(&format!("/v1/projects/{a}/submissions?field=age&value=41")).await;
+    assert_eq!(body["submissions"].as_array().unwrap().len(), 1, "a number compares as its text: {body}");
+    // Another project's submission is a 404, page and API.
+    assert_eq!(browser.api(&format!("/v1/submissions/{}", b_doc.0)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(browser.get(&format!("/submissions/{}", b_doc.0)).await.0, StatusCode::NOT_FOUND);
+
+    // The page shows it; a review without the CSRF token changes nothing.
+    let (status, page, _) = browser.get(&format!("/submissions/{}", doc.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(page.contains("arraijan"), "{page}");
+    let review = format!("/submissions/{}/review", doc.0);
+    let (status, _, _) =
+        browser.post(&review, &[("csrf", "nope"), ("state", "has_issues"), ("comment", "x")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (_, body) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(body["review_state"], "pending", "{body}");
+    let csrf = browser.csrf().await;
+    let (status, _, _) = browser
+        .post(
+            &review,
+            &[("csrf", &csrf), ("state", "has_issues"), ("comment", "Falta la edad del segundo miembro")],
+        )
+        .await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, body) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(body["review_state"], "has_issues", "{body}");
+    assert_eq!(body["comments"][0]["text"], "Falta la edad del segundo miembro");
+    assert_eq!(body["comments"][0]["author"], "ana@example.org");
+    let (_, body) = browser.api(&format!("/v1/projects/{a}/submissions?review=pending")).await;
+    assert_eq!(body["submissions"].as_array().unwrap().len(), 1, "the queue holds the other one: {body}");
+
+    // The enumerator's device gets the review and the comment on its next pull.
+    let pulled = server.pull_all(&enumerator).await;
+    let review_op = pulled
+        .iter()
+        .flat_map(|c| c.ops.iter().map(move |o| (c, o)))
+        .find(|(c, o)| c.doc == doc && o.field.as_str() == "_review/state");
+    assert_eq!(review_op.unwrap().1.value, json!("has_issues"));
+    assert!(pulled.iter().any(|c| c.collection == Collection::Comment
+        && c.ops.iter().any(|o| o.value == json!("Falta la edad del segundo miembro"))));
+}
+
+#[tokio::test]
+async fn a_conflict_is_shown_and_resolved_from_the_page_for_every_device() {
+    let server = start().await;
+    let a = server.project("A").await;
+    coordinator(&server, "ana@example.org", a).await;
+    let enumerator = server.device(a, "enumerator").await;
+    let (doc, first) = submission(&enumerator, Hlc::new(1_000, 0).0, &[("district", json!("panama"))]);
+    assert_eq!(server.push(&enumerator, &[first]).await.0, StatusCode::OK);
+    // A coordinator device and the enumerator both edit the district having seen the first value.
+    let seen = OpId { hlc: Hlc::new(1_000, 0), replica: enumerator.replica };
+    let coordinator_device = server.device(a, "coordinator").await;
+    let edit = |d: &Dev, hlc: u64, v: &str| Change {
+        doc,
+        collection: Collection::Submission,
+        replica: d.replica,
+        hlc: Hlc::new(hlc, 0),
+        ops: vec![FieldOp {
+            field: FieldPath::parse("district").unwrap(),
+            value: json!(v),
+            seen: vec![seen],
+        }],
+    };
+    assert_eq!(server.push(&enumerator, &[edit(&enumerator, 2_000, "arraijan")]).await.0, StatusCode::OK);
+    assert_eq!(
+        server.push(&coordinator_device, &[edit(&coordinator_device, 2_500, "la_chorrera")]).await.0,
+        StatusCode::OK
+    );
+
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let (_, body) = browser.api(&format!("/v1/projects/{a}/submissions?flag=conflicts")).await;
+    assert_eq!(body["submissions"].as_array().unwrap().len(), 1, "{body}");
+    let (status, page, _) = browser.get(&format!("/submissions/{}", doc.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("id=\"conflicts\"") && page.contains("arraijan") && page.contains("la_chorrera"),
+        "{page}"
+    );
+    let (_, body) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(body["conflicted_fields"], json!(["district"]), "{body}");
+    let keep = body["history"].as_array().unwrap().iter().find(|h| h["field"] == "district").unwrap()
+        ["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["value"] == "arraijan")
+        .unwrap()["op"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let csrf = browser.csrf().await;
+    let resolve = format!("/submissions/{}/resolve", doc.0);
+    let (status, _, _) =
+        browser.post(&resolve, &[("csrf", &csrf), ("field", "district"), ("op", &keep)]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, body) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(body["conflicted_fields"], json!([]), "{body}");
+    assert_eq!(body["answers"]["district"], "arraijan");
+    assert!(body["flags"].as_array().unwrap().is_empty(), "{body}");
+    // Resolving again is refused: nothing is open any more.
+    let (status, _, _) =
+        browser.post(&resolve, &[("csrf", &csrf), ("field", "district"), ("op", &keep)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+
+    // Both devices converge on the kept value with no open conflict.
+    for d in [&enumerator, &coordinator_device] {
+        let mut store_ops: Vec<(OpId, Value, Vec<OpId>)> = Vec::new();
+        for c in server.pull_all(d).await.into_iter().filter(|c| c.doc == doc) {
+            let id = c.op_id();
+            for o in c.ops.into_iter().filter(|o| o.field.as_str() == "district") {
+                store_ops.push((id, o.value, o.seen));
+            }
+        }
+        let seen_all: Vec<OpId> = store_ops.iter().flat_map(|o| o.2.clone()).collect();
+        let open: Vec<&Value> = store_ops.iter().filter(|o| !seen_all.contains(&o.0)).map(|o| &o.1).collect();
+        assert_eq!(open, vec![&json!("arraijan")], "one open value, the kept one");
+    }
+}
+
+#[tokio::test]
+async fn the_list_pages_by_keyset_without_gaps_or_repeats() {
+    let server = start().await;
+    let a = server.project("A").await;
+    let enumerator = server.device(a, "enumerator").await;
+    let mut docs = Vec::new();
+    for i in 0..25u64 {
+        let (doc, c) = submission(&enumerator, Hlc::new(1_000 + i, 0).0, &[("n", json!(i))]);
+        assert_eq!(server.push(&enumerator, &[c]).await.0, StatusCode::OK);
+        docs.push(doc.0);
+    }
+    // The admin token reads the API too.
+    let mut seen = Vec::new();
+    let mut cursor = String::new();
+    loop {
+        let (status, body) = server
+            .send(server.req(
+                Method::GET,
+                &format!("/v1/projects/{a}/submissions?limit=7&cursor={cursor}"),
+                Some(ADMIN),
+            ))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        seen.extend(
+            body["submissions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["doc"].as_str().unwrap().parse::<Uuid>().unwrap()),
+        );
+        match body["next_cursor"].as_str() {
+            Some(c) => cursor = c.to_owned(),
+            None => break,
+        }
+    }
+    let mut expected = docs.clone();
+    expected.sort();
+    let mut got = seen.clone();
+    got.sort();
+    assert_eq!(got, expected, "every submission once");
+    assert_eq!(seen.len(), 25);
+    let (status, _) = server
+        .send(server.req(Method::GET, &format!("/v1/projects/{a}/submissions?limit=0"), Some(ADMIN)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let (status, _) = server
+        .send(server.req(Method::GET, &format!("/v1/projects/{a}/submissions?cursor=zzz"), Some(ADMIN)))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    // An enumerator's token reads nothing here.
+    let (status, _) = server
+        .send(server.req(Method::GET, &format!("/v1/projects/{a}/submissions"), Some(&enumerator.token)))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
