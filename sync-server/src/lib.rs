@@ -9,6 +9,7 @@ pub mod serve;
 pub mod service;
 pub mod storage;
 pub mod testing;
+pub mod web;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> i64 {
@@ -17,4 +18,3 @@ pub fn now_ms() -> i64 {
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
-pub mod web;
