@@ -23,7 +23,7 @@ use tejido_core::{Collection, Store};
 use tejido_server::api::{router, AppState};
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::service::Service;
-use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm};
+use tejido_server::storage::{NewEnrollmentCode, Project, PublishForm, UserRole};
 use tokio_util::sync::CancellationToken;
 
 use crate::{open_deployment, shutdown_signal, Failure};
@@ -130,6 +130,10 @@ pub fn run(data: &Path, database: Option<&str>, options: DemoOptions) -> Result<
         }
         say(&format!("listening on {url}"));
         say(&format!("demo: data in {}", dir.display()));
+        let password = coordinator_login(&service, &project).await?;
+        say(&format!(
+            "demo: coordinators' page: {url}/login  user: {COORDINATOR_EMAIL}  password: {password}  (a new password every run)"
+        ));
         let coordinator = make_code(&service, &project, Role::Coordinator, 1).await?;
         let link = enrollment_link(&url, &coordinator);
         say(&format!("demo: coordinator enrollment link (one device): {link}"));
@@ -154,6 +158,25 @@ pub fn run(data: &Path, database: Option<&str>, options: DemoOptions) -> Result<
             Err(e) => Err(Failure(format!("the server task failed: {e}"), 1)),
         }
     })
+}
+
+/// The demo coordinator's sign-in.
+pub const COORDINATOR_EMAIL: &str = "coordinadora@demo.tejido";
+
+/// Makes the demo coordinator (or gives her a new password): the password is printed once and
+/// kept only as its hash.
+async fn coordinator_login(service: &Service, project: &Project) -> Result<String, Failure> {
+    let password = tejido_server::secrets::new_token()[..20].to_owned();
+    let exists = service.list_users().await?.iter().any(|a| a.user.email == COORDINATOR_EMAIL);
+    if exists {
+        service.set_password(COORDINATOR_EMAIL, &password).await?;
+        service.add_user(COORDINATOR_EMAIL, None, project.id, UserRole::Coordinator, tejido_server::now_ms()).await?;
+    } else {
+        service
+            .add_user(COORDINATOR_EMAIL, Some(&password), project.id, UserRole::Coordinator, tejido_server::now_ms())
+            .await?;
+    }
+    Ok(password)
 }
 
 async fn seed(service: &Service) -> Result<Project, Failure> {

@@ -101,6 +101,23 @@ fn the_demo_fills_and_syncs_both_example_forms() {
     assert_eq!(blobs, photos, "each generated photo reached the server once");
     assert_eq!(devices, 3);
     assert_eq!(forms, 2);
+    // The read model holds every finalized submission.
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let rows: i64 =
+        conn.query_row("SELECT count(*) FROM submission_state WHERE finalized = 1", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows as u64, reported.values().sum::<u64>());
+    drop(conn);
+    // The printed coordinator login signs in to the web app.
+    let login = out.lines().find_map(|l| l.strip_prefix("demo: coordinators' page: ")).unwrap_or_else(|| panic!("{out}"));
+    assert!(login.starts_with("http://127.0.0.1:") && login.contains("/login"), "{login}");
+    let email = login.split("user: ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let password = login.split("password: ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
+    let signed_in = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let storage = tejido_server::storage::SqliteStorage::open(&db).unwrap();
+        let service = tejido_server::service::Service::new(std::sync::Arc::new(storage)).await.unwrap();
+        service.login(&email, &password, "127.0.0.1", tejido_server::now_ms()).await.unwrap()
+    });
+    assert!(matches!(signed_in, tejido_server::service::accounts::Login::Ok { .. }), "{signed_in:?}");
     // Survey answers stay out of the log: no generated names or places.
     for value in ["Yaritza", "Casa comunal", "Actividad simulada"] {
         assert!(!out.contains(value), "{value} in the output");
