@@ -33,6 +33,12 @@ pub const PROJECT: &str = "Observatorio demo";
 
 /// The example forms (examples/forms), built into the binary so the demo runs from anywhere,
 /// with the role each is published to.
+/// The example forms' indicator definitions, by form id.
+const INDICATORS: [(&str, &str); 2] = [
+    ("victimizacion_hogares", include_str!("../../examples/forms/victimizacion_hogares.indicators.json")),
+    ("bitacora_red_juvenil", include_str!("../../examples/forms/bitacora_red_juvenil.indicators.json")),
+];
+
 const FORMS: [(&str, &[u8], Role); 2] = [
     (
         "victimizacion_hogares.xlsx",
@@ -102,6 +108,9 @@ pub fn run(data: &Path, database: Option<&str>, options: DemoOptions) -> Result<
                 role.as_str()
             ));
         }
+        for (form_id, definition) in INDICATORS {
+            service.set_indicators(project.id, form_id, definition).await?;
+        }
         let listener = tokio::net::TcpListener::bind(&options.listen)
             .await
             .map_err(|e| Failure(format!("cannot listen on {}: {e}", options.listen), 1))?;
@@ -170,10 +179,18 @@ async fn coordinator_login(service: &Service, project: &Project) -> Result<Strin
     let exists = service.list_users().await?.iter().any(|a| a.user.email == COORDINATOR_EMAIL);
     if exists {
         service.set_password(COORDINATOR_EMAIL, &password).await?;
-        service.add_user(COORDINATOR_EMAIL, None, project.id, UserRole::Coordinator, tejido_server::now_ms()).await?;
+        service
+            .add_user(COORDINATOR_EMAIL, None, project.id, UserRole::Coordinator, tejido_server::now_ms())
+            .await?;
     } else {
         service
-            .add_user(COORDINATOR_EMAIL, Some(&password), project.id, UserRole::Coordinator, tejido_server::now_ms())
+            .add_user(
+                COORDINATOR_EMAIL,
+                Some(&password),
+                project.id,
+                UserRole::Coordinator,
+                tejido_server::now_ms(),
+            )
             .await?;
     }
     Ok(password)

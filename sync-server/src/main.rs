@@ -222,6 +222,15 @@ enum FormCommand {
         #[arg(long, value_delimiter = ',', value_parser = parse_role, default_value = "enumerator,youth")]
         roles: Vec<Role>,
     },
+    /// Set a published form's indicator definitions (JSON; see docs/indicators.md), checked
+    /// against its newest version. `form publish` takes `<form>.indicators.json` beside the form.
+    Indicators {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        form: String,
+        file: PathBuf,
+    },
 }
 
 fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
@@ -506,18 +515,43 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
                 form,
                 now_ms: tejido_server::now_ms().max(0) as u64,
             }))?;
+            // Indicator definitions beside the form (`<name>.indicators.json`) come with it.
+            let beside = file.with_extension("indicators.json");
+            let indicators = beside.exists();
+            if indicators {
+                let text = std::fs::read_to_string(&beside)
+                    .map_err(|e| Failure(format!("cannot read {}: {e}", beside.display()), 1))?;
+                admin
+                    .run(admin.service.set_indicators(p.id, &form_id, &text))
+                    .map_err(|Failure(m, c)| Failure(format!("{}: {m}", beside.display()), c))?;
+            }
             let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             print(
                 json,
-                json!({ "doc": outcome.doc, "form_id": form_id, "version": version, "roles": roles, "published": outcome.published }),
+                json!({ "doc": outcome.doc, "form_id": form_id, "version": version, "roles": roles, "published": outcome.published, "indicators": indicators }),
                 || {
-                    if outcome.published {
+                    let mut out = if outcome.published {
                         format!("published {form_id} version {version} to {} in {}", roles.join(", "), p.name)
                     } else {
                         format!("{form_id} version {version} was already published; nothing changed")
+                    };
+                    if indicators {
+                        out.push_str(&format!("\nindicators from {} kept for {form_id}", beside.display()));
                     }
+                    out
                 },
             );
+            Ok(())
+        }
+        Command::Form(FormCommand::Indicators { project: p, form: form_id, file }) => {
+            let admin = Admin::open(data, database)?;
+            let p = admin.project(&p)?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", file.display()), 1))?;
+            admin.run(admin.service.set_indicators(p.id, &form_id, &text))?;
+            print(json, json!({ "form_id": form_id, "project": p.id }), || {
+                format!("indicators kept for {form_id} in {}", p.name)
+            });
             Ok(())
         }
         Command::Form(FormCommand::Check { .. } | FormCommand::Preview { .. }) => Ok(()),

@@ -103,12 +103,16 @@ fn the_demo_fills_and_syncs_both_example_forms() {
     assert_eq!(forms, 2);
     // The read model holds every finalized submission.
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let rows: i64 =
-        conn.query_row("SELECT count(*) FROM submission_state WHERE finalized = 1", [], |r| r.get(0)).unwrap();
+    let rows: i64 = conn
+        .query_row("SELECT count(*) FROM submission_state WHERE finalized = 1", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(rows as u64, reported.values().sum::<u64>());
     drop(conn);
     // The printed coordinator login signs in to the web app.
-    let login = out.lines().find_map(|l| l.strip_prefix("demo: coordinators' page: ")).unwrap_or_else(|| panic!("{out}"));
+    let login = out
+        .lines()
+        .find_map(|l| l.strip_prefix("demo: coordinators' page: "))
+        .unwrap_or_else(|| panic!("{out}"));
     assert!(login.starts_with("http://127.0.0.1:") && login.contains("/login"), "{login}");
     let email = login.split("user: ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();
     let password = login.split("password: ").nth(1).unwrap().split_whitespace().next().unwrap().to_owned();

@@ -411,3 +411,113 @@ async fn the_list_pages_by_keyset_without_gaps_or_repeats() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// Publishes the demo victimization survey with its indicators.
+async fn publish_victimization(server: &Server, project: Uuid) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/forms");
+    let form = tejido_core::form::import_xlsform(&root.join("victimizacion_hogares.xlsx")).unwrap();
+    let version = form.settings.version.clone();
+    server
+        .service
+        .publish_form(&tejido_server::storage::PublishForm {
+            project,
+            form_id: "victimizacion_hogares".into(),
+            version: version.clone(),
+            roles: vec![tejido_core::sync::wire::Role::Enumerator],
+            form: serde_json::to_value(&form).unwrap(),
+            now_ms: 1,
+        })
+        .await
+        .unwrap();
+    let definition = std::fs::read_to_string(root.join("victimizacion_hogares.indicators.json")).unwrap();
+    server.service.set_indicators(project, "victimizacion_hogares", &definition).await.unwrap();
+    version
+}
+
+#[tokio::test]
+async fn the_indicators_page_draws_each_table_with_small_cells_suppressed() {
+    let server = start().await;
+    let a = server.project("A").await;
+    coordinator(&server, "ana@example.org", a).await;
+    let version = publish_victimization(&server, a).await;
+    // A definition naming a question the form lacks is refused and changes nothing.
+    let bad = server.service.set_indicators(a, "victimizacion_hogares", r#"{"indicators": [{"id": "x", "kind": "count", "where": {"question": "nope", "answered": true}}]}"#).await;
+    assert!(bad.is_err());
+    let enumerator = server.device(a, "enumerator").await;
+    for i in 0..3u64 {
+        let doc = DocId::new();
+        let c = change(
+            &enumerator,
+            doc,
+            Collection::Submission,
+            Hlc::new(1_000 + i, 0).0,
+            &[
+                ("_form", json!("victimizacion_hogares")),
+                ("_form_version", json!(version)),
+                ("_status", json!("finalized")),
+                ("consent", json!("yes")),
+                ("survey/location/district", json!("panama")),
+                ("survey/victimization/crimes", json!(if i == 0 { "robbery" } else { "none" })),
+            ],
+        );
+        assert_eq!(server.push(&enumerator, &[c]).await.0, StatusCode::OK);
+    }
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let (status, page, _) = browser.get(&format!("/projects/{a}/indicators")).await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(page.contains("<svg") && page.contains("data-table="), "{page}");
+    // Three households: every cell is under the minimum of 5, so none shows a figure.
+    assert!(page.contains("suprimido"), "{page}");
+    let other = server.project("B").await;
+    assert_eq!(browser.get(&format!("/projects/{other}/indicators")).await.0, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn an_admin_holds_the_api_to_approved_submissions_and_a_coordinator_cannot() {
+    let server = start().await;
+    let a = server.project("A").await;
+    coordinator(&server, "ana@example.org", a).await;
+    server.service.add_user("jefa@example.org", Some(PASSWORD), a, UserRole::Admin, 0).await.unwrap();
+    let enumerator = server.device(a, "enumerator").await;
+    let (approved, c1) = submission(&enumerator, Hlc::new(1_000, 0).0, &[]);
+    let (waiting, c2) = submission(&enumerator, Hlc::new(2_000, 0).0, &[]);
+    assert_eq!(server.push(&enumerator, &[c1, c2]).await.0, StatusCode::OK);
+
+    let mut coordinator_browser = Browser::new(&server);
+    assert_eq!(coordinator_browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let csrf = coordinator_browser.csrf().await;
+    let settings = format!("/projects/{a}/settings");
+    let (status, _, _) =
+        coordinator_browser.post(&settings, &[("csrf", &csrf), ("approved_only", "on")]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a coordinator may not change the project's settings");
+    assert!(!server.service.approved_only(a).await.unwrap());
+
+    let mut admin = Browser::new(&server);
+    assert_eq!(admin.login("jefa@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let csrf = admin.csrf().await;
+    let (status, _, _) = admin.post(&settings, &[("csrf", "forged"), ("approved_only", "on")]).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let (status, _, _) = admin.post(&settings, &[("csrf", &csrf), ("approved_only", "on")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert!(server.service.approved_only(a).await.unwrap());
+    let review = format!("/submissions/{}/review", approved.0);
+    let (status, _, _) =
+        admin.post(&review, &[("csrf", &csrf), ("state", "approved"), ("comment", "")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+
+    let list = |token: &str| server.req(Method::GET, &format!("/v1/projects/{a}/submissions"), Some(token));
+    let (_, body) = server.send(list(ADMIN)).await;
+    let docs: Vec<&str> =
+        body["submissions"].as_array().unwrap().iter().map(|r| r["doc"].as_str().unwrap()).collect();
+    assert_eq!(docs, vec![approved.0.to_string()], "{body}");
+    let (status, _) =
+        server.send(server.req(Method::GET, &format!("/v1/submissions/{}", waiting.0), Some(ADMIN))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let (status, _) =
+        server.send(server.req(Method::GET, &format!("/v1/submissions/{}", approved.0), Some(ADMIN))).await;
+    assert_eq!(status, StatusCode::OK);
+    // The web app still shows both to review.
+    let (_, page, _) = admin.get(&format!("/projects/{a}/submissions")).await;
+    assert!(page.contains(&waiting.0.to_string()) && page.contains(&approved.0.to_string()));
+}

@@ -1,7 +1,8 @@
 //! The coordinators' read API: the submissions of a project (the read model, filtered and
 //! paged by keyset) and one submission with its answers, history, conflicts and comments. For
 //! a signed-in user of the web app (session cookie) or a bearer token (the admin token, or a
-//! coordinator device of the project). Another project's submissions are a 404.
+//! coordinator device of the project). Another project's submissions are a 404, and so are
+//! submissions not yet approved when the project holds the API to approved ones.
 
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
@@ -181,7 +182,14 @@ pub(crate) async fn list_submissions(
     if !reader.may_read(project) {
         return Err(ApiError::not_found("no such project"));
     }
-    let filter = q.filter(project).map_err(ApiError::bad_request)?;
+    let mut filter = q.filter(project).map_err(ApiError::bad_request)?;
+    // Under the review gate the API holds to approved submissions only.
+    if state.service.approved_only(project).await? {
+        if filter.review_state.as_deref().is_some_and(|s| s != "approved") {
+            return Ok(Json(SubmissionList { submissions: Vec::new(), next_cursor: None }));
+        }
+        filter.review_state = Some("approved".into());
+    }
     let limit = match q.limit.as_deref() {
         None | Some("") => 100,
         Some(l) => l
@@ -212,6 +220,11 @@ pub(crate) async fn get_submission(
     let Some(d) = detail.filter(|d| reader.may_read(d.state.project)) else {
         return Err(ApiError::not_found("no such submission"));
     };
+    if d.state.review_state != "approved" && state.service.approved_only(d.state.project).await? {
+        return Err(ApiError::not_found(
+            "no such approved submission (the project holds the API to approved ones)",
+        ));
+    }
     let answers = serde_json::from_str(&d.state.answers).unwrap_or_else(|_| serde_json::json!({}));
     let conflicted_fields = d
         .fields

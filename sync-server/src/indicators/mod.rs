@@ -164,9 +164,10 @@ impl IndicatorSet {
     /// Computes every table in one pass over the submissions. Deleted submissions and those of
     /// another form (by `_form`, when present) are left out. Cells with fewer than `min_cell`
     /// submissions are suppressed (see `docs/indicators.md`).
-    pub fn compute<'a, I>(&self, submissions: I, min_cell: u64) -> Vec<IndicatorTable>
+    pub fn compute<I>(&self, submissions: I, min_cell: u64) -> Vec<IndicatorTable>
     where
-        I: IntoIterator<Item = &'a BTreeMap<String, Value>>,
+        I: IntoIterator,
+        I::Item: std::borrow::Borrow<BTreeMap<String, Value>>,
     {
         // acc[indicator][breakdown]: category key -> totals.
         let mut acc: Vec<Vec<HashMap<String, Acc>>> =
@@ -174,6 +175,7 @@ impl IndicatorSet {
         let mut months: Vec<std::collections::BTreeSet<String>> =
             vec![Default::default(); self.dimensions.len()];
         for sub in submissions {
+            let sub: &BTreeMap<String, Value> = std::borrow::Borrow::borrow(&sub);
             if eval::is_deleted(sub) || !eval::is_form(sub, &self.form_id) {
                 continue;
             }

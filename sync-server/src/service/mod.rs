@@ -15,6 +15,7 @@ pub mod limits;
 pub mod ops;
 pub mod read_model;
 pub mod rules;
+pub mod settings;
 pub mod snapshot;
 
 pub use ops::Service;

@@ -134,6 +134,11 @@ const TABLES: &[Table] = &[
     },
     Table { name: "blob_refs", columns: &[("sha256", Text), ("doc", Uuid)], key: &["sha256", "doc"] },
     Table {
+        name: "project_settings",
+        columns: &[("project", Uuid), ("key", Text), ("value", Text)],
+        key: &["project", "key"],
+    },
+    Table {
         name: "users",
         columns: &[("id", Uuid), ("email", Text), ("password_hash", Text), ("created_ms", Int)],
         key: &["id"],

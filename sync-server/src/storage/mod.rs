@@ -565,6 +565,11 @@ pub trait Tx: Send {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<(UploadOwner, String)>>;
+    // Project settings.
+    async fn project_setting(&mut self, project: Uuid, key: &str) -> Result<Option<String>>;
+    /// Sets (or with `None` removes) a project's setting.
+    async fn set_project_setting(&mut self, project: Uuid, key: &str, value: Option<&str>) -> Result<()>;
+
     // Users of the web app, their sessions and failed logins.
     async fn insert_user(&mut self, user: &User) -> Result<()>;
     async fn user(&mut self, id: Uuid) -> Result<Option<User>>;

@@ -937,6 +937,31 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn project_setting(&mut self, project: Uuid, key: &str) -> Result<Option<String>> {
+        self.opt("SELECT value FROM project_settings WHERE project = $1 AND key = $2", &[&project, &key])
+            .await?
+            .map(|r| Ok(r.try_get(0)?))
+            .transpose()
+    }
+
+    async fn set_project_setting(&mut self, project: Uuid, key: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(v) => {
+                self.exec(
+                    "INSERT INTO project_settings (project, key, value) VALUES ($1, $2, $3)
+                     ON CONFLICT (project, key) DO UPDATE SET value = excluded.value",
+                    &[&project, &key, &v],
+                )
+                .await?
+            }
+            None => {
+                self.exec("DELETE FROM project_settings WHERE project = $1 AND key = $2", &[&project, &key])
+                    .await?
+            }
+        };
+        Ok(())
+    }
+
     async fn insert_user(&mut self, u: &User) -> Result<()> {
         self.exec(
             "INSERT INTO users (id, email, password_hash, created_ms) VALUES ($1, $2, $3, $4)",

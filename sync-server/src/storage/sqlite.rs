@@ -932,6 +932,30 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn project_setting(&mut self, project: Uuid, key: &str) -> Result<Option<String>> {
+        Ok(self
+            .c()?
+            .prepare_cached("SELECT value FROM project_settings WHERE project = ?1 AND key = ?2")?
+            .query_row(params![b(&project), key], |r| r.get(0))
+            .optional()?)
+    }
+
+    async fn set_project_setting(&mut self, project: Uuid, key: &str, value: Option<&str>) -> Result<()> {
+        let c = self.c()?;
+        match value {
+            Some(v) => c
+                .prepare_cached(
+                    "INSERT INTO project_settings (project, key, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (project, key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![b(&project), key, v])?,
+            None => c
+                .prepare_cached("DELETE FROM project_settings WHERE project = ?1 AND key = ?2")?
+                .execute(params![b(&project), key])?,
+        };
+        Ok(())
+    }
+
     async fn insert_user(&mut self, u: &User) -> Result<()> {
         self.c()?
             .prepare_cached(

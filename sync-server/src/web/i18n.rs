@@ -100,6 +100,17 @@ pub enum Key {
     FlagShortInterview,
     FlagRequiredMissing,
     ReviewQueue,
+    Indicators,
+    NoIndicators,
+    Suppressed,
+    Category,
+    Numerator,
+    Denominator,
+    Estimate,
+    Interval,
+    ApprovedOnly,
+    ApprovedOnlyOn,
+    AdminsOnly,
 }
 
 fn words(key: Key) -> (&'static str, &'static str) {
@@ -168,5 +179,25 @@ fn words(key: Key) -> (&'static str, &'static str) {
         FlagShortInterview => ("entrevista muy corta", "interview much too short"),
         FlagRequiredMissing => ("falta una respuesta obligatoria", "a required answer is missing"),
         ReviewQueue => ("Por revisar", "Review queue"),
+        Indicators => ("Indicadores", "Indicators"),
+        NoIndicators => (
+            "Ningún formulario de este proyecto tiene indicadores declarados.",
+            "No form of this project declares indicators.",
+        ),
+        Suppressed => ("suprimido (pocos casos)", "suppressed (too few cases)"),
+        Category => ("Categoría", "Category"),
+        Numerator => ("Numerador", "Numerator"),
+        Denominator => ("Denominador", "Denominator"),
+        Estimate => ("Estimación", "Estimate"),
+        Interval => ("IC 95 %", "95% CI"),
+        ApprovedOnly => (
+            "Exportaciones y API solo con envíos aprobados",
+            "Exports and the API hold approved submissions only",
+        ),
+        ApprovedOnlyOn => ("Solo aprobados", "Approved only"),
+        AdminsOnly => (
+            "Solo quien administra el proyecto puede cambiar esto.",
+            "Only the project's admins may change this.",
+        ),
     }
 }

@@ -40,6 +40,8 @@ pub fn router() -> Router<AppState> {
         .route("/logout", post(logout))
         .route("/projects", get(projects))
         .route("/projects/{project}/submissions", get(submissions))
+        .route("/projects/{project}/indicators", get(indicators))
+        .route("/projects/{project}/settings", post(settings))
         .route("/submissions/{doc}", get(submission))
         .route("/submissions/{doc}/review", post(review))
         .route("/submissions/{doc}/resolve", post(resolve))
@@ -317,7 +319,8 @@ async fn projects(
     for m in &user.account.memberships {
         let found = state.service.find_project(&m.project.to_string()).await.map_err(failed(user.lang))?;
         if let Some(p) = found {
-            projects.push((p, m.role));
+            let gate = state.service.approved_only(p.id).await.map_err(failed(user.lang))?;
+            projects.push((p, m.role, gate));
         }
     }
     Ok(page(user.lang, q.lang.is_some(), pages::projects(&user, &projects)))
@@ -497,4 +500,73 @@ async fn resolve(
         .map_err(failed(lang))?;
     tracing::info!(submission = %doc, "a conflict was resolved in the web app");
     Ok(redirect(&format!("/submissions/{doc}"), None))
+}
+
+#[derive(Deserialize)]
+struct IndicatorQuery {
+    form: Option<String>,
+    lang: Option<String>,
+}
+
+async fn indicators(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(project): Path<String>,
+    Query(q): Query<IndicatorQuery>,
+) -> Result<Response, WebError> {
+    let lang = user.lang;
+    let project = parse_id(&project, lang)?;
+    user.check_project(project)?;
+    let Some(p) = state.service.find_project(&project.to_string()).await.map_err(failed(lang))? else {
+        return Err(WebError::NotFound(lang));
+    };
+    let mut with_indicators = Vec::new();
+    for (form_id, _, form) in state.service.project_forms(project).await.map_err(failed(lang))? {
+        if with_indicators.iter().any(|(f, _): &(String, String)| *f == form_id) {
+            continue;
+        }
+        if state.service.indicators(project, &form_id).await.map_err(failed(lang))?.is_some() {
+            with_indicators.push((form_id, form.settings.title.clone()));
+        }
+    }
+    let chosen = q.form.clone().or_else(|| with_indicators.first().map(|f| f.0.clone()));
+    let tables = match &chosen {
+        Some(f) => {
+            state.service.compute_indicators(project, f).await.map_err(failed(lang))?.unwrap_or_default()
+        }
+        None => Vec::new(),
+    };
+    let gate = state.service.approved_only(project).await.map_err(failed(lang))?;
+    Ok(page(
+        lang,
+        q.lang.is_some(),
+        pages::indicators(&user, &p, &with_indicators, chosen.as_deref(), &tables, gate),
+    ))
+}
+
+#[derive(Deserialize)]
+struct SettingsForm {
+    csrf: String,
+    #[serde(default)]
+    approved_only: Option<String>,
+}
+
+/// A project's settings: for its admins only.
+async fn settings(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(project): Path<String>,
+    Form(form): Form<SettingsForm>,
+) -> Result<Response, WebError> {
+    let lang = user.lang;
+    let project = parse_id(&project, lang)?;
+    user.check_project(project)?;
+    user.check_csrf(&form.csrf)?;
+    if user.account.role_in(project) != Some(crate::storage::UserRole::Admin) {
+        return Err(WebError::Bad(lang, lang.t(Key::AdminsOnly).to_owned()));
+    }
+    let on = form.approved_only.as_deref() == Some("on");
+    state.service.set_approved_only(project, on).await.map_err(failed(lang))?;
+    tracing::info!(%project, approved_only = on, "the review gate changed");
+    Ok(redirect("/projects", None))
 }

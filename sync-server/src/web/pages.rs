@@ -85,7 +85,7 @@ pub fn login(lang: Lang, csrf: &str, error: Option<&str>) -> Markup {
     )
 }
 
-pub fn projects(user: &WebUser, projects: &[(Project, UserRole)]) -> Markup {
+pub fn projects(user: &WebUser, projects: &[(Project, UserRole, bool)]) -> Markup {
     let lang = user.lang;
     layout(
         lang,
@@ -95,11 +95,23 @@ pub fn projects(user: &WebUser, projects: &[(Project, UserRole)]) -> Markup {
             h1 { (lang.t(Key::Projects)) }
             @if projects.is_empty() { p { (lang.t(Key::NoProjects)) } }
             ul {
-                @for (p, role) in projects {
+                @for (p, role, gate) in projects {
                     li {
                         a href={ "/projects/" (p.id) "/submissions" } { (p.name) }
                         " · " a href={ "/projects/" (p.id) "/submissions?review=pending" } { (lang.t(Key::ReviewQueue)) }
+                        " · " a href={ "/projects/" (p.id) "/indicators" } { (lang.t(Key::Indicators)) }
                         span.muted { " (" (role.as_str()) ")" }
+                        @if *gate { " " span.flag { (lang.t(Key::ApprovedOnlyOn)) } }
+                        @if *role == UserRole::Admin {
+                            form.settings method="post" action={ "/projects/" (p.id) "/settings" } {
+                                input type="hidden" name="csrf" value=(user.session.csrf);
+                                label style="flex-direction:row;gap:.4rem" {
+                                    input type="checkbox" name="approved_only" checked[*gate];
+                                    (lang.t(Key::ApprovedOnly))
+                                }
+                                button type="submit" { (lang.t(Key::Save)) }
+                            }
+                        }
                     }
                 }
             }
@@ -481,4 +493,71 @@ fn repeat_table(
             }
         }
     }
+}
+
+pub fn indicators(
+    user: &WebUser,
+    project: &Project,
+    forms: &[(String, String)],
+    chosen: Option<&str>,
+    tables: &[crate::indicators::IndicatorTable],
+    approved_only: bool,
+) -> Markup {
+    use crate::indicators::Kind;
+    let lang = user.lang;
+    let code = lang.code();
+    let show = |kind: &Kind, v: f64| match kind {
+        Kind::Proportion => format!("{:.1} %", v * 100.0),
+        Kind::Rate { .. } => format!("{v:.1}"),
+        Kind::Count | Kind::Sum => format!("{v:.0}"),
+    };
+    layout(
+        lang,
+        lang.t(Key::Indicators),
+        Some(user),
+        html! {
+            p { a href={ "/projects/" (project.id) "/submissions" } { "← " (lang.t(Key::Submissions)) } }
+            h1 { (project.name) " · " (lang.t(Key::Indicators)) }
+            @if approved_only { p { span.flag { (lang.t(Key::ApprovedOnlyOn)) } } }
+            @if forms.is_empty() { p { (lang.t(Key::NoIndicators)) } }
+            @if forms.len() > 1 {
+                form.filters method="get" {
+                    label { (lang.t(Key::Form))
+                        select name="form" {
+                            @for (id, title) in forms { option value=(id) selected[chosen == Some(id.as_str())] { (title) } }
+                        }
+                    }
+                    button type="submit" { (lang.t(Key::Filter)) }
+                }
+            }
+            @for t in tables {
+                section.indicator data-table=(t.id) {
+                    h2 { (t.title.get(code)) " · " (t.dimension_label.get(code)) }
+                    @if let Some(d) = &t.description { p.muted { (d.get(code)) } }
+                    (PreEscaped(crate::indicators::svg::bar_chart(t, code)))
+                    table {
+                        thead { tr {
+                            th { (lang.t(Key::Category)) } th { (lang.t(Key::Numerator)) } th { (lang.t(Key::Denominator)) }
+                            th { (lang.t(Key::Estimate)) } th { (lang.t(Key::Interval)) }
+                        } }
+                        tbody {
+                            @for r in &t.rows {
+                                tr data-key=(r.key) {
+                                    td { (r.label.get(code)) }
+                                    @if r.suppressed {
+                                        td colspan="4" { em { (lang.t(Key::Suppressed)) } }
+                                    } @else {
+                                        td { (r.numerator.map_or_else(String::new, |n| format!("{n:.0}"))) }
+                                        td { (r.denominator.map_or_else(String::new, |d| d.to_string())) }
+                                        td { (r.estimate.map_or_else(String::new, |e| show(&t.kind, e))) }
+                                        td { (r.ci.as_ref().map_or_else(String::new, |ci| format!("{} – {}", show(&t.kind, ci.low), show(&t.kind, ci.high)))) }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
 }

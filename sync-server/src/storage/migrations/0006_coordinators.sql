@@ -57,3 +57,12 @@ CREATE INDEX submission_state_review ON submission_state (project, review_state,
 
 -- A document's changes, for when it first arrived and the order of a submission's comments.
 CREATE INDEX changes_doc ON changes (doc, seq);
+
+-- A project's settings, by key: 'review_gate' ('approved_only' holds exports and the read API
+-- to approved submissions), 'indicators/<form id>' (the form's indicator definitions, JSON).
+CREATE TABLE project_settings (
+    project BLOB NOT NULL REFERENCES projects (id),
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (project, key)
+) WITHOUT ROWID;

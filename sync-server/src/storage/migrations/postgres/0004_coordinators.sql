@@ -52,3 +52,10 @@ CREATE INDEX submission_state_review ON submission_state (project, review_state,
 
 -- A document's changes, for when it first arrived and the order of a submission's comments.
 CREATE INDEX changes_doc ON changes (doc, seq);
+
+CREATE TABLE project_settings (
+    project UUID NOT NULL REFERENCES projects (id),
+    key     TEXT NOT NULL,
+    value   TEXT NOT NULL,
+    PRIMARY KEY (project, key)
+);
