@@ -521,3 +521,83 @@ async fn an_admin_holds_the_api_to_approved_submissions_and_a_coordinator_cannot
     let (_, page, _) = admin.get(&format!("/projects/{a}/submissions")).await;
     assert!(page.contains(&waiting.0.to_string()) && page.contains(&approved.0.to_string()));
 }
+
+#[tokio::test]
+async fn a_coordinator_edits_an_answer_keeping_its_history_and_sees_the_photo() {
+    let server = start().await;
+    let a = server.project("A").await;
+    let b = server.project("B").await;
+    coordinator(&server, "ana@example.org", a).await;
+    coordinator(&server, "beto@example.org", b).await;
+    let enumerator = server.device(a, "enumerator").await;
+    let photo = b"\xFF\xD8\xFF\xE0 not really a jpeg, but bytes".to_vec();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&photo))
+    };
+    let (status, body) = server.upload(&enumerator, &photo, 0, &photo).await;
+    assert!(status.is_success(), "{body}");
+    let (doc, c) = submission(
+        &enumerator,
+        Hlc::new(1_000, 0).0,
+        &[("district", json!("panama")), ("photo", json!(format!("sha256:{sha}")))],
+    );
+    assert_eq!(server.push(&enumerator, &[c]).await.0, StatusCode::OK);
+
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let path = format!("/submissions/{}/attachments/{sha}", doc.0);
+    let res = browser
+        .http
+        .get(format!("{}{path}", browser.url))
+        .header(COOKIE, browser.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "image/jpeg");
+    assert_eq!(res.bytes().await.unwrap().to_vec(), photo);
+    // A blob the submission does not name is not served through it.
+    let other = format!("/submissions/{}/attachments/{}", doc.0, "0".repeat(64));
+    assert_eq!(browser.get(&other).await.0, StatusCode::NOT_FOUND);
+    let mut outsider = Browser::new(&server);
+    assert_eq!(outsider.login("beto@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    assert_eq!(outsider.get(&path).await.0, StatusCode::NOT_FOUND);
+    let csrf = outsider.csrf().await;
+    let edit = format!("/submissions/{}/edit", doc.0);
+    assert_eq!(
+        outsider.post(&edit, &[("csrf", &csrf), ("field", "district"), ("value", "x")]).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    let csrf = browser.csrf().await;
+    assert_eq!(
+        browser.post(&edit, &[("csrf", "nope"), ("field", "district"), ("value", "arraijan")]).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        browser.post(&edit, &[("csrf", &csrf), ("field", "_review/state"), ("value", "approved")]).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    let (status, _, _) =
+        browser.post(&edit, &[("csrf", &csrf), ("field", "district"), ("value", "arraijan")]).await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let (_, body) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(body["answers"]["district"], "arraijan");
+    assert_eq!(body["review_state"], "pending", "an edit is not a review");
+    let history =
+        body["history"].as_array().unwrap().iter().find(|h| h["field"] == "district").unwrap().clone();
+    let values: Vec<(&str, bool, &str)> = history["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| (v["value"].as_str().unwrap(), v["open"].as_bool().unwrap(), v["writer"].as_str().unwrap()))
+        .collect();
+    assert_eq!(values.len(), 2, "{history}");
+    assert_eq!(values[0], ("arraijan", true, "server"));
+    assert_eq!((values[1].0, values[1].1), ("panama", false));
+    // The enumerator's device gets the edit.
+    let pulled = server.pull_all(&enumerator).await;
+    assert!(pulled.iter().any(|c| c.doc == doc
+        && c.ops.iter().any(|o| o.field.as_str() == "district" && o.value == json!("arraijan"))));
+}

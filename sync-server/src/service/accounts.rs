@@ -40,7 +40,6 @@ impl Account {
 }
 
 /// What a login attempt gave.
-#[derive(Debug)]
 pub enum Login {
     /// Signed in: the session's token (for the cookie; kept only as its hash) and session.
     Ok { token: String, session: Session },
@@ -48,6 +47,19 @@ pub enum Login {
     Refused,
     /// Too many failures: try again after this long.
     Throttled { retry_after: Duration },
+}
+
+impl std::fmt::Debug for Login {
+    /// Never the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Login::Ok { session, .. } => write!(f, "Login::Ok {{ user: {} }}", session.user),
+            Login::Refused => f.write_str("Login::Refused"),
+            Login::Throttled { retry_after } => {
+                write!(f, "Login::Throttled {{ retry_after: {retry_after:?} }}")
+            }
+        }
+    }
 }
 
 /// An email as the server keeps it: trimmed and lowercased, checked for shape.

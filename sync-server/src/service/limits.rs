@@ -23,3 +23,6 @@ pub const MAX_COMMENT_BYTES: usize = 10_000;
 pub const MAX_CODE_USES: u32 = 100_000;
 /// Longest device name, in characters.
 pub const MAX_DEVICE_NAME_CHARS: usize = 200;
+
+/// The largest answer a coordinator writes from the web app.
+pub const MAX_EDIT_BYTES: usize = 16 * 1024;

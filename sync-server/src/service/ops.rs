@@ -19,6 +19,12 @@ use crate::storage::*;
 const READ_MODEL_KEY: &str = "read_model";
 const READ_MODEL_VERSION: &str = "1";
 
+/// What a coordinator writes to a field: a new value, or one of its open values kept.
+enum Answer {
+    New(serde_json::Value),
+    Keep(OpId),
+}
+
 /// The most changes one pull page holds.
 pub const MAX_PAGE_CHANGES: usize = 5_000;
 
@@ -423,6 +429,40 @@ impl Service {
         keep: OpId,
         now_ms: i64,
     ) -> Result<()> {
+        self.write_answer(project, doc, field, Answer::Keep(keep), now_ms).await
+    }
+
+    /// A coordinator's edit of an answer (from the web app), written by the server's replica
+    /// having seen every open value of the field; the history keeps every earlier value.
+    pub async fn edit_answer(
+        &self,
+        project: Uuid,
+        doc: DocId,
+        field: &str,
+        value: serde_json::Value,
+        now_ms: i64,
+    ) -> Result<()> {
+        if field.starts_with('_') || field.split('/').any(|s| s.starts_with('_')) {
+            return Err(StorageError::Forbidden("metadata fields are not edited as answers".into()));
+        }
+        let size = value.to_string().len();
+        if size > limits::MAX_EDIT_BYTES {
+            return Err(StorageError::TooLarge(format!(
+                "an answer has at most {} bytes",
+                limits::MAX_EDIT_BYTES
+            )));
+        }
+        self.write_answer(project, doc, field, Answer::New(value), now_ms).await
+    }
+
+    async fn write_answer(
+        &self,
+        project: Uuid,
+        doc: DocId,
+        field: &str,
+        answer: Answer,
+        now_ms: i64,
+    ) -> Result<()> {
         let path = tejido_core::FieldPath::parse(field)
             .map_err(|_| StorageError::Invalid("that is not a field of the submission".into()))?;
         let mut tx = self.write().await?;
@@ -433,16 +473,21 @@ impl Service {
         let ops = tx.field_ops(doc.0).await?;
         let open: Vec<&StoredOp> =
             ops.iter().filter(|o| o.field == field && o.leaf && o.value.is_some()).collect();
-        if open.len() < 2 {
-            return Err(StorageError::Conflict(
-                "that field has no open conflict (someone may have resolved it)".into(),
-            ));
-        }
-        let Some(kept) = open.iter().find(|o| o.id == keep).and_then(|o| o.value.as_deref()) else {
-            return Err(StorageError::Conflict("that value is no longer open".into()));
+        let value = match answer {
+            Answer::New(v) => v,
+            Answer::Keep(keep) => {
+                if open.len() < 2 {
+                    return Err(StorageError::Conflict(
+                        "that field has no open conflict (someone may have resolved it)".into(),
+                    ));
+                }
+                let Some(kept) = open.iter().find(|o| o.id == keep).and_then(|o| o.value.as_deref()) else {
+                    return Err(StorageError::Conflict("that value is no longer open".into()));
+                };
+                serde_json::from_str(kept)
+                    .map_err(|e| StorageError::Other(format!("a stored value does not parse: {e}")))?
+            }
         };
-        let value: serde_json::Value = serde_json::from_str(kept)
-            .map_err(|e| StorageError::Other(format!("a stored value does not parse: {e}")))?;
         let hlc = tick_after(tx.as_mut(), doc.0).await?;
         let seen: Vec<OpId> = open.iter().map(|o| o.id).filter(|id| id.hlc < hlc).collect();
         let change = Change {
@@ -455,6 +500,24 @@ impl Service {
         apply_change(tx.as_mut(), project, None, &change, now_ms).await?;
         read_model::refresh(tx.as_mut(), &self.forms, doc.0, project, author, now_ms).await?;
         tx.commit().await
+    }
+
+    /// The media type of a blob that the submission refers to (for the web app's photos), if
+    /// its bytes are held.
+    pub async fn submission_blob(&self, doc: Uuid, sha256: &str) -> Result<Option<(Uuid, String)>> {
+        let mut tx = self.read().await?;
+        let Some(state) = tx.submission_state(doc).await? else { return Ok(None) };
+        let ops = tx.field_ops(doc).await?;
+        let referred = ops.iter().any(|o| {
+            o.value
+                .as_deref()
+                .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+                .is_some_and(|v| parse_attachment_ref(&v) == Some(sha256))
+        });
+        if !referred {
+            return Ok(None);
+        }
+        Ok(tx.blob_media_type(state.project, sha256).await?.map(|m| (state.project, m)))
     }
 
     /// The form versions published in a project, parsed: (form id, version, form).

@@ -111,6 +111,7 @@ pub enum Key {
     ApprovedOnly,
     ApprovedOnlyOn,
     AdminsOnly,
+    Edit,
 }
 
 fn words(key: Key) -> (&'static str, &'static str) {
@@ -195,6 +196,7 @@ fn words(key: Key) -> (&'static str, &'static str) {
             "Exports and the API hold approved submissions only",
         ),
         ApprovedOnlyOn => ("Solo aprobados", "Approved only"),
+        Edit => ("Editar", "Edit"),
         AdminsOnly => (
             "Solo quien administra el proyecto puede cambiar esto.",
             "Only the project's admins may change this.",

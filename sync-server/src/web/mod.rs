@@ -45,6 +45,8 @@ pub fn router() -> Router<AppState> {
         .route("/submissions/{doc}", get(submission))
         .route("/submissions/{doc}/review", post(review))
         .route("/submissions/{doc}/resolve", post(resolve))
+        .route("/submissions/{doc}/edit", post(edit))
+        .route("/submissions/{doc}/attachments/{sha256}", get(attachment))
 }
 
 /// An error page (or a redirect to sign in).
@@ -569,4 +571,103 @@ async fn settings(
     state.service.set_approved_only(project, on).await.map_err(failed(lang))?;
     tracing::info!(%project, approved_only = on, "the review gate changed");
     Ok(redirect("/projects", None))
+}
+
+#[derive(Deserialize)]
+struct EditForm {
+    csrf: String,
+    field: String,
+    #[serde(default)]
+    value: String,
+}
+
+/// A value typed as the form's question takes it: a number for integer and decimal questions,
+/// text otherwise; empty clears the answer.
+fn typed_value(
+    form: Option<&tejido_core::form::Form>,
+    field: &str,
+    text: &str,
+) -> Result<serde_json::Value, String> {
+    use tejido_core::form::QuestionType;
+    let text = text.trim();
+    if text.is_empty() {
+        return Ok(serde_json::Value::Null);
+    }
+    let schema: Vec<&str> = field.split('/').filter(|p| Uuid::try_parse(p).is_err()).collect();
+    let kind = form.and_then(|f| f.node_at(&schema.join("/"))).map(|n| n.kind);
+    match kind {
+        Some(QuestionType::Integer) => text
+            .parse::<i64>()
+            .map(serde_json::Value::from)
+            .map_err(|_| "this question takes a whole number".into()),
+        Some(QuestionType::Decimal) => text
+            .replace(',', ".")
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite())
+            .map(serde_json::Value::from)
+            .ok_or_else(|| "this question takes a number".into()),
+        _ => Ok(serde_json::Value::String(text.to_owned())),
+    }
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(doc): Path<String>,
+    Form(form): Form<EditForm>,
+) -> Result<Response, WebError> {
+    let lang = user.lang;
+    let doc = parse_id(&doc, lang)?;
+    let Some(detail) = state.service.submission_detail(doc).await.map_err(failed(lang))? else {
+        return Err(WebError::NotFound(lang));
+    };
+    user.check_project(detail.state.project)?;
+    user.check_csrf(&form.csrf)?;
+    let value =
+        typed_value(detail.form.as_deref(), &form.field, &form.value).map_err(|m| WebError::Bad(lang, m))?;
+    state
+        .service
+        .edit_answer(detail.state.project, tejido_core::DocId(doc), &form.field, value, crate::now_ms())
+        .await
+        .map_err(failed(lang))?;
+    tracing::info!(submission = %doc, "an answer was edited in the web app");
+    Ok(redirect(&format!("/submissions/{doc}"), None))
+}
+
+/// A photo (or other attachment) of a submission, for a user of its project.
+async fn attachment(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path((doc, sha256)): Path<(String, String)>,
+) -> Result<Response, WebError> {
+    use axum::http::header::{CONTENT_DISPOSITION, CONTENT_LENGTH, CONTENT_TYPE};
+    let lang = user.lang;
+    let doc = parse_id(&doc, lang)?;
+    if !crate::blobs::valid_sha256(&sha256) {
+        return Err(WebError::NotFound(lang));
+    }
+    let Some((project, media_type)) =
+        state.service.submission_blob(doc, &sha256).await.map_err(failed(lang))?
+    else {
+        return Err(WebError::NotFound(lang));
+    };
+    user.check_project(project)?;
+    let size = state.blobs.complete_size(&sha256).await.map_err(|_| WebError::Failed(lang))?;
+    let Some(size) = size else { return Err(WebError::NotFound(lang)) };
+    let bytes = state.blobs.read(&sha256).await.map_err(|_| WebError::Failed(lang))?;
+    let mut res = axum::body::Body::from_stream(bytes).into_response();
+    let media_type = crate::service::blobs::allowed_media_type(&media_type);
+    let h = res.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static(media_type));
+    h.insert(CONTENT_LENGTH, size.into());
+    h.insert(
+        axum::http::HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("private, no-store"));
+    if !crate::service::blobs::shown_inline(media_type) {
+        h.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    }
+    Ok(res)
 }

@@ -294,6 +294,15 @@ fn show_value(form: Option<&Form>, node: Option<&Node>, language: &str, value: &
     }
 }
 
+/// An answer as an edit box shows it.
+fn edit_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
 /// A point on a small map drawn without tiles: a graticule around the point, the point, and
 /// its coordinates.
 fn point_map(value: &serde_json::Value) -> Option<Markup> {
@@ -391,7 +400,27 @@ pub fn submission(user: &WebUser, d: &SubmissionDetail) -> Markup {
                                     th { (label(n)) }
                                     td {
                                         @if n.kind == QuestionType::Geopoint { @if let Some(m) = point_map(v) { (m) } }
-                                        (show_value(form, Some(n), &language, v))
+                                        @if let Some(sha) = tejido_core::store::parse_attachment_ref(v) {
+                                            @let src = format!("/submissions/{}/attachments/{sha}", s.doc);
+                                            @if matches!(n.kind, QuestionType::Image) {
+                                                a href=(src) { img.photo src=(src) alt=(label(n)) height="160"; }
+                                            } @else {
+                                                a href=(src) { (label(n)) }
+                                            }
+                                        } @else {
+                                            (show_value(form, Some(n), &language, v))
+                                        }
+                                        @if n.kind.is_shown() && !matches!(n.kind, QuestionType::Image | QuestionType::Geopoint) {
+                                            details.edit {
+                                                summary { (lang.t(Key::Edit)) }
+                                                form method="post" action={ "/submissions/" (s.doc) "/edit" } {
+                                                    input type="hidden" name="csrf" value=(user.session.csrf);
+                                                    input type="hidden" name="field" value=(n.path);
+                                                    input type="text" name="value" value=(edit_text(v));
+                                                    button type="submit" { (lang.t(Key::Save)) }
+                                                }
+                                            }
+                                        }
                                     }
                                 }
                             }
