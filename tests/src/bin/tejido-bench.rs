@@ -1,11 +1,11 @@
-//! Tejido's benchmarks: `tejido-bench store|forms|sync [options]`. Each prints one line per
+//! Tejido's benchmarks: `tejido-bench store|forms|sync|export [options]`. Each prints one line per
 //! figure, `<group>.<metric> = <value> <unit>`, and `<group>.<metric>.ratio = <r>` against a
 //! baseline measured in the same run.
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let Some(group) = args.first() else {
-        eprintln!("usage: tejido-bench store|forms|sync [options]");
+        eprintln!("usage: tejido-bench store|forms|sync|export [options]");
         std::process::exit(2);
     };
     let rest = &args[1..];
@@ -13,7 +13,8 @@ fn main() {
         "store" => tejido_tests::bench_store::run(rest),
         "forms" => tejido_tests::bench_forms::run(rest),
         "sync" => tejido_tests::bench_sync::run(rest),
-        other => Err(format!("unknown benchmark group {other:?}; expected store, forms or sync")),
+        "export" => tejido_tests::bench_export::run(rest),
+        other => Err(format!("unknown benchmark group {other:?}; expected store, forms, sync or export")),
     };
     if let Err(e) = result {
         eprintln!("tejido-bench: {e}");
