@@ -19,9 +19,13 @@ fn csv_writer<W: Write>(out: W) -> csv::Writer<W> {
     csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).flexible(true).from_writer(out)
 }
 
-fn write_record<W: Write>(w: &mut csv::Writer<W>, cells: &[Cell<'_>]) -> Result<(), ExportError> {
+fn write_record<W: Write>(
+    w: &mut csv::Writer<W>,
+    cells: &[Cell<'_>],
+    scratch: &mut String,
+) -> Result<(), ExportError> {
     for c in cells {
-        w.write_field(c.csv_text().as_bytes())?;
+        w.write_field(c.csv_text(scratch).as_bytes())?;
     }
     w.write_record(None::<&[u8]>)?;
     Ok(())
@@ -70,20 +74,21 @@ where
     {
         let mut main = csv_writer(&mut zip);
         write_headers(&mut main, &layout.tables[0].headers)?;
-        let mut spare = (Vec::with_capacity(layout.tables[0].width()), Vec::new());
+        let mut spare = Vec::with_capacity(layout.tables[0].width());
+        let mut repeat_spare = Vec::new();
+        let mut scratch = String::new();
         for row in rows {
             let row = row?;
-            let (mut cells, mut repeat_cells) =
-                (recycle(std::mem::take(&mut spare.0)), recycle(std::mem::take(&mut spare.1)));
+            let mut cells = recycle(std::mem::take(&mut spare));
             layout.main_cells(&row, &mut cells);
-            write_record(&mut main, &cells)?;
+            write_record(&mut main, &cells, &mut scratch)?;
+            spare = recycle(cells);
             summary.submissions += 1;
             summary.repeat_rows +=
-                layout.repeat_rows(&row, &mut repeat_cells, &mut |t, cells| match spools.get_mut(t) {
-                    Some(Some(w)) => write_record(w, cells),
+                layout.repeat_rows(&row, &mut repeat_spare, &mut |t, cells| match spools.get_mut(t) {
+                    Some(Some(w)) => write_record(w, cells, &mut scratch),
                     _ => Ok(()),
                 })?;
-            spare = (recycle(cells), recycle(repeat_cells));
         }
         main.flush()?;
     }

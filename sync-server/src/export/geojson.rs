@@ -102,6 +102,8 @@ where
             let value = match cell {
                 Cell::Empty => Value::Null,
                 Cell::Number(t, f) => json_number(t, *f),
+                Cell::Json(n) => Value::Number((*n).clone()),
+                Cell::Uuid(u) => Value::String(u.to_string()),
                 Cell::Text(t) => Value::String(t.to_string()),
             };
             serde_json::to_writer(&mut out, &value).map_err(std::io::Error::from)?;

@@ -18,15 +18,31 @@ pub(crate) enum Cell<'a> {
     Empty,
     /// A number, with its text as written (so CSV keeps every digit).
     Number(Cow<'a, str>, f64),
+    /// A number as the device wrote it in JSON.
+    Json(&'a serde_json::Number),
+    /// A document id.
+    Uuid(uuid::Uuid),
     Text(Cow<'a, str>),
 }
 
 impl Cell<'_> {
-    /// The cell as CSV text, with the formula-injection prefix on text.
-    pub(crate) fn csv_text(&self) -> Cow<'_, str> {
+    /// The cell as CSV text, with the formula-injection prefix on text; numbers and ids are
+    /// formatted into `scratch`.
+    pub(crate) fn csv_text<'s>(&'s self, scratch: &'s mut String) -> Cow<'s, str> {
+        use std::fmt::Write;
         match self {
             Cell::Empty => Cow::Borrowed(""),
             Cell::Number(t, _) => Cow::Borrowed(t),
+            Cell::Json(n) => {
+                scratch.clear();
+                let _ = write!(scratch, "{n}");
+                Cow::Borrowed(scratch.as_str())
+            }
+            Cell::Uuid(u) => {
+                scratch.clear();
+                let _ = write!(scratch, "{}", u.hyphenated());
+                Cow::Borrowed(scratch.as_str())
+            }
             Cell::Text(t) => escape_formula(t),
         }
     }
@@ -59,7 +75,7 @@ pub(crate) enum MetaCol {
 }
 
 /// Receives each repeat row: its table and its cells.
-pub(crate) type Emit<'e, 'a> = dyn FnMut(usize, &[Cell<'a>]) -> Result<(), ExportError> + 'e;
+pub(crate) type Emit<'e> = dyn FnMut(usize, &[Cell<'_>]) -> Result<(), ExportError> + 'e;
 
 /// One column (a geopoint question spans four).
 #[derive(Debug, Clone, PartialEq)]
@@ -84,6 +100,9 @@ pub(crate) struct Table {
     /// The repeat's field path from its parent table's row (the whole path for a top-level one).
     pub rel: String,
     pub cols: Vec<Col>,
+    /// Each question's path from the table's row and its index in `cols`, sorted by path (a
+    /// row's fields arrive sorted, so one merge pass places them).
+    pub by_rel: Vec<(String, usize)>,
     /// Repeat tables whose rows sit in this table's rows.
     pub children: Vec<usize>,
     pub headers: Vec<String>,
@@ -219,6 +238,7 @@ impl<'f> Layout<'f> {
             name: form.settings.form_id.clone(),
             rel: String::new(),
             cols: vec![Col::Key],
+            by_rel: Vec::new(),
             children: Vec::new(),
             headers: Vec::new(),
             file_name: files[0].clone(),
@@ -248,6 +268,7 @@ impl<'f> Layout<'f> {
                 name: node.name.clone(),
                 rel: self.rel_path(i, parent),
                 cols: vec![Col::ParentKey, Col::Key],
+                by_rel: Vec::new(),
                 children: Vec::new(),
                 headers: Vec::new(),
                 file_name: file,
@@ -269,7 +290,9 @@ impl<'f> Layout<'f> {
                 },
             };
             let rel = self.rel_path(i, repeat);
-            self.tables[t].cols.push(Col::Question { node: i, rel, kind: node.kind });
+            let table = &mut self.tables[t];
+            table.by_rel.push((rel.clone(), table.cols.len()));
+            table.cols.push(Col::Question { node: i, rel, kind: node.kind });
         }
         for (t, table) in self.tables.iter_mut().enumerate() {
             if t == 0 {
@@ -282,6 +305,9 @@ impl<'f> Layout<'f> {
             } else {
                 table.cols.push(Col::RowId);
             }
+        }
+        for table in &mut self.tables {
+            table.by_rel.sort();
         }
         for t in 0..self.tables.len() {
             let headers = self.headers_of(&self.tables[t].cols);
@@ -353,7 +379,7 @@ impl<'f> Layout<'f> {
         out.clear();
         for col in &self.tables[0].cols {
             match col {
-                Col::Key => out.push(Cell::Text(Cow::Owned(row.doc.to_string()))),
+                Col::Key => out.push(Cell::Uuid(row.doc)),
                 Col::ParentKey | Col::RowId => out.push(Cell::Empty),
                 Col::Question { node, rel, kind } => {
                     self.value_cells(*node, *kind, row.answers.get(rel.as_str()), out)
@@ -432,7 +458,7 @@ impl<'f> Layout<'f> {
                     let label = self.choice_label(node, &name).to_owned();
                     Cell::Text(Cow::Owned(label))
                 } else {
-                    Cell::Number(Cow::Owned(n.to_string()), n.as_f64().unwrap_or(f64::NAN))
+                    Cell::Json(n)
                 }
             }
             Some(Value::String(s)) => {
@@ -473,76 +499,120 @@ impl<'f> Layout<'f> {
 
     /// Calls `emit(table, cells)` for every row of every repeat table in this submission, parents
     /// before their nested rows; returns how many rows were emitted.
-    pub fn repeat_rows<'a>(
-        &'a self,
-        row: &'a ExportRow,
-        cells: &mut Vec<Cell<'a>>,
-        emit: &mut Emit<'_, 'a>,
+    pub fn repeat_rows(
+        &self,
+        row: &ExportRow,
+        spare: &mut Vec<Cell<'static>>,
+        emit: &mut Emit<'_>,
     ) -> Result<u64, ExportError> {
         let key = row.doc.to_string();
         let mut count = 0;
         for &child in &self.tables[0].children {
             let rel = &self.tables[child].rel;
-            count += self.table_rows(child, &row.answers, rel, &key, cells, emit)?;
+            count += self.table_rows(child, &row.answers, rel, &key, spare, emit)?;
         }
         Ok(count)
     }
 
-    fn table_rows<'a>(
-        &'a self,
+    /// The rows of table `t` under one parent row: the repeat's fields are contiguous in the
+    /// sorted answers (`<prefix>/<row>/…`), so one pass over them groups each row's values.
+    fn table_rows(
+        &self,
         t: usize,
-        answers: &'a BTreeMap<String, Value>,
+        answers: &BTreeMap<String, Value>,
         prefix: &str,
         parent_key: &str,
-        cells: &mut Vec<Cell<'a>>,
-        emit: &mut Emit<'_, 'a>,
+        spare: &mut Vec<Cell<'static>>,
+        emit: &mut Emit<'_>,
     ) -> Result<u64, ExportError> {
         let table = &self.tables[t];
+        let mut start = String::with_capacity(prefix.len() + 1);
+        start.push_str(prefix);
+        start.push('/');
+        let mut values: Vec<Option<&Value>> = vec![None; table.cols.len()];
+        let mut range =
+            answers.range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded)).peekable();
+        let mut n: u64 = 0;
         let mut count = 0;
-        let mut field = String::new();
-        for (n, row) in row_ids(answers, prefix).into_iter().enumerate() {
-            let key = format!("{parent_key}/{}[{}]", table.name, n + 1);
-            let row_prefix = format!("{prefix}/{row}");
-            cells.clear();
-            for col in &table.cols {
-                match col {
-                    Col::ParentKey => cells.push(Cell::Text(Cow::Owned(parent_key.to_owned()))),
-                    Col::Key => cells.push(Cell::Text(Cow::Owned(key.clone()))),
-                    Col::RowId => cells.push(Cell::Text(Cow::Borrowed(row))),
-                    Col::Question { node, rel, kind } => {
-                        field.clear();
-                        field.push_str(&row_prefix);
-                        field.push('/');
-                        field.push_str(rel);
-                        self.value_cells(*node, *kind, answers.get(field.as_str()), cells);
+        while let Some((first, _)) = range.peek() {
+            let Some(rest) = first.strip_prefix(start.as_str()) else { break };
+            let row = rest.split_once('/').map_or(rest, |(r, _)| r);
+            values.iter_mut().for_each(|v| *v = None);
+            let mut exists = false;
+            let mut cursor = 0;
+            while let Some((key, value)) = range.peek() {
+                let Some(rest) = key.strip_prefix(start.as_str()) else { break };
+                match rest.strip_prefix(row).map(|s| s.strip_prefix('/')) {
+                    Some(Some(field)) => {
+                        if field == ROW_MARKER {
+                            exists = **value == Value::Bool(true);
+                        } else {
+                            while table.by_rel.get(cursor).is_some_and(|(rel, _)| rel.as_str() < field) {
+                                cursor += 1;
+                            }
+                            if let Some((rel, i)) = table.by_rel.get(cursor) {
+                                if rel == field {
+                                    if let Some(slot) = values.get_mut(*i) {
+                                        *slot = Some(*value);
+                                    }
+                                }
+                            }
+                        }
                     }
+                    // The repeat's own path with a row and nothing after it: not a field.
+                    Some(None) if rest == row => {}
+                    _ => break,
+                }
+                range.next();
+            }
+            if !exists || uuid::Uuid::try_parse(row).is_err() {
+                continue;
+            }
+            n += 1;
+            let mut key = String::with_capacity(parent_key.len() + table.name.len() + 8);
+            key.push_str(parent_key);
+            key.push('/');
+            key.push_str(&table.name);
+            key.push('[');
+            push_decimal(&mut key, n);
+            key.push(']');
+            let mut cells = recycle(std::mem::take(spare));
+            for (col, value) in table.cols.iter().zip(&values) {
+                match col {
+                    Col::ParentKey => cells.push(Cell::Text(Cow::Borrowed(parent_key))),
+                    Col::Key => cells.push(Cell::Text(Cow::Borrowed(key.as_str()))),
+                    Col::RowId => cells.push(Cell::Text(Cow::Borrowed(row))),
+                    Col::Question { node, kind, .. } => self.value_cells(*node, *kind, *value, &mut cells),
                     Col::Meta(_) => cells.push(Cell::Empty),
                 }
             }
-            emit(t, cells)?;
+            emit(t, &cells)?;
+            *spare = recycle(cells);
             count += 1;
             for &child in &table.children {
-                let child_prefix = format!("{row_prefix}/{}", self.tables[child].rel);
-                count += self.table_rows(child, answers, &child_prefix, &key, cells, emit)?;
+                let child_prefix = format!("{start}{row}/{}", self.tables[child].rel);
+                count += self.table_rows(child, answers, &child_prefix, &key, spare, emit)?;
             }
         }
         Ok(count)
     }
 }
 
-/// The rows of the repeat at field path `prefix` that exist (marker `true`), in row order.
-fn row_ids<'a>(answers: &'a BTreeMap<String, Value>, prefix: &str) -> Vec<&'a str> {
-    let start = format!("{prefix}/");
-    let mut rows = Vec::new();
-    for (key, value) in answers.range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded)) {
-        let Some(rest) = key.strip_prefix(start.as_str()) else { break };
-        if let Some((row, ROW_MARKER)) = rest.split_once('/') {
-            if *value == Value::Bool(true) && uuid::Uuid::try_parse(row).is_ok() {
-                rows.push(row);
-            }
+/// Appends `n` in decimal (without the formatting machinery: this runs for every row).
+pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
         }
     }
-    rows
+    for &d in &digits[i..] {
+        out.push(char::from(d));
+    }
 }
 
 /// A geopoint's four cells: latitude, longitude, altitude, accuracy.
@@ -566,9 +636,7 @@ fn point_cells<'a>(value: Option<&'a Value>, out: &mut Vec<Cell<'a>>) {
         Some(Value::Array(items)) if items.len() <= 4 => {
             for x in items {
                 out.push(match x {
-                    Value::Number(n) => {
-                        Cell::Number(Cow::Owned(n.to_string()), n.as_f64().unwrap_or(f64::NAN))
-                    }
+                    Value::Number(n) => Cell::Json(n),
                     Value::String(s) => Cell::Text(Cow::Borrowed(s.as_str())),
                     other => Cell::Text(Cow::Owned(other.to_string())),
                 });

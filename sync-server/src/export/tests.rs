@@ -625,4 +625,9 @@ fn civil_dates() {
     assert_eq!(table::civil(0), (1970, 1, 1, 0, 0, 0));
     assert_eq!(table::civil(1_768_487_400), (2026, 1, 15, 14, 30, 0));
     assert_eq!(table::civil(951_782_400), (2000, 2, 29, 0, 0, 0));
+    for n in [0u64, 7, 10, 1234, u64::MAX] {
+        let mut s = String::from("x");
+        table::push_decimal(&mut s, n);
+        assert_eq!(s, format!("x{n}"));
+    }
 }

@@ -36,6 +36,17 @@ impl Sheet {
                 Cell::Number(_, f) if f.is_finite() => {
                     self.ws.write_number(r, c, *f)?;
                 }
+                Cell::Json(n) => match n.as_f64().filter(|f| f.is_finite()) {
+                    Some(f) => {
+                        self.ws.write_number(r, c, f)?;
+                    }
+                    None => {
+                        self.ws.write_string(r, c, n.to_string())?;
+                    }
+                },
+                Cell::Uuid(u) => {
+                    self.ws.write_string(r, c, u.to_string())?;
+                }
                 Cell::Number(t, _) | Cell::Text(t) => {
                     let t = truncate(t);
                     match bold {
@@ -80,22 +91,22 @@ where
         sheets.push(sheet);
     }
     let mut summary = ExportSummary::default();
-    let mut spare = (Vec::new(), Vec::new());
+    let mut spare = Vec::new();
+    let mut repeat_spare = Vec::new();
     for row in rows {
         let row = row?;
-        let (mut cells, mut repeat_cells) =
-            (recycle(std::mem::take(&mut spare.0)), recycle(std::mem::take(&mut spare.1)));
+        let mut cells = recycle(std::mem::take(&mut spare));
         layout.main_cells(&row, &mut cells);
         if let Some(main) = sheets.first_mut() {
             main.row(&cells, None)?;
         }
+        spare = recycle(cells);
         summary.submissions += 1;
         summary.repeat_rows +=
-            layout.repeat_rows(&row, &mut repeat_cells, &mut |t, cells| match sheets.get_mut(t) {
+            layout.repeat_rows(&row, &mut repeat_spare, &mut |t, cells| match sheets.get_mut(t) {
                 Some(s) => s.row(cells, None),
                 None => Ok(()),
             })?;
-        spare = (recycle(cells), recycle(repeat_cells));
     }
     for sheet in sheets {
         workbook.push_worksheet(sheet.ws);
