@@ -4,8 +4,12 @@
 //! export and held in memory, written with the csv crate into a zip with the same compression in
 //! the same run (the baseline), and as plain CSV.
 //!
-//! - `export.csv_submissions_per_s` and `.ratio` against the baseline (target at least 0.5);
-//! - `export.xlsx_submissions_per_s`;
+//! - `export.csv_submissions_per_s` and `.ratio` against the baseline (target at least 0.5):
+//!   the export's own rate, leaving out the time the source spends producing rows (timed around
+//!   each `next()`: the generator here, the database in production), since the baseline's rows
+//!   are already in memory; dropping each row stays in the export's time.
+//!   `export.csv_with_source_submissions_per_s` (and its `.ratio`) is the end-to-end rate;
+//! - `export.xlsx_submissions_per_s` (own) and `export.xlsx_with_source_submissions_per_s`;
 //! - `export.peak_memory`: the larger peak resident memory of the two exports, in bytes
 //!   (target under 150 MB). The peak (VmHWM) is reset before each export through
 //!   `/proc/self/clear_refs`, so each figure is that export's own.
@@ -198,8 +202,28 @@ impl Iterator for Households {
     }
 }
 
+/// Times the source: the time spent producing rows, which the baseline (rows already in
+/// memory) does not spend.
+struct Timed<I> {
+    inner: I,
+    secs: std::rc::Rc<std::cell::Cell<f64>>,
+}
+
+impl<I: Iterator> Iterator for Timed<I> {
+    type Item = I::Item;
+    fn next(&mut self) -> Option<I::Item> {
+        let t = Instant::now();
+        let item = self.inner.next();
+        self.secs.set(self.secs.get() + t.elapsed().as_secs_f64());
+        item
+    }
+}
+
 struct Run {
+    /// Wall time of the whole export, the source included.
     secs: f64,
+    /// Of which the source's.
+    source_secs: f64,
     bytes: u64,
     peak: Option<u64>,
 }
@@ -208,10 +232,17 @@ fn timed_export(form: &Form, n: u64, format: Format) -> Result<Run, String> {
     let reset = reset_peak();
     let options = ExportOptions { format, headers: Headers::Names, lang: None, geopoint: None };
     let mut out = Counter::default();
+    let source_secs = std::rc::Rc::new(std::cell::Cell::new(0.0));
+    let rows = Timed { inner: Households::new(form, n), secs: source_secs.clone() };
     let t = Instant::now();
-    export(form, Households::new(form, n), &options, &mut out).map_err(|e| e.to_string())?;
+    export(form, rows, &options, &mut out).map_err(|e| e.to_string())?;
     let secs = t.elapsed().as_secs_f64();
-    Ok(Run { secs, bytes: out.0, peak: if reset { status_bytes("VmHWM:") } else { None } })
+    Ok(Run {
+        secs,
+        source_secs: source_secs.get(),
+        bytes: out.0,
+        peak: if reset { status_bytes("VmHWM:") } else { None },
+    })
 }
 
 /// Zip entries of the CSV export, each read back as CSV records.
@@ -292,9 +323,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
 
     let csv = timed_export(&form, n, Format::CsvZip)?;
     let xlsx = timed_export(&form, n, Format::Xlsx)?;
-    report("export.csv_submissions_per_s", n as f64 / csv.secs, "submissions/s");
+    let own = |r: &Run| (r.secs - r.source_secs).max(1e-9);
+    report("export.csv_submissions_per_s", n as f64 / own(&csv), "submissions/s");
+    report("export.csv_with_source_submissions_per_s", n as f64 / csv.secs, "submissions/s");
     report("export.csv_bytes", csv.bytes as f64, "bytes");
-    report("export.xlsx_submissions_per_s", n as f64 / xlsx.secs, "submissions/s");
+    report("export.xlsx_submissions_per_s", n as f64 / own(&xlsx), "submissions/s");
+    report("export.xlsx_with_source_submissions_per_s", n as f64 / xlsx.secs, "submissions/s");
     report("export.xlsx_bytes", xlsx.bytes as f64, "bytes");
     match (csv.peak, xlsx.peak) {
         (Some(c), Some(x)) => {
@@ -325,6 +359,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let plain = t.elapsed().as_secs_f64();
     report("export.baseline_csv_zip_submissions_per_s", n as f64 / baseline, "submissions/s");
     report("export.baseline_plain_csv_submissions_per_s", n as f64 / plain, "submissions/s");
-    report_ratio("export.csv_submissions_per_s", baseline / csv.secs);
+    report_ratio("export.csv_submissions_per_s", baseline / own(&csv));
+    report_ratio("export.csv_with_source_submissions_per_s", baseline / csv.secs);
     Ok(())
 }
