@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod blobs;
+pub mod export;
 pub mod indicators;
 pub mod secrets;
 pub mod serve;

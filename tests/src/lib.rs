@@ -1,6 +1,7 @@
 //! Shared helpers for Tejido's end-to-end tests and benchmarks.
 #![allow(clippy::unwrap_used)]
 
+pub mod bench_export;
 pub mod bench_forms;
 pub mod bench_store;
 pub mod bench_sync;
