@@ -6,6 +6,7 @@ pub mod bench_forms;
 pub mod bench_store;
 pub mod bench_sync;
 pub mod bench_web;
+pub mod browser;
 pub mod device;
 pub mod proxy;
 pub mod server;

@@ -170,6 +170,43 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("tejido-server {args:?} printed no JSON ({e}): {stdout}"))
     }
 
+    /// Adds a coordinators' web-app account to a project (`user add --password-stdin`, the way
+    /// a script does it).
+    pub fn add_user(&self, email: &str, project: Uuid, role: &str, password: &str) -> Value {
+        use std::io::Write as _;
+        let mut cmd = Command::new(server_binary());
+        if let Some(db) = &self.database {
+            cmd.arg("--database").arg(db);
+        }
+        let project = project.to_string();
+        let args = ["user", "add", email, "--project", &project, "--role", role, "--password-stdin"];
+        let mut child = cmd
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--json")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("tejido-server runs");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(format!("{password}\n").as_bytes())
+            .expect("the password is sent");
+        let out = child.wait_with_output().expect("tejido-server ends");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "tejido-server {args:?} failed: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_str(stdout.trim())
+            .unwrap_or_else(|e| panic!("tejido-server {args:?} printed no JSON ({e}): {stdout}"))
+    }
+
     /// Creates a project; returns its id.
     pub fn create_project(&self, name: &str) -> Uuid {
         let v = self.cli(&["project", "create", name]);
