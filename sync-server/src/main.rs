@@ -118,6 +118,27 @@ enum Command {
     /// Forms: check, preview, publish.
     #[command(subcommand)]
     Form(FormCommand),
+    /// Export a form's submissions (deleted ones left out; approved ones only under the
+    /// project's review gate) with the columns of its newest version.
+    Export {
+        #[arg(long)]
+        project: String,
+        #[arg(long)]
+        form: String,
+        /// csv (a zip of CSV files, one per repeat), xlsx or geojson.
+        #[arg(long, default_value = "csv")]
+        format: String,
+        /// Question and choice labels instead of names.
+        #[arg(long)]
+        labels: bool,
+        /// The language of labels (es, en, or as the form names it).
+        #[arg(long)]
+        lang: Option<String>,
+        /// The file to write (written beside it first, then renamed, so a failed export leaves
+        /// nothing half-written).
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Accounts of the coordinators' web app.
     #[command(subcommand)]
     User(UserCommand),
@@ -577,6 +598,44 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
                     } else {
                         format!("{} (an existing user) is now {} in {}", user.email, role.as_str(), p.name)
                     }
+                },
+            );
+            Ok(())
+        }
+        Command::Export { project, form, format, labels, lang, out } => {
+            let admin = Admin::open(data, database)?;
+            let p = admin.project(&project)?;
+            let format = tejido_server::export::Format::parse(&format)
+                .ok_or_else(|| Failure(format!("{format:?} is not a format: csv, xlsx or geojson"), 2))?;
+            let headers = if labels {
+                tejido_server::export::Headers::Labels
+            } else {
+                tejido_server::export::Headers::Names
+            };
+            let options = tejido_server::export::ExportOptions { format, headers, lang, geopoint: None };
+            let partial = out.with_extension("partial");
+            let file = std::fs::File::create(&partial)
+                .map_err(|e| Failure(format!("cannot create {}: {e}", partial.display()), 1))?;
+            let result = admin.run(admin.service.export(p.id, &form, options, std::io::BufWriter::new(file)));
+            let summary = match result {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&partial);
+                    return Err(e);
+                }
+            };
+            std::fs::rename(&partial, &out)
+                .map_err(|e| Failure(format!("cannot write {}: {e}", out.display()), 1))?;
+            print(
+                json,
+                json!({ "out": out, "submissions": summary.submissions, "repeat_rows": summary.repeat_rows }),
+                || {
+                    format!(
+                        "exported {} submissions ({} repeat rows) to {}",
+                        summary.submissions,
+                        summary.repeat_rows,
+                        out.display()
+                    )
                 },
             );
             Ok(())

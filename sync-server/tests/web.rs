@@ -601,3 +601,117 @@ async fn a_coordinator_edits_an_answer_keeping_its_history_and_sees_the_photo() 
     assert!(pulled.iter().any(|c| c.doc == doc
         && c.ops.iter().any(|o| o.field.as_str() == "district" && o.value == json!("arraijan"))));
 }
+
+#[tokio::test]
+async fn each_export_downloads_from_the_page_and_the_api_within_the_project_and_the_gate() {
+    let server = start().await;
+    let a = server.project("A").await;
+    let b = server.project("B").await;
+    coordinator(&server, "ana@example.org", a).await;
+    coordinator(&server, "beto@example.org", b).await;
+    let version = publish_victimization(&server, a).await;
+    let enumerator = server.device(a, "enumerator").await;
+    let row = Uuid::new_v4();
+    let mut docs = Vec::new();
+    for (i, district) in ["panama", "arraijan"].iter().enumerate() {
+        let doc = DocId::new();
+        let roster = format!("survey/roster/{row}");
+        let c = change(
+            &enumerator,
+            doc,
+            Collection::Submission,
+            Hlc::new(1_000 + i as u64, 0).0,
+            &[
+                ("_form", json!("victimizacion_hogares")),
+                ("_form_version", json!(version)),
+                ("_status", json!("finalized")),
+                ("consent", json!("yes")),
+                ("survey/location/district", json!(district)),
+                ("survey/location/home_gps", json!("8.9824 -79.5199 10 5")),
+                (&format!("{roster}/_row"), json!(true)),
+                (&format!("{roster}/member_name"), json!("=HYPERLINK(\"x\")")),
+            ],
+        );
+        assert_eq!(server.push(&enumerator, &[c]).await.0, StatusCode::OK);
+        docs.push(doc);
+    }
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let (_, page, _) = browser.get(&format!("/projects/{a}/submissions")).await;
+    assert!(page.contains("id=\"exports\"") && page.contains("format=xlsx"), "{page}");
+    let download = |path: String| {
+        let http = browser.http.clone();
+        let cookie = browser.cookie_header();
+        let url = format!("{}{path}", browser.url);
+        async move {
+            let res = http.get(url).header(COOKIE, cookie).send().await.unwrap();
+            let status = res.status();
+            let headers = res.headers().clone();
+            (status, headers, res.bytes().await.unwrap().to_vec())
+        }
+    };
+    let base = format!("/projects/{a}/export?form=victimizacion_hogares");
+    let (status, headers, zip_bytes) = download(format!("{base}&format=csv")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["content-disposition"], "attachment; filename=\"victimizacion_hogares.zip\"");
+    let mut zip = zip::ZipArchive::new(std::io::Cursor::new(zip_bytes)).unwrap();
+    let names: Vec<String> = zip.file_names().map(|n| n.unwrap().into_owned()).collect();
+    assert!(names.contains(&"victimizacion_hogares.csv".to_owned()), "{names:?}");
+    let roster_csv = names.iter().find(|n| n.contains("roster")).unwrap().clone();
+    let mut main = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name("victimizacion_hogares.csv").unwrap(), &mut main).unwrap();
+    assert_eq!(main.lines().count(), 3, "a header and two submissions: {main}");
+    assert!(main.contains("arraijan") && main.contains(&docs[0].0.to_string()));
+    let mut roster = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name(&roster_csv).unwrap(), &mut roster).unwrap();
+    assert!(roster.contains("'=HYPERLINK"), "a formula is written as text: {roster}");
+    let (status, _, xlsx) = download(format!("{base}&format=xlsx&headers=labels&lang=es")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(xlsx.starts_with(b"PK"), "an xlsx is a zip");
+    let (status, _, geojson) = download(format!("{base}&format=geojson")).await;
+    assert_eq!(status, StatusCode::OK);
+    let geojson: Value = serde_json::from_slice(&geojson).unwrap();
+    assert_eq!(geojson["features"].as_array().unwrap().len(), 2);
+    assert_eq!(geojson["features"][0]["geometry"]["coordinates"][0], json!(-79.5199));
+    assert_eq!(download(format!("{base}&format=pdf")).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(download(format!("/projects/{a}/export?form=nope")).await.0, StatusCode::NOT_FOUND);
+
+    // Another project's coordinator gets a 404, page and API alike.
+    let mut outsider = Browser::new(&server);
+    assert_eq!(outsider.login("beto@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    assert_eq!(outsider.get(&format!("{base}&format=csv")).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        outsider.api(&format!("/v1/projects/{a}/export?form=victimizacion_hogares")).await.0,
+        StatusCode::NOT_FOUND
+    );
+
+    // The API with the admin token; under the review gate, approved submissions only.
+    server.service.set_approved_only(a, true).await.unwrap();
+    server
+        .service
+        .review(&tejido_server::storage::Review {
+            project: a,
+            submission: docs[1],
+            state: "approved".into(),
+            comment: None,
+            author: None,
+            author_label: "admin".into(),
+            now_ms: 5,
+        })
+        .await
+        .unwrap();
+    let res = server
+        .req(
+            Method::GET,
+            &format!("/v1/projects/{a}/export?form=victimizacion_hogares&format=geojson"),
+            Some(ADMIN),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let geojson: Value = serde_json::from_slice(&res.bytes().await.unwrap()).unwrap();
+    let ids: Vec<&str> =
+        geojson["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, vec![docs[1].0.to_string()]);
+}

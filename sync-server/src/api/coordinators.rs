@@ -248,3 +248,34 @@ pub(crate) async fn get_submission(
         comments: d.comments.into_iter().map(comment_item).collect(),
     }))
 }
+
+/// Export a form's submissions as a stream: a zip of CSV files (one per repeat, joined by
+/// keys), an XLSX workbook or GeoJSON. Deleted submissions are left out; under the review gate,
+/// approved ones only.
+#[utoipa::path(get, path = "/v1/projects/{project}/export", tag = "coordinators",
+    params(docs::ProtocolHeader, ("project" = Uuid, Path),
+        ("form" = String, Query, description = "The form id"),
+        ("format" = Option<String>, Query, description = "csv (a zip, the default), xlsx or geojson"),
+        ("headers" = Option<String>, Query, description = "names (the default) or labels"),
+        ("lang" = Option<String>, Query, description = "The language of labels: es, en")),
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, description = "The file, streamed", content_type = "application/octet-stream"),
+        (status = 404, body = docs::ErrorBody, description = "No such project or form for the caller"),
+    ))]
+pub(crate) async fn export(
+    State(state): State<AppState>,
+    reader: Reader,
+    Path(project): Path<String>,
+    Query(q): Query<crate::web::ExportQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let project = Uuid::try_parse(&project).map_err(|_| ApiError::not_found("no such project"))?;
+    if !reader.may_read(project) {
+        return Err(ApiError::not_found("no such project"));
+    }
+    crate::web::export_response(&state, project, &q).await.map_err(|r| match r {
+        crate::web::ExportRefusal::NotFound => ApiError::not_found("no such form in this project"),
+        crate::web::ExportRefusal::Bad(m) => ApiError::bad_request(m),
+        crate::web::ExportRefusal::Failed(e) => e.into(),
+    })
+}

@@ -185,7 +185,7 @@ impl Modify for CommonResponses {
         blobs::status, blobs::upload, blobs::download,
         admin::create_project, admin::create_enrollment_code, admin::list_devices,
         admin::revoke_device, admin::review_submission, admin::list_conflicts,
-        coordinators::list_submissions, coordinators::get_submission,
+        coordinators::list_submissions, coordinators::get_submission, coordinators::export,
     ),
     components(schemas(
         docs::ErrorBody, docs::EnrollRequest, docs::EnrollResponse, docs::FieldOp, docs::Change,

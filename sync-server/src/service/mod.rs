@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod blobs;
 pub mod clock;
 pub mod enroll;
+pub mod exports;
 pub mod limits;
 pub mod ops;
 pub mod read_model;

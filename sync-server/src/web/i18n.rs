@@ -112,6 +112,8 @@ pub enum Key {
     ApprovedOnlyOn,
     AdminsOnly,
     Edit,
+    Export,
+    WithLabels,
 }
 
 fn words(key: Key) -> (&'static str, &'static str) {
@@ -197,6 +199,8 @@ fn words(key: Key) -> (&'static str, &'static str) {
         ),
         ApprovedOnlyOn => ("Solo aprobados", "Approved only"),
         Edit => ("Editar", "Edit"),
+        Export => ("Exportar", "Export"),
+        WithLabels => ("con etiquetas", "with labels"),
         AdminsOnly => (
             "Solo quien administra el proyecto puede cambiar esto.",
             "Only the project's admins may change this.",

@@ -42,6 +42,7 @@ pub fn router() -> Router<AppState> {
         .route("/projects/{project}/submissions", get(submissions))
         .route("/projects/{project}/indicators", get(indicators))
         .route("/projects/{project}/settings", post(settings))
+        .route("/projects/{project}/export", get(export))
         .route("/submissions/{doc}", get(submission))
         .route("/submissions/{doc}/review", post(review))
         .route("/submissions/{doc}/resolve", post(resolve))
@@ -670,4 +671,126 @@ async fn attachment(
         h.insert(CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
     }
     Ok(res)
+}
+
+/// What an export request asks for, as the page's links and the API's query carry it.
+#[derive(Clone, Debug, Default, Deserialize)]
+pub struct ExportQuery {
+    pub form: Option<String>,
+    /// `csv` (a zip of CSV files), `xlsx` or `geojson`.
+    pub format: Option<String>,
+    /// `names` (the default) or `labels`.
+    pub headers: Option<String>,
+    /// The language of labels (`es`, `en`).
+    pub lang: Option<String>,
+}
+
+impl ExportQuery {
+    /// The form id and options, or what is wrong with the query.
+    pub fn options(&self) -> Result<(String, crate::export::ExportOptions), String> {
+        use crate::export::{ExportOptions, Format, Headers};
+        let form = nonempty(&self.form).ok_or("name the form to export (form=…)")?.to_owned();
+        let format = match nonempty(&self.format) {
+            None => Format::CsvZip,
+            Some(f) => Format::parse(f).ok_or("format is csv, xlsx or geojson")?,
+        };
+        let headers = match nonempty(&self.headers) {
+            None | Some("names") => Headers::Names,
+            Some("labels") => Headers::Labels,
+            Some(_) => return Err("headers is names or labels".into()),
+        };
+        let lang = nonempty(&self.lang).map(str::to_owned);
+        Ok((form, ExportOptions { format, headers, lang, geopoint: None }))
+    }
+}
+
+/// Why an export cannot start (checked before the first byte, so the answer can still say so).
+pub enum ExportRefusal {
+    NotFound,
+    Bad(String),
+    Failed(StorageError),
+}
+
+/// Starts a streaming export: the response's headers and its body, which the export fills at
+/// the client's pace.
+pub async fn export_response(
+    state: &AppState,
+    project: Uuid,
+    query: &ExportQuery,
+) -> Result<Response, ExportRefusal> {
+    use crate::export::Format;
+    let (form_id, options) = query.options().map_err(ExportRefusal::Bad)?;
+    let form = state.service.latest_form(project, &form_id).await.map_err(ExportRefusal::Failed)?;
+    let Some(form) = form else { return Err(ExportRefusal::NotFound) };
+    if options.format == Format::GeoJson && !has_point(&form) {
+        return Err(ExportRefusal::Bad("this form has no geopoint question outside repeats".into()));
+    }
+    let file_name = options.format.file_name(&form);
+    let content_type = options.format.content_type();
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
+    let service = state.service.clone();
+    tokio::spawn(async move {
+        let failed = tx.clone();
+        let writer = crate::service::exports::ChannelWriter::new(tx);
+        match service.export(project, &form_id, options, writer).await {
+            Ok(summary) => tracing::info!(form = %form_id, submissions = summary.submissions, "exported"),
+            Err(e) => {
+                tracing::warn!(form = %form_id, error = %e, "an export stopped");
+                // The client sees a broken download rather than a file that looks complete.
+                let _ = failed.send(Err(std::io::Error::other("the export stopped"))).await;
+            }
+        }
+    });
+    // A receiver may be polled again after it ends (the body's layers do): it answers None.
+    let mut rx = rx;
+    let stream = futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut res = axum::body::Body::from_stream(stream).into_response();
+    let h = res.headers_mut();
+    h.insert(axum::http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    let disposition = format!("attachment; filename=\"{}\"", file_name.replace(['"', '\\', '\r', '\n'], "_"));
+    if let Ok(v) = HeaderValue::from_str(&disposition) {
+        h.insert(axum::http::header::CONTENT_DISPOSITION, v);
+    }
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    h.insert(
+        axum::http::HeaderName::from_static("x-content-type-options"),
+        HeaderValue::from_static("nosniff"),
+    );
+    Ok(res)
+}
+
+async fn export(
+    State(state): State<AppState>,
+    user: WebUser,
+    Path(project): Path<String>,
+    Query(q): Query<ExportQuery>,
+) -> Result<Response, WebError> {
+    let lang = user.lang;
+    let project = parse_id(&project, lang)?;
+    user.check_project(project)?;
+    export_response(&state, project, &q).await.map_err(|r| match r {
+        ExportRefusal::NotFound => WebError::NotFound(lang),
+        ExportRefusal::Bad(m) => WebError::Bad(lang, m),
+        ExportRefusal::Failed(e) => failed(lang)(e),
+    })
+}
+
+/// Whether a GeoJSON export can place features: a geopoint question outside repeats.
+fn has_point(form: &tejido_core::form::Form) -> bool {
+    use tejido_core::form::QuestionType;
+    form.nodes.iter().any(|n| {
+        let mut at = n.parent;
+        let mut in_repeat = false;
+        while let Some(i) = at {
+            match form.nodes.get(i) {
+                Some(p) if p.kind == QuestionType::Repeat => {
+                    in_repeat = true;
+                    break;
+                }
+                Some(p) => at = p.parent,
+                None => break,
+            }
+        }
+        matches!(n.kind, QuestionType::Geopoint | QuestionType::StartGeopoint) && !in_repeat
+    })
 }

@@ -236,6 +236,27 @@ pub fn submissions(
                 label { (lang.t(Key::Value)) input type="text" name="value" size="12" value=[q.value.as_deref()]; }
                 button type="submit" id="filter" { (lang.t(Key::Filter)) }
             }
+            @if !form_ids.is_empty() {
+                details id="exports" {
+                    summary { (lang.t(Key::Export)) }
+                    @for id in &form_ids {
+                        p {
+                            (form_title(id)) ": "
+                            @for (format, name) in [("csv", "CSV (zip)"), ("xlsx", "XLSX"), ("geojson", "GeoJSON")] {
+                                a.export data-form=(id) data-format=(format)
+                                    href={ "/projects/" (project.id) "/export?form=" (urlencode(id)) "&format=" (format) } { (name) }
+                                " "
+                            }
+                            "· " (lang.t(Key::WithLabels)) ": "
+                            @for (format, name) in [("csv", "CSV (zip)"), ("xlsx", "XLSX")] {
+                                a.export-labels data-form=(id) data-format=(format)
+                                    href={ "/projects/" (project.id) "/export?form=" (urlencode(id)) "&format=" (format) "&headers=labels&lang=" (lang.code()) } { (name) }
+                                " "
+                            }
+                        }
+                    }
+                }
+            }
             @if list.rows.is_empty() {
                 p { (lang.t(Key::NoSubmissions)) }
             } @else {
