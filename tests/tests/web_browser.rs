@@ -238,10 +238,32 @@ async fn a_coordinator_reviews_and_resolves_in_a_real_browser() {
         assert_eq!(doc.conflicts().count(), 0, "{}: no open conflict", d.name);
     }
 
-    // EXPORTS: the export downloads (CSV zip, XLSX, GeoJSON) are being built elsewhere. Add
-    // them here once the page has its links: for each format, `b.download("a#export-…",
-    // &shots.join("…"))`, then check the file (zip entries and CSV headers, an XLSX that
-    // opens, GeoJSON features) against the submissions above.
+    // Each export downloads from the list page's links.
+    b.goto(&format!("{url}{list}"));
+    b.click("details#exports summary");
+    b.screenshot("exports");
+    let form_id = form.settings.form_id.clone();
+    let link =
+        |format: &str, class: &str| format!("a.{class}[data-form=\"{form_id}\"][data-format=\"{format}\"]");
+    let csv_path = shots.join("export.zip");
+    let name = b.download(&link("csv", "export"), &csv_path);
+    assert_eq!(name, format!("{form_id}.zip"));
+    let mut zip = zip::ZipArchive::new(std::fs::File::open(&csv_path).unwrap()).unwrap();
+    let mut main = String::new();
+    std::io::Read::read_to_string(&mut zip.by_name(&format!("{form_id}.csv")).unwrap(), &mut main).unwrap();
+    assert!(main.starts_with("KEY,"), "{main}");
+    assert_eq!(main.lines().count(), 4, "a header and the three interviews: {main}");
+    assert!(main.contains(&contested.0.to_string()) && main.contains("unsafe"), "{main}");
+    assert!(zip.file_names().any(|n| n.is_ok_and(|n| n.contains("roster"))), "the roster has its own file");
+    let xlsx_path = shots.join("export.xlsx");
+    assert_eq!(b.download(&link("xlsx", "export-labels"), &xlsx_path), format!("{form_id}.xlsx"));
+    let xlsx = std::fs::read(&xlsx_path).unwrap();
+    assert!(xlsx.starts_with(b"PK") && xlsx.len() > 1_000, "an XLSX workbook");
+    let geo_path = shots.join("export.geojson");
+    assert_eq!(b.download(&link("geojson", "export"), &geo_path), format!("{form_id}.geojson"));
+    let geo: serde_json::Value = serde_json::from_slice(&std::fs::read(&geo_path).unwrap()).unwrap();
+    assert_eq!(geo["type"], "FeatureCollection");
+    assert!(geo["features"].as_array().is_some(), "{geo}");
 
     // Signing out sends back to the login, and the pages stay closed.
     b.click_and_load("#logout");

@@ -15,7 +15,9 @@ fn main() {
         "sync" => tejido_tests::bench_sync::run(rest),
         "web" => tejido_tests::bench_web::run(rest),
         "export" => tejido_tests::bench_export::run(rest),
-        other => Err(format!("unknown benchmark group {other:?}; expected store, forms, sync, web or export")),
+        other => {
+            Err(format!("unknown benchmark group {other:?}; expected store, forms, sync, web or export"))
+        }
     };
     if let Err(e) = result {
         eprintln!("tejido-bench: {e}");
