@@ -22,6 +22,8 @@ pub const MAX_EMAIL_BYTES: usize = 254;
 pub const FREE_FAILURES_PER_ACCOUNT: u32 = 5;
 /// The same for one address (an office behind one NAT shares it).
 pub const FREE_FAILURES_PER_ADDRESS: u32 = 20;
+/// A failure count is forgotten this long after its last failure.
+pub const FORGET_FAILURES_MS: i64 = 24 * 60 * 60 * 1000;
 /// The longest wait between tries.
 pub const MAX_WAIT_MS: i64 = 15 * 60 * 1000;
 
@@ -249,6 +251,9 @@ impl Service {
                 Login::Ok { token, session }
             }
             None => {
+                // Counts idle for a day are forgotten, so made-up emails cannot grow the table
+                // without bound.
+                tx.forget_login_failures(now_ms.saturating_sub(FORGET_FAILURES_MS)).await?;
                 for (key, _) in &keys {
                     let failures = tx.login_failures(key).await?.map_or(0, |(n, _)| n);
                     tx.set_login_failures(key, failures.saturating_add(1), now_ms).await?;

@@ -592,6 +592,8 @@ pub trait Tx: Send {
     async fn login_failures(&mut self, key: &str) -> Result<Option<(u32, i64)>>;
     async fn set_login_failures(&mut self, key: &str, failures: u32, last_ms: i64) -> Result<()>;
     async fn clear_login_failures(&mut self, key: &str) -> Result<()>;
+    /// Forgets failure counts whose last failure was before `before_ms`; returns how many.
+    async fn forget_login_failures(&mut self, before_ms: i64) -> Result<u64>;
 
     // The read model of submissions.
     async fn put_submission_state(&mut self, row: &SubmissionState) -> Result<()>;

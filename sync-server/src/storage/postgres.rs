@@ -1099,6 +1099,10 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn forget_login_failures(&mut self, before_ms: i64) -> Result<u64> {
+        self.exec("DELETE FROM login_failures WHERE last_ms < $1", &[&before_ms]).await
+    }
+
     async fn put_submission_state(&mut self, s: &SubmissionState) -> Result<()> {
         self.exec(
             &format!(

@@ -1095,6 +1095,11 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn forget_login_failures(&mut self, before_ms: i64) -> Result<u64> {
+        Ok(self.c()?.prepare_cached("DELETE FROM login_failures WHERE last_ms < ?1")?.execute([before_ms])?
+            as u64)
+    }
+
     async fn put_submission_state(&mut self, s: &SubmissionState) -> Result<()> {
         self.c()?
             .prepare_cached(&format!(

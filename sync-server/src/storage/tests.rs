@@ -1013,6 +1013,16 @@ async fn users_sessions_and_login_failures_round_trip(s: &Service) {
         s.login("ana@example.org", "a new long password", "10.0.0.2", 10_000).await.unwrap(),
         Login::Ok { .. }
     ));
+    // A day after the last failure, the counts are forgotten.
+    let later = 10_000 + crate::service::accounts::FORGET_FAILURES_MS + 1;
+    assert!(matches!(
+        s.login("someone@example.org", "whatever", "10.0.0.7", later).await.unwrap(),
+        Login::Refused
+    ));
+    assert!(matches!(
+        s.login("ana@example.org", "a new long password", "10.0.0.9", later).await.unwrap(),
+        Login::Ok { .. }
+    ));
     assert!(s.remove_user("ana@example.org").await.unwrap());
     assert!(!s.remove_user("ana@example.org").await.unwrap());
     assert!(s.list_users().await.unwrap().is_empty());
