@@ -433,6 +433,27 @@ async fn submission(
     Ok(page(lang, q.lang.is_some(), pages::submission(&user, &detail)))
 }
 
+/// The submission a form posts to, and its project, for a user of that project with the
+/// session's CSRF token. The project is checked before the token: another project's submission
+/// is a 404 whatever the form carries.
+async fn submission_for(
+    state: &AppState,
+    user: &WebUser,
+    doc: &str,
+    csrf: &str,
+) -> Result<(Uuid, Uuid), WebError> {
+    let lang = user.lang;
+    let doc = parse_id(doc, lang)?;
+    let info = state.service.document(tejido_core::DocId(doc)).await.map_err(failed(lang))?;
+    let project = match info {
+        Some(i) if i.collection == tejido_core::Collection::Submission => i.project,
+        _ => return Err(WebError::NotFound(lang)),
+    };
+    user.check_project(project)?;
+    user.check_csrf(csrf)?;
+    Ok((doc, project))
+}
+
 #[derive(Deserialize)]
 struct ReviewForm {
     csrf: String,
@@ -448,15 +469,7 @@ async fn review(
     Form(form): Form<ReviewForm>,
 ) -> Result<Response, WebError> {
     let lang = user.lang;
-    let doc = parse_id(&doc, lang)?;
-    // The project is checked before the token: another project's submission is a 404.
-    let info = state.service.document(tejido_core::DocId(doc)).await.map_err(failed(lang))?;
-    let project = match info {
-        Some(i) if i.collection == tejido_core::Collection::Submission => i.project,
-        _ => return Err(WebError::NotFound(lang)),
-    };
-    user.check_project(project)?;
-    user.check_csrf(&form.csrf)?;
+    let (doc, project) = submission_for(&state, &user, &doc, &form.csrf).await?;
     let comment = Some(form.comment).filter(|c| !c.trim().is_empty());
     let review = crate::storage::Review {
         project,
@@ -486,14 +499,7 @@ async fn resolve(
     Form(form): Form<ResolveForm>,
 ) -> Result<Response, WebError> {
     let lang = user.lang;
-    let doc = parse_id(&doc, lang)?;
-    let info = state.service.document(tejido_core::DocId(doc)).await.map_err(failed(lang))?;
-    let project = match info {
-        Some(i) if i.collection == tejido_core::Collection::Submission => i.project,
-        _ => return Err(WebError::NotFound(lang)),
-    };
-    user.check_project(project)?;
-    user.check_csrf(&form.csrf)?;
+    let (doc, project) = submission_for(&state, &user, &doc, &form.csrf).await?;
     let op: tejido_core::OpId =
         form.op.parse().map_err(|_| WebError::Bad(lang, "the value to keep is malformed".into()))?;
     state
