@@ -81,8 +81,19 @@ fn assert_no_leftovers(dir: &Path) {
     }
 }
 
+/// The tests of this file run one at a time. A test that spawns a child process (the crash
+/// tests) forks while another test's thread may hold a store's owner lock open: the child's
+/// copy of that descriptor keeps the `flock` until it execs, and the other test's next open of
+/// the store would see `Locked`. (An app does not fork while it holds stores, so this is only a
+/// test harness matter.)
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn a_converted_store_holds_nothing_in_clear_and_reads_back_with_its_key() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let (doc, photos) = plain_store(&path);
@@ -108,6 +119,7 @@ fn a_converted_store_holds_nothing_in_clear_and_reads_back_with_its_key() {
 
 #[test]
 fn a_conversion_is_refused_while_the_store_is_open_or_already_encrypted() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let (doc, photos) = plain_store(&path);
@@ -131,6 +143,7 @@ fn a_conversion_is_refused_while_the_store_is_open_or_already_encrypted() {
 /// Stopped before the commit marker: the next open rolls back to the plain store, whole.
 #[test]
 fn a_conversion_interrupted_before_its_commit_point_rolls_back() {
+    let _serial = one_at_a_time();
     for step in [ConversionStep::DatabaseExported, ConversionStep::AttachmentsSealed] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("device.db");
@@ -159,6 +172,7 @@ fn a_conversion_interrupted_before_its_commit_point_rolls_back() {
 /// Stopped after the commit marker: the next open (with or without the key) finishes it.
 #[test]
 fn a_conversion_interrupted_after_its_commit_point_is_finished_at_next_open() {
+    let _serial = one_at_a_time();
     for step in
         [ConversionStep::Committed, ConversionStep::AttachmentsSwapped, ConversionStep::DatabaseSwapped]
     {
@@ -233,6 +247,7 @@ fn big_plain_store(path: &Path) -> (DocId, Vec<(String, Vec<u8>)>) {
 #[cfg(unix)]
 #[test]
 fn a_conversion_killed_at_any_moment_leaves_one_whole_store() {
+    let _serial = one_at_a_time();
     // How long a whole conversion takes here.
     let whole = {
         let dir = tempfile::tempdir().unwrap();

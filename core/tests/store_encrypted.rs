@@ -36,8 +36,19 @@ fn write_answers(store: &Store) -> tejido_core::DocId {
     doc
 }
 
+/// The tests of this file run one at a time. A test that spawns a child process (the crash
+/// tests) forks while another test's thread may hold a store's owner lock open: the child's
+/// copy of that descriptor keeps the `flock` until it execs, and the other test's next open of
+/// the store would see `Locked`. (An app does not fork while it holds stores, so this is only a
+/// test harness matter.)
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 fn the_detector_finds_answers_in_a_plain_store() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain.db");
     let store = Store::open(&path).unwrap();
@@ -47,6 +58,7 @@ fn the_detector_finds_answers_in_a_plain_store() {
 
 #[test]
 fn an_encrypted_store_holds_no_answer_in_its_files_and_reads_back_with_its_key() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let doc = {
@@ -69,6 +81,7 @@ fn an_encrypted_store_holds_no_answer_in_its_files_and_reads_back_with_its_key()
 
 #[test]
 fn a_wrong_key_is_refused_and_changes_nothing() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let doc = write_answers(&Store::open_encrypted(&path, KEY).unwrap());
@@ -96,6 +109,7 @@ fn a_wrong_key_is_refused_and_changes_nothing() {
 
 #[test]
 fn rekey_moves_the_store_to_the_new_key() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let store = Store::open_encrypted(&path, KEY).unwrap();
@@ -119,6 +133,7 @@ fn rekey_moves_the_store_to_the_new_key() {
 
 #[test]
 fn an_encrypted_store_has_one_owner_too() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let store = Store::open_encrypted(&path, KEY).unwrap();
@@ -152,6 +167,7 @@ fn child_encrypted_writer() {
 #[cfg(unix)]
 #[test]
 fn an_encrypted_store_loses_nothing_committed_when_the_app_is_killed() {
+    let _serial = one_at_a_time();
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let dir = tempfile::tempdir().unwrap();
@@ -221,6 +237,7 @@ fn distinctive_photo() -> Vec<u8> {
 
 #[test]
 fn an_encrypted_store_seals_its_attachments_and_reads_them_back() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let photo = distinctive_photo();
@@ -272,6 +289,7 @@ fn an_encrypted_store_seals_its_attachments_and_reads_them_back() {
 
 #[test]
 fn a_tampered_attachment_is_a_clear_error_not_wrong_bytes() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let photo = distinctive_photo();
@@ -309,6 +327,7 @@ fn a_tampered_attachment_is_a_clear_error_not_wrong_bytes() {
 
 #[test]
 fn a_plain_store_keeps_plain_attachments() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open(dir.path().join("plain.db")).unwrap();
     assert!(!store.attachments_encrypted());

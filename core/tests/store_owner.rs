@@ -40,6 +40,16 @@ fn child_report(line: &str) -> Option<&str> {
 
 /// The store side of another app process. `try` opens the store, reports and exits; `hold`
 /// opens it, reports and keeps it open until killed. Run only by the tests below.
+/// The tests of this file run one at a time. A test that spawns a child process (the crash
+/// tests) forks while another test's thread may hold a store's owner lock open: the child's
+/// copy of that descriptor keeps the `flock` until it execs, and the other test's next open of
+/// the store would see `Locked`. (An app does not fork while it holds stores, so this is only a
+/// test harness matter.)
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 #[test]
 #[ignore = "run by the cross-process tests in this file"]
 fn child_store_owner() {
@@ -61,6 +71,7 @@ fn child_store_owner() {
 
 #[test]
 fn a_second_open_in_the_same_process_is_refused_until_the_first_handle_drops() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let first = Store::open(&path).unwrap();
@@ -85,6 +96,7 @@ fn a_second_open_in_the_same_process_is_refused_until_the_first_handle_drops() {
 
 #[test]
 fn a_failed_open_does_not_keep_the_store_locked() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("newer.db");
     drop(Store::open(&path).unwrap());
@@ -96,6 +108,7 @@ fn a_failed_open_does_not_keep_the_store_locked() {
 
 #[test]
 fn another_process_is_refused_while_the_store_is_open_and_admitted_after() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     let store = Store::open(&path).unwrap();
@@ -108,6 +121,7 @@ fn another_process_is_refused_while_the_store_is_open_and_admitted_after() {
 
 #[test]
 fn a_store_held_by_another_process_opens_once_that_process_is_killed() {
+    let _serial = one_at_a_time();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("device.db");
     drop(Store::open(&path).unwrap());
