@@ -40,6 +40,22 @@ impl Service {
         tx.commit().await
     }
 
+    /// A web app user's change of the review gate: only the project's admins may make it.
+    pub async fn set_approved_only_as(
+        &self,
+        account: &super::accounts::Account,
+        project: Uuid,
+        on: bool,
+    ) -> Result<()> {
+        match account.role_in(project) {
+            Some(crate::storage::UserRole::Admin) => self.set_approved_only(project, on).await,
+            Some(_) => {
+                Err(StorageError::Forbidden("only the project's admins may change its settings".into()))
+            }
+            None => Err(StorageError::NotFound(format!("project {project}"))),
+        }
+    }
+
     /// The newest published version of a form.
     pub async fn latest_form(&self, project: Uuid, form_id: &str) -> Result<Option<Arc<Form>>> {
         let mut tx = self.read().await?;

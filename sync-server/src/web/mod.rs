@@ -571,11 +571,11 @@ async fn settings(
     let project = parse_id(&project, lang)?;
     user.check_project(project)?;
     user.check_csrf(&form.csrf)?;
-    if user.account.role_in(project) != Some(crate::storage::UserRole::Admin) {
-        return Err(WebError::Bad(lang, lang.t(Key::AdminsOnly).to_owned()));
-    }
     let on = form.approved_only.as_deref() == Some("on");
-    state.service.set_approved_only(project, on).await.map_err(failed(lang))?;
+    state.service.set_approved_only_as(&user.account, project, on).await.map_err(|e| match e {
+        StorageError::Forbidden(_) => WebError::Bad(lang, lang.t(Key::AdminsOnly).to_owned()),
+        e => failed(lang)(e),
+    })?;
     tracing::info!(%project, approved_only = on, "the review gate changed");
     Ok(redirect("/projects", None))
 }
