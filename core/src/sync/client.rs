@@ -527,9 +527,12 @@ impl SyncClient {
                         report,
                     );
                 }
-                // The server holds a different offset than we thought: ask again.
+                // The server holds a different offset than we thought, or another request
+                // (one a cut connection left behind) still holds the upload: wait, then ask
+                // again.
                 Ok((StatusCode::CONFLICT, _, _)) if failures < self.options.max_attempts => {
                     failures += 1;
+                    self.backoff(failures, cancel).await?;
                 }
                 Ok((status, _, body)) => {
                     let retryable = is_retryable(status);

@@ -51,6 +51,10 @@ fn io_error(e: std::io::Error) -> ApiError {
     ApiError::internal()
 }
 
+fn lease_wait() -> std::time::Duration {
+    std::time::Duration::from_millis(crate::service::limits::UPLOAD_LEASE_WAIT_MS)
+}
+
 fn status_response(status: StatusCode, s: BlobStatus) -> Response {
     let offset = s.offset;
     let length = s.length;
@@ -89,6 +93,9 @@ pub(crate) async fn status(
             ));
         }
     }
+    // A request that a cut connection left behind may still be storing its last bytes: answer
+    // once it is done, so the client resumes from where the upload really stands.
+    state.service.upload_lease_settled(owner, &sha256, lease_wait()).await?;
     let name = sha256.clone();
     let upload = state.service.upload(owner, &name).await?;
     let offset =
@@ -137,7 +144,11 @@ pub(crate) async fn upload(
     }
     let owner = UploadOwner::of(&device);
     // One writer per upload in every process: the lease lives in the database.
-    let Some(lease) = state.service.lease_upload(owner, &sha256, state.upload_lease_ms).await? else {
+    let mut lease = state.service.lease_upload(owner, &sha256, state.upload_lease_ms).await?;
+    if lease.is_none() && state.service.upload_lease_settled(owner, &sha256, lease_wait()).await? {
+        lease = state.service.lease_upload(owner, &sha256, state.upload_lease_ms).await?;
+    }
+    let Some(lease) = lease else {
         let held = state.blobs.partial_len(owner, &sha256).await.map_err(io_error)?;
         return Err(ApiError::conflict(
             "another request is appending to this upload; ask where it stands and resume",

@@ -13,6 +13,10 @@ pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
 pub const UPLOAD_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
 /// Most bytes one device may have in uploads in progress at once.
 pub const UPLOAD_QUOTA_BYTES: u64 = 256 * 1024 * 1024;
+/// How long a HEAD or PATCH of an upload waits for another request's lease on it to end (the
+/// request a cut connection left behind is usually still storing its last bytes) before it
+/// answers; a client that asked too early would send its body only to be refused.
+pub const UPLOAD_LEASE_WAIT_MS: u64 = 3_000;
 /// Coordinator enrollment codes expire after this long unless made with `--expires never`.
 pub const COORDINATOR_CODE_EXPIRY_MS: i64 = 24 * 60 * 60 * 1000;
 

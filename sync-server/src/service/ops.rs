@@ -680,6 +680,30 @@ impl Service {
         tx.commit().await
     }
 
+    /// Waits (at most `wait`) until no request holds the lease on an upload: true once it is
+    /// free, false if it is still held when the wait ends. Reads only, so waiting holds up no
+    /// writer.
+    pub async fn upload_lease_settled(
+        &self,
+        owner: UploadOwner,
+        sha256: &str,
+        wait: std::time::Duration,
+    ) -> Result<bool> {
+        let until = std::time::Instant::now() + wait;
+        loop {
+            let mut tx = self.read().await?;
+            let held = tx.upload_lease_held(owner, sha256, crate::now_ms()).await?;
+            drop(tx);
+            if !held {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= until {
+                return Ok(false);
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+
     /// Takes the one lease on a device's upload for `lease_ms`, so that only one request (in any
     /// server process) appends to it at a time; `None` while another request holds it.
     pub async fn lease_upload(

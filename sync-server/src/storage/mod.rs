@@ -557,6 +557,8 @@ pub trait Tx: Send {
     ) -> Result<bool>;
     /// Gives up `holder`'s lease (if it still holds it).
     async fn release_upload_lease(&mut self, owner: UploadOwner, sha256: &str, holder: Uuid) -> Result<()>;
+    /// Whether some holder's lease on an upload is still running at `now_ms`.
+    async fn upload_lease_held(&mut self, owner: UploadOwner, sha256: &str, now_ms: i64) -> Result<bool>;
     /// The bytes a device's uploads other than `except_sha256` will take.
     async fn upload_bytes(&mut self, device: Uuid, except_sha256: &str) -> Result<u64>;
     /// Uploads started before `before_ms`, oldest first, at most `limit`.

@@ -884,6 +884,16 @@ impl Tx for PgTx {
         Ok(())
     }
 
+    async fn upload_lease_held(&mut self, owner: UploadOwner, sha256: &str, now_ms: i64) -> Result<bool> {
+        Ok(self
+            .opt(
+                "SELECT 1 FROM upload_leases WHERE project = $1 AND device = $2 AND sha256 = $3 AND until_ms > $4",
+                &[&owner.project, &owner.device, &sha256, &now_ms],
+            )
+            .await?
+            .is_some())
+    }
+
     async fn upload_bytes(&mut self, device: Uuid, except_sha256: &str) -> Result<u64> {
         let n: i64 = self
             .one(

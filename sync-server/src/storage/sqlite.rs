@@ -882,6 +882,18 @@ impl Tx for SqliteTx {
         Ok(())
     }
 
+    async fn upload_lease_held(&mut self, owner: UploadOwner, sha256: &str, now_ms: i64) -> Result<bool> {
+        Ok(self
+            .c()?
+            .query_row(
+                "SELECT 1 FROM upload_leases WHERE project = ?1 AND device = ?2 AND sha256 = ?3 AND until_ms > ?4",
+                params![b(&owner.project), b(&owner.device), sha256, now_ms],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     async fn upload_bytes(&mut self, device: Uuid, except_sha256: &str) -> Result<u64> {
         let n: i64 = self.c()?.query_row(
             "SELECT coalesce(sum(length), 0) FROM uploads WHERE device = ?1 AND sha256 <> ?2",

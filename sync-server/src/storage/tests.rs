@@ -876,7 +876,13 @@ async fn an_upload_lease_has_one_holder_until_it_expires(s: &Service) {
         tx.release_upload_lease(owner, &sha, holder).await.unwrap();
         tx.commit().await.unwrap();
     };
+    let held = async |now: i64| {
+        let mut tx = s.storage().begin(Mode::Read).await.unwrap();
+        tx.upload_lease_held(owner, &sha, now).await.unwrap()
+    };
+    assert!(!held(10).await);
     assert!(take(h1, 10, 20).await);
+    assert!(held(19).await && !held(20).await, "held until 20, not after");
     assert!(!take(h2, 15, 30).await, "held by another until 20");
     // The holder died: its lease runs out and another takes it.
     assert!(take(h2, 20, 30).await);
@@ -884,6 +890,7 @@ async fn an_upload_lease_has_one_holder_until_it_expires(s: &Service) {
     release(h1).await;
     assert!(!take(h3, 21, 40).await);
     release(h2).await;
+    assert!(!held(21).await, "released");
     assert!(take(h3, 21, 40).await);
     // Another upload of the same device is another lease.
     let mut tx = s.storage().begin(Mode::Write).await.unwrap();
