@@ -251,8 +251,10 @@ impl Service {
         }
         let mut outcome = PushOutcome::default();
         let mut far_future = false;
-        let mut touched: Vec<(Uuid, Option<Uuid>)> = Vec::new();
-        for change in changes {
+        // Each submission this push changed, its author, and the change that created it when
+        // that change is all it holds (its row is then computed from the change alone).
+        let mut touched: Vec<(Uuid, Option<Uuid>, Option<usize>)> = Vec::new();
+        for (index, change) in changes.iter().enumerate() {
             let admitted = rules::admit_change(tx.as_mut(), device, change).await?;
             if let Some(parent) = admitted.create {
                 tx.insert_document(&NewDocument {
@@ -269,15 +271,22 @@ impl Service {
                 apply_change(tx.as_mut(), device.project, Some(device), change, now_ms as i64).await?;
             outcome.accepted_ops += new;
             outcome.duplicate_ops += known;
-            if new > 0
-                && change.collection == Collection::Submission
-                && !touched.iter().any(|t| t.0 == change.doc.0)
-            {
-                let author = match admitted.create {
-                    Some(_) => Some(device.id),
-                    None => tx.document(change.doc.0).await?.and_then(|d| d.author),
-                };
-                touched.push((change.doc.0, author));
+            if new > 0 && change.collection == Collection::Submission {
+                if let Some(t) = touched.iter_mut().find(|t| t.0 == change.doc.0) {
+                    // Changed again in this push: read back what it holds.
+                    t.2 = None;
+                } else {
+                    let author = match admitted.create {
+                        Some(_) => Some(device.id),
+                        None => tx.document(change.doc.0).await?.and_then(|d| d.author),
+                    };
+                    // Its ops are all the document holds, each a leaf, unless one names an op seen
+                    // (a device's first change sees nothing; one that does is read back).
+                    let whole = admitted.create.is_some()
+                        && known == 0
+                        && change.ops.iter().all(|op| op.seen.is_empty());
+                    touched.push((change.doc.0, author, whole.then_some(index)));
+                }
             }
             far_future |= clock::is_far_future(change.hlc, now_ms);
             if admitted.new_comment {
@@ -298,8 +307,24 @@ impl Service {
         if far_future {
             tx.flag_far_future(device.id, now_ms as i64).await?;
         }
-        for (doc, author) in touched {
-            read_model::refresh(tx.as_mut(), &self.forms, doc, device.project, author, now_ms as i64).await?;
+        for (doc, author, created_by) in touched {
+            match created_by.and_then(|i| changes.get(i)) {
+                Some(change) => {
+                    read_model::refresh_created(
+                        tx.as_mut(),
+                        &self.forms,
+                        change,
+                        device.project,
+                        author,
+                        now_ms as i64,
+                    )
+                    .await?
+                }
+                None => {
+                    read_model::refresh(tx.as_mut(), &self.forms, doc, device.project, author, now_ms as i64)
+                        .await?
+                }
+            }
         }
         tx.commit().await?;
         Ok(outcome)
@@ -584,6 +609,7 @@ impl Service {
         )
         .await?;
         tx.commit().await?;
+        self.forms.published(form.project, &form.form_id, &form.version);
         Ok(PublishOutcome { doc, published: true })
     }
 

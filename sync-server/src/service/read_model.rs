@@ -73,14 +73,27 @@ const MEDIAN_OVER: usize = 501;
 /// (project, form id, version).
 type FormKey = (Uuid, String, String);
 
-/// Published forms, parsed once (a version is immutable, so the cache is never stale).
+/// Published forms, parsed once (a version is immutable, so a found form is never stale), and
+/// for a short while the versions found missing: a push of submissions for a form that is not
+/// published asks the database once per [`MISSING_FORM_MS`], not once per submission.
 #[derive(Clone, Default)]
 pub struct FormCache {
-    forms: Arc<Mutex<HashMap<FormKey, Arc<Form>>>>,
+    forms: Arc<Mutex<HashMap<FormKey, Cached>>>,
+}
+
+#[derive(Clone)]
+enum Cached {
+    Found(Arc<Form>),
+    /// Not published when looked up at this instant.
+    Missing(std::time::Instant),
 }
 
 /// Forms kept parsed at most.
 const MAX_CACHED_FORMS: usize = 256;
+/// How long a form version found missing is taken as missing. Publishing through this process
+/// forgets it at once; another process's publish is seen within this long (a submission that
+/// arrived for a form before it was published gets the form's flags at its next change).
+pub const MISSING_FORM_MS: u64 = 5_000;
 
 impl FormCache {
     /// The form a submission was filled against, if it is published.
@@ -92,9 +105,33 @@ impl FormCache {
         version: &str,
     ) -> Result<Option<Arc<Form>>> {
         let key = (project, form_id.to_owned(), version.to_owned());
-        if let Some(f) = self.lock().get(&key) {
-            return Ok(Some(f.clone()));
+        match self.lock().get(&key) {
+            Some(Cached::Found(f)) => return Ok(Some(f.clone())),
+            Some(Cached::Missing(at)) if at.elapsed().as_millis() < u128::from(MISSING_FORM_MS) => {
+                return Ok(None)
+            }
+            _ => {}
         }
+        let form = self.load(tx, project, form_id, version).await?;
+        let mut forms = self.lock();
+        if forms.len() >= MAX_CACHED_FORMS {
+            forms.clear();
+        }
+        let cached = match &form {
+            Some(f) => Cached::Found(f.clone()),
+            None => Cached::Missing(std::time::Instant::now()),
+        };
+        forms.insert(key, cached);
+        Ok(form)
+    }
+
+    async fn load(
+        &self,
+        tx: &mut dyn Tx,
+        project: Uuid,
+        form_id: &str,
+        version: &str,
+    ) -> Result<Option<Arc<Form>>> {
         let Some(record) = tx.form(project, form_id, version).await? else { return Ok(None) };
         let ops = tx.field_ops(record.doc).await?;
         let Some(text) = winners(&ops).into_iter().find(|(f, _, _)| *f == PublishedForm::FORM).map(|w| w.2)
@@ -103,16 +140,19 @@ impl FormCache {
         };
         let form: Form = serde_json::from_str(text)
             .map_err(|e| StorageError::Other(format!("a published form does not parse: {e}")))?;
-        let form = Arc::new(form);
-        let mut forms = self.lock();
-        if forms.len() >= MAX_CACHED_FORMS {
-            forms.clear();
-        }
-        forms.insert(key, form.clone());
-        Ok(Some(form))
+        Ok(Some(Arc::new(form)))
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FormKey, Arc<Form>>> {
+    /// Forgets that a form version was missing (it has just been published).
+    pub fn published(&self, project: Uuid, form_id: &str, version: &str) {
+        let key = (project, form_id.to_owned(), version.to_owned());
+        let mut forms = self.lock();
+        if matches!(forms.get(&key), Some(Cached::Missing(_))) {
+            forms.remove(&key);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FormKey, Cached>> {
         self.forms.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -217,8 +257,64 @@ pub async fn refresh(
     now_ms: i64,
 ) -> Result<()> {
     let ops = tx.field_ops(doc).await?;
-    let win = winners(&ops);
-    let conflicts = conflicted_fields(&ops).len() as u32;
+    let previous = tx.submission_state(doc).await?;
+    let received_ms = match &previous {
+        Some(p) => p.received_ms,
+        None => tx.first_received(doc).await?.unwrap_or(now_ms),
+    };
+    let row = Row { doc, project, author, now_ms, received_ms };
+    write_row(tx, forms, row, &ops, previous.as_ref()).await
+}
+
+/// Writes the row of a submission that `change` has just created, in the same transaction,
+/// from the change alone: its ops are all the document holds (each field once, none replaced),
+/// there is no earlier row, and it was received now. Reads nothing the push does not already
+/// have, which keeps the read model's cost to a push to one row written.
+pub async fn refresh_created(
+    tx: &mut dyn Tx,
+    forms: &FormCache,
+    change: &tejido_core::Change,
+    project: Uuid,
+    author: Option<Uuid>,
+    now_ms: i64,
+) -> Result<()> {
+    let id = change.op_id();
+    let mut ops: Vec<StoredOp> = change
+        .ops
+        .iter()
+        .map(|op| StoredOp {
+            field: op.field.as_str().to_owned(),
+            id,
+            value: Some(op.value.to_string()),
+            leaf: true,
+        })
+        .collect();
+    ops.sort_by(|a, b| a.field.cmp(&b.field));
+    let row = Row { doc: change.doc.0, project, author, now_ms, received_ms: now_ms };
+    write_row(tx, forms, row, &ops, None).await
+}
+
+/// What a row needs besides the document's ops.
+struct Row {
+    doc: Uuid,
+    project: Uuid,
+    author: Option<Uuid>,
+    now_ms: i64,
+    received_ms: i64,
+}
+
+/// Computes and writes a submission's row from its ops (by field, greatest first) and its
+/// previous row.
+async fn write_row(
+    tx: &mut dyn Tx,
+    forms: &FormCache,
+    row: Row,
+    ops: &[StoredOp],
+    previous: Option<&SubmissionState>,
+) -> Result<()> {
+    let Row { doc, project, author, now_ms, received_ms } = row;
+    let win = winners(ops);
+    let conflicts = conflicted_fields(ops).len() as u32;
     let by_field: HashMap<&str, &str> = win.iter().map(|(f, _, v)| (*f, *v)).collect();
     let meta_text = |f: &str| by_field.get(f).and_then(|v| text_of(v));
     let form_id = meta_text(meta::FORM).unwrap_or_default();
@@ -253,11 +349,6 @@ pub async fn refresh(
     if clock::is_far_future(max_hlc, now_ms.max(0) as u64) {
         flags |= Flag::ClockFarOff.bit();
     }
-    let previous = tx.submission_state(doc).await?;
-    let received_ms = match &previous {
-        Some(p) => p.received_ms,
-        None => tx.first_received(doc).await?.unwrap_or(now_ms),
-    };
     let form =
         if form_id.is_empty() { None } else { forms.get(tx, project, &form_id, &form_version).await? };
     let mut duration = None;
@@ -269,12 +360,11 @@ pub async fn refresh(
     }
     if let Some(d) = duration {
         // The median of the form's other interviews, fixed when this one arrived.
-        let kept_short = previous
-            .as_ref()
-            .is_some_and(|p| p.flags & Flag::ShortInterview.bit() != 0 && p.duration_s == Some(d));
+        let kept_short =
+            previous.is_some_and(|p| p.flags & Flag::ShortInterview.bit() != 0 && p.duration_s == Some(d));
         if kept_short {
             flags |= Flag::ShortInterview.bit();
-        } else if previous.as_ref().is_none_or(|p| p.duration_s != Some(d)) {
+        } else if previous.is_none_or(|p| p.duration_s != Some(d)) {
             let others = tx.form_durations(project, &form_id, MEDIAN_OVER).await?;
             if others.len() >= MIN_DURATIONS && median(others).is_some_and(|m| (d as f64) < m * SHORT_SHARE) {
                 flags |= Flag::ShortInterview.bit();

@@ -46,6 +46,7 @@ macro_rules! conformance {
             users_sessions_and_login_failures_round_trip,
             the_read_model_follows_changes_and_filters_by_keyset,
             the_read_model_is_rebuilt_when_missing,
+            a_new_submission_row_equals_the_row_rebuilt_from_its_ops,
         );
     };
     ($make:path => $($name:ident),* $(,)?) => {
@@ -1193,4 +1194,114 @@ async fn the_read_model_is_rebuilt_when_missing(s: &Service) {
     assert_eq!(after.form_id, "hogares");
     assert_eq!(serde_json::from_str::<Value>(&after.answers).unwrap(), json!({ "a": 1 }));
     assert_eq!(after.received_ms, before.received_ms);
+}
+
+/// A push writes the row of a submission it creates from the change alone; the row must be the
+/// one the document's stored ops give (what a rebuild computes), flags included, beside
+/// submissions edited, conflicted or created and edited in the same push.
+async fn a_new_submission_row_equals_the_row_rebuilt_from_its_ops(s: &Service) {
+    use crate::service::read_model::Flag;
+    let p = project(s).await;
+    let e = device(s, p, Role::Enumerator).await;
+    let form = tejido_core::form::import_xlsform(
+        &std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../examples/forms/victimizacion_hogares.xlsx"),
+    )
+    .unwrap();
+    let (form_id, version) = (form.settings.form_id.clone(), form.settings.version.clone());
+    let interview = |doc: DocId, hlc: u64, minutes: i64, consent: Option<&str>| {
+        let start = chrono::DateTime::parse_from_rfc3339("2026-11-02T10:00:00-05:00").unwrap();
+        let end = start + chrono::Duration::minutes(minutes);
+        let mut fields = vec![
+            ("_form", json!(form_id), vec![]),
+            ("_form_version", json!(version), vec![]),
+            ("_status", json!("finalized"), vec![]),
+            ("start", json!(start.to_rfc3339()), vec![]),
+            ("end", json!(end.to_rfc3339()), vec![]),
+        ];
+        if let Some(c) = consent {
+            fields.push(("consent", json!(c), vec![]));
+        }
+        change(&e, doc, Collection::Submission, Hlc::new(hlc, 0).0, &fields)
+    };
+    let state = async |doc: DocId| s.submission_detail(doc.0).await.unwrap().unwrap().state;
+
+    // Before its form is published, a submission gets no flag that needs the form.
+    let early = DocId::new();
+    s.push(&e, &[interview(early, 1_000, 1, None)], now()).await.unwrap();
+    let before = state(early).await;
+    assert_eq!((before.duration_s, before.flags), (None, 0));
+    s.publish_form(&PublishForm {
+        project: p,
+        form_id: form_id.clone(),
+        version: version.clone(),
+        roles: vec![Role::Enumerator],
+        form: serde_json::to_value(&form).unwrap(),
+        now_ms: now(),
+    })
+    .await
+    .unwrap();
+
+    // One push: an edit of the early one, ten ordinary interviews, a short one without the
+    // required consent, one created and edited, one created and then written over unseen.
+    let mut changes = vec![change(
+        &e,
+        early,
+        Collection::Submission,
+        Hlc::new(2_000, 0).0,
+        &[("consent", json!("yes"), vec![])],
+    )];
+    let ordinary: Vec<DocId> = (0..10).map(|_| DocId::new()).collect();
+    for (i, doc) in ordinary.iter().enumerate() {
+        changes.push(interview(*doc, 2_001 + i as u64, 30, Some("yes")));
+    }
+    let (short, edited, conflicted) = (DocId::new(), DocId::new(), DocId::new());
+    changes.push(interview(short, 2_100, 2, None));
+    changes.push(interview(edited, 2_101, 30, Some("yes")));
+    let first = OpId { hlc: Hlc::new(2_101, 0), replica: e.replica };
+    changes.push(change(
+        &e,
+        edited,
+        Collection::Submission,
+        Hlc::new(2_102, 0).0,
+        &[("consent", json!("no"), vec![first])],
+    ));
+    changes.push(interview(conflicted, 2_103, 30, Some("yes")));
+    changes.push(change(
+        &e,
+        conflicted,
+        Collection::Submission,
+        Hlc::new(2_104, 0).0,
+        &[("consent", json!("no"), vec![])],
+    ));
+    s.push(&e, &changes, now()).await.unwrap();
+
+    // The form published through this process is seen at once, though it was missing before.
+    let early_now = state(early).await;
+    assert_eq!((early_now.duration_s, early_now.flags), (Some(60), 0));
+    for doc in &ordinary {
+        let row = state(*doc).await;
+        assert_eq!((row.duration_s, row.flags, row.conflicts), (Some(1_800), 0, 0));
+        assert_eq!(row.author_device, Some(e.id));
+        assert_eq!(serde_json::from_str::<Value>(&row.answers).unwrap()["consent"], json!("yes"));
+    }
+    let row = state(short).await;
+    assert_eq!(row.flags, Flag::ShortInterview.bit() | Flag::RequiredMissing.bit());
+    let row = state(edited).await;
+    assert_eq!((row.flags, row.conflicts), (0, 0));
+    assert_eq!(serde_json::from_str::<Value>(&row.answers).unwrap()["consent"], json!("no"));
+    let row = state(conflicted).await;
+    assert_eq!((row.flags, row.conflicts), (Flag::Conflicts.bit(), 1));
+
+    let all: Vec<DocId> =
+        [early, short, edited, conflicted].into_iter().chain(ordinary.iter().copied()).collect();
+    let mut pushed = Vec::new();
+    for doc in &all {
+        pushed.push(state(*doc).await);
+    }
+    assert!(s.rebuild_read_model().await.unwrap() >= all.len() as u64);
+    for (doc, was) in all.iter().zip(pushed) {
+        let rebuilt = state(*doc).await;
+        assert_eq!(SubmissionState { updated_ms: 0, ..rebuilt }, SubmissionState { updated_ms: 0, ..was });
+    }
 }
