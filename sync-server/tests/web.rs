@@ -715,3 +715,172 @@ async fn each_export_downloads_from_the_page_and_the_api_within_the_project_and_
         geojson["features"].as_array().unwrap().iter().map(|f| f["id"].as_str().unwrap()).collect();
     assert_eq!(ids, vec![docs[1].0.to_string()]);
 }
+
+impl Browser {
+    /// A JSON write with this browser's session, carrying `csrf` in the CSRF header when given.
+    async fn api_post(&mut self, path: &str, csrf: Option<&str>, body: &Value) -> (StatusCode, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .header(COOKIE, self.cookie_header())
+            .header(tejido_core::sync::wire::PROTOCOL_HEADER, "1")
+            .json(body);
+        if let Some(t) = csrf {
+            req = req.header("x-csrf-token", t);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status();
+        (status, serde_json::from_str(&res.text().await.unwrap()).unwrap_or(Value::Null))
+    }
+}
+
+#[tokio::test]
+async fn the_api_edits_resolves_and_reviews_for_a_session_with_its_csrf_header_or_a_bearer_token() {
+    let server = start().await;
+    let a = server.project("A").await;
+    let b = server.project("B").await;
+    coordinator(&server, "ana@example.org", a).await;
+    coordinator(&server, "beto@example.org", b).await;
+    let version = publish_victimization(&server, a).await;
+    let enumerator = server.device(a, "enumerator").await;
+    let doc = DocId::new();
+    let first = change(
+        &enumerator,
+        doc,
+        Collection::Submission,
+        Hlc::new(1_000, 0).0,
+        &[
+            ("_form", json!("victimizacion_hogares")),
+            ("_form_version", json!(version)),
+            ("_status", json!("finalized")),
+            ("consent", json!("yes")),
+            ("survey/household_size", json!(3)),
+            ("survey/location/district", json!("panama")),
+        ],
+    );
+    assert_eq!(server.push(&enumerator, &[first]).await.0, StatusCode::OK);
+    let answers = format!("/v1/submissions/{}/answers", doc.0);
+    let resolve = format!("/v1/submissions/{}/resolve", doc.0);
+    let review = format!("/v1/submissions/{}/review", doc.0);
+
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let csrf = browser.csrf().await;
+    let size = |v: Value| json!({ "field": "survey/household_size", "value": v });
+    // A cookie alone does not write (another site could send it), nor a wrong token.
+    assert_eq!(browser.api_post(&answers, None, &size(json!(4))).await.0, StatusCode::FORBIDDEN);
+    assert_eq!(browser.api_post(&answers, Some("forged"), &size(json!(4))).await.0, StatusCode::FORBIDDEN);
+    // Another project's coordinator gets a 404, whatever she sends.
+    let mut outsider = Browser::new(&server);
+    assert_eq!(outsider.login("beto@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let outsider_csrf = outsider.csrf().await;
+    assert_eq!(
+        outsider.api_post(&answers, Some(&outsider_csrf), &size(json!(4))).await.0,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        outsider.api_post(&review, Some(&outsider_csrf), &json!({ "state": "approved" })).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Typed by the form's question: an integer takes a whole number, as a number or as text.
+    for bad in [json!(2.5), json!("tres"), json!(["3"]), json!(true)] {
+        let (status, body) = browser.api_post(&answers, Some(&csrf), &size(bad.clone())).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("whole number"), "{body}");
+    }
+    let (status, body) = browser
+        .api_post(&answers, Some(&csrf), &json!({ "field": "_review/state", "value": "approved" }))
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    let (status, body) = browser.api_post(&answers, Some(&csrf), &json!({ "field": "x" })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "a missing value: {body}");
+    let (_, before) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(before["answers"]["survey/household_size"], 3, "nothing refused was written");
+    let (status, body) = browser.api_post(&answers, Some(&csrf), &size(json!(" 4 "))).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["doc"], json!(doc.0));
+    let (_, after) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(after["answers"]["survey/household_size"], 4, "text typed as the integer question takes it");
+
+    // A conflict: the enumerator and a coordinator device both change the district unseen by
+    // each other; the API resolves it for a bearer token of the project.
+    let seen = OpId { hlc: Hlc::new(1_000, 0), replica: enumerator.replica };
+    let coordinator_device = server.device(a, "coordinator").await;
+    let district = |d: &Dev, hlc: u64, v: &str| Change {
+        doc,
+        collection: Collection::Submission,
+        replica: d.replica,
+        hlc: Hlc::new(hlc, 0),
+        ops: vec![FieldOp {
+            field: FieldPath::parse("survey/location/district").unwrap(),
+            value: json!(v),
+            seen: vec![seen],
+        }],
+    };
+    assert_eq!(server.push(&enumerator, &[district(&enumerator, 2_000, "arraijan")]).await.0, StatusCode::OK);
+    assert_eq!(
+        server.push(&coordinator_device, &[district(&coordinator_device, 2_500, "la_chorrera")]).await.0,
+        StatusCode::OK
+    );
+    let (_, body) = browser.api(&format!("/v1/submissions/{}", doc.0)).await;
+    assert_eq!(body["conflicted_fields"], json!(["survey/location/district"]), "{body}");
+    let keep = body["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["field"] == "survey/location/district")
+        .unwrap()["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["value"] == "la_chorrera")
+        .unwrap()["op"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let resolution = json!({ "field": "survey/location/district", "op": keep });
+    let bearer = |t: &str, path: &str, body: &Value| server.req(Method::POST, path, Some(t)).json(body);
+    let other = server.device(b, "coordinator").await;
+    assert_eq!(server.send(bearer(&other.token, &resolve, &resolution)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(server.send(bearer(&enumerator.token, &resolve, &resolution)).await.0.as_u16() / 100, 4);
+    let (status, body) = server
+        .send(bearer(
+            &coordinator_device.token,
+            &resolve,
+            &json!({ "field": "survey/location/district", "op": "nonsense" }),
+        ))
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, body) = server.send(bearer(&coordinator_device.token, &resolve, &resolution)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!((body["conflicts"].as_u64(), body["flags"].clone()), (Some(0), json!([])), "{body}");
+    let (status, body) = server.send(bearer(&coordinator_device.token, &resolve, &resolution)).await;
+    assert_eq!(status, StatusCode::CONFLICT, "nothing is open any more: {body}");
+
+    // A review from the session, signed with the coordinator's email, reaches the device.
+    let (status, body) = browser
+        .api_post(
+            &review,
+            Some(&csrf),
+            &json!({ "state": "has_issues", "comment": "Revise el tamaño del hogar" }),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let pulled = server.pull_all(&enumerator).await;
+    let seen_district: Vec<Value> = pulled
+        .iter()
+        .filter(|c| c.doc == doc)
+        .flat_map(|c| {
+            c.ops.iter().filter(|o| o.field.as_str() == "survey/location/district").map(|o| o.value.clone())
+        })
+        .collect();
+    assert!(seen_district.contains(&json!("la_chorrera")));
+    assert!(pulled.iter().any(|c| c.doc == doc
+        && c.ops.iter().any(|o| o.field.as_str() == "survey/household_size" && o.value == json!(4))));
+    assert!(pulled.iter().any(|c| c.doc == doc
+        && c.ops.iter().any(|o| o.field.as_str() == "_review/state" && o.value == json!("has_issues"))));
+    assert!(
+        pulled.iter().any(|c| c.ops.iter().any(|o| o.value == json!("ana@example.org"))),
+        "signed by her"
+    );
+}

@@ -238,7 +238,7 @@ impl From<ReviewOutcome> for ReviewView {
 #[utoipa::path(post, path = "/v1/submissions/{doc}/review", tag = "admin",
     params(docs::ProtocolHeader, ("doc" = Uuid, Path)),
     request_body = ReviewRequest,
-    security(("bearer" = [])),
+    security(("bearer" = []), ("session" = [])),
     responses(
         (status = 200, body = ReviewView),
         (status = 400, body = docs::ErrorBody),
@@ -246,7 +246,7 @@ impl From<ReviewOutcome> for ReviewView {
     ))]
 pub(crate) async fn review_submission(
     State(state): State<AppState>,
-    caller: Caller,
+    writer: super::coordinators::Writer,
     Path(doc): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<ReviewView>, ApiError> {
@@ -256,7 +256,7 @@ pub(crate) async fn review_submission(
     crate::service::rules::check_review(&req.state, req.comment.as_deref())?;
     let info = state.service.document(doc).await?;
     let project = match info {
-        Some(i) if caller.may_manage(i.project) && i.collection == tejido_core::Collection::Submission => {
+        Some(i) if writer.may_write(i.project) && i.collection == tejido_core::Collection::Submission => {
             i.project
         }
         _ => return Err(ApiError::not_found("no such submission")),
@@ -266,8 +266,8 @@ pub(crate) async fn review_submission(
         submission: doc,
         state: req.state,
         comment: req.comment,
-        author: caller.device_id(),
-        author_label: caller.label(),
+        author: writer.device_id(),
+        author_label: writer.label(),
         now_ms: crate::now_ms().max(0) as u64,
     };
     let outcome = state.service.review(&review).await?;

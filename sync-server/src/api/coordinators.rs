@@ -4,16 +4,20 @@
 //! coordinator device of the project). Another project's submissions are a 404, and so are
 //! submissions not yet approved when the project holds the API to approved ones.
 
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use tejido_core::DocId;
 use uuid::Uuid;
 
 use super::openapi::docs;
-use super::{ApiError, AppState, Caller};
+use super::{body_error, parse_json, ApiError, AppState, Caller};
 use crate::service::accounts::Account;
 use crate::service::read_model::{CommentView, FieldValue, Flag, MAX_LIST_LIMIT};
+use crate::service::rules::AnswerInput;
 use crate::storage::SubmissionState;
 use crate::web::ListQuery;
 
@@ -42,6 +46,61 @@ impl FromRequestParts<AppState> for Reader {
             }
         }
         Ok(Reader::Token(Caller::from_request_parts(parts, state).await?))
+    }
+}
+
+/// Who writes (reviews, edits, resolves): a bearer token, or a web app user whose request
+/// carries the session's CSRF token in `X-CSRF-Token` (a cookie alone is refused, so another
+/// site cannot write through a signed-in browser).
+pub enum Writer {
+    User(Account),
+    Token(Caller),
+}
+
+/// The header a session's JSON writes carry its CSRF token in.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+impl Writer {
+    pub fn may_write(&self, project: Uuid) -> bool {
+        match self {
+            Writer::User(a) => a.role_in(project).is_some(),
+            Writer::Token(c) => c.may_manage(project),
+        }
+    }
+
+    /// The name a review's comment is signed with.
+    pub fn label(&self) -> String {
+        match self {
+            Writer::User(a) => a.user.email.clone(),
+            Writer::Token(c) => c.label(),
+        }
+    }
+
+    /// The coordinator device that writes, if a device does.
+    pub fn device_id(&self) -> Option<Uuid> {
+        match self {
+            Writer::User(_) => None,
+            Writer::Token(c) => c.device_id(),
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Writer {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if parts.headers.get(axum::http::header::AUTHORIZATION).is_none() {
+            if let Some((session, account)) = crate::web::session_of(state, &parts.headers).await? {
+                let given = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+                if !crate::secrets::same_secret(given, &session.csrf) {
+                    return Err(ApiError::forbidden(format!(
+                        "a signed-in write needs the session's CSRF token in {CSRF_HEADER}"
+                    )));
+                }
+                return Ok(Writer::User(account));
+            }
+        }
+        Ok(Writer::Token(Caller::from_request_parts(parts, state).await?))
     }
 }
 
@@ -278,4 +337,102 @@ pub(crate) async fn export(
         crate::web::ExportRefusal::Bad(m) => ApiError::bad_request(m),
         crate::web::ExportRefusal::Failed(e) => e.into(),
     })
+}
+
+/// A coordinator's edit of one answer.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct EditRequest {
+    /// The field path (`roster/<row>/age` in repeats); metadata fields (`_…`) are refused.
+    pub field: String,
+    /// The new answer: any JSON. A string is typed as the form's question takes it (a number for
+    /// integer and decimal questions; empty clears the answer), as in the web app; a numeric
+    /// question takes only a number or null.
+    #[schema(value_type = Value)]
+    pub value: serde_json::Value,
+}
+
+/// Which open value of a conflicted field to keep.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ResolveRequest {
+    pub field: String,
+    /// The op id (`hlc-replica`) of the value to keep, as the submission's history names it.
+    pub op: String,
+}
+
+/// The submission a write names, if the writer may write to its project.
+async fn writable(state: &AppState, writer: &Writer, doc: &str) -> Result<(DocId, Uuid), ApiError> {
+    let doc = DocId(Uuid::try_parse(doc).map_err(|_| ApiError::not_found("no such submission"))?);
+    match state.service.document(doc).await? {
+        Some(i) if i.collection == tejido_core::Collection::Submission && writer.may_write(i.project) => {
+            Ok((doc, i.project))
+        }
+        _ => Err(ApiError::not_found("no such submission")),
+    }
+}
+
+/// The submission's row after a write.
+async fn summary(state: &AppState, doc: DocId) -> Result<Json<SubmissionSummary>, ApiError> {
+    match state.service.submission_detail(doc.0).await? {
+        Some(d) => Ok(Json(SubmissionSummary::from(&d.state))),
+        None => Err(ApiError::not_found("no such submission")),
+    }
+}
+
+/// Edit one answer. The server's replica writes it, having seen every open value of the field
+/// (so an edit also ends a conflict on it); the history keeps every earlier value, and the
+/// author's device gets it on its next pull.
+#[utoipa::path(post, path = "/v1/submissions/{doc}/answers", tag = "coordinators",
+    params(docs::ProtocolHeader, ("doc" = Uuid, Path)),
+    request_body = EditRequest,
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, body = SubmissionSummary, description = "The submission's row after the edit"),
+        (status = 400, body = docs::ErrorBody, description = "Malformed, or a value the question does not take"),
+        (status = 403, body = docs::ErrorBody, description = "A metadata field, or a session write without its CSRF token"),
+        (status = 404, body = docs::ErrorBody, description = "No such submission in the caller's projects"),
+        (status = 413, body = docs::ErrorBody),
+    ))]
+pub(crate) async fn edit_answer(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(doc): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SubmissionSummary>, ApiError> {
+    let req: EditRequest = parse_json(&body.map_err(body_error)?, "edit")?;
+    let (doc, project) = writable(&state, &writer, &doc).await?;
+    state
+        .service
+        .edit_answer(project, doc, &req.field, AnswerInput::Json(req.value), crate::now_ms())
+        .await?;
+    tracing::info!(submission = %doc.0, "an answer was edited through the API");
+    summary(&state, doc).await
+}
+
+/// Resolve a conflict: keep one of a field's open values. The server's replica writes it,
+/// having seen every open value.
+#[utoipa::path(post, path = "/v1/submissions/{doc}/resolve", tag = "coordinators",
+    params(docs::ProtocolHeader, ("doc" = Uuid, Path)),
+    request_body = ResolveRequest,
+    security(("bearer" = []), ("session" = [])),
+    responses(
+        (status = 200, body = SubmissionSummary, description = "The submission's row after the resolution"),
+        (status = 400, body = docs::ErrorBody),
+        (status = 403, body = docs::ErrorBody, description = "A session write without its CSRF token"),
+        (status = 404, body = docs::ErrorBody, description = "No such submission in the caller's projects"),
+        (status = 409, body = docs::ErrorBody, description = "The field has no open conflict, or that value is no longer open"),
+    ))]
+pub(crate) async fn resolve(
+    State(state): State<AppState>,
+    writer: Writer,
+    Path(doc): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<SubmissionSummary>, ApiError> {
+    let req: ResolveRequest = parse_json(&body.map_err(body_error)?, "resolution")?;
+    let op: tejido_core::OpId = req.op.parse().map_err(|_| ApiError::bad_request("op is not an op id"))?;
+    let (doc, project) = writable(&state, &writer, &doc).await?;
+    state.service.resolve(project, doc, &req.field, op, crate::now_ms()).await?;
+    tracing::info!(submission = %doc.0, "a conflict was resolved through the API");
+    summary(&state, doc).await
 }

@@ -90,6 +90,8 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/submissions/{doc}/review", post(admin::review_submission))
         .route("/v1/projects/{project}/submissions", get(coordinators::list_submissions))
         .route("/v1/submissions/{doc}", get(coordinators::get_submission))
+        .route("/v1/submissions/{doc}/answers", post(coordinators::edit_answer))
+        .route("/v1/submissions/{doc}/resolve", post(coordinators::resolve))
         .route("/v1/projects/{project}/export", get(coordinators::export))
         .route_layer(middleware::from_fn(require_protocol));
     let api = Router::new()

@@ -186,6 +186,7 @@ impl Modify for CommonResponses {
         admin::create_project, admin::create_enrollment_code, admin::list_devices,
         admin::revoke_device, admin::review_submission, admin::list_conflicts,
         coordinators::list_submissions, coordinators::get_submission, coordinators::export,
+        coordinators::edit_answer, coordinators::resolve,
     ),
     components(schemas(
         docs::ErrorBody, docs::EnrollRequest, docs::EnrollResponse, docs::FieldOp, docs::Change,
@@ -194,7 +195,7 @@ impl Modify for CommonResponses {
         admin::EnrollmentCodeView, admin::DeviceView, admin::RevokeView, admin::ReviewRequest,
         admin::ReviewView, coordinators::SubmissionSummary, coordinators::SubmissionList,
         coordinators::FieldValueView, coordinators::FieldHistory, coordinators::CommentItem,
-        coordinators::SubmissionView,
+        coordinators::SubmissionView, coordinators::EditRequest, coordinators::ResolveRequest,
     )),
     modifiers(&BearerAuth, &CommonResponses),
 )]

@@ -21,7 +21,7 @@ const READ_MODEL_VERSION: &str = "1";
 
 /// What a coordinator writes to a field: a new value, or one of its open values kept.
 enum Answer {
-    New(serde_json::Value),
+    New(rules::AnswerInput),
     Keep(OpId),
 }
 
@@ -457,27 +457,21 @@ impl Service {
         self.write_answer(project, doc, field, Answer::Keep(keep), now_ms).await
     }
 
-    /// A coordinator's edit of an answer (from the web app), written by the server's replica
-    /// having seen every open value of the field; the history keeps every earlier value.
+    /// A coordinator's edit of an answer (from the web app or the API), typed as the form's
+    /// question takes it ([`rules::typed_answer`]) and written by the server's replica having
+    /// seen every open value of the field; the history keeps every earlier value.
     pub async fn edit_answer(
         &self,
         project: Uuid,
         doc: DocId,
         field: &str,
-        value: serde_json::Value,
+        input: rules::AnswerInput,
         now_ms: i64,
     ) -> Result<()> {
         if field.starts_with('_') || field.split('/').any(|s| s.starts_with('_')) {
             return Err(StorageError::Forbidden("metadata fields are not edited as answers".into()));
         }
-        let size = value.to_string().len();
-        if size > limits::MAX_EDIT_BYTES {
-            return Err(StorageError::TooLarge(format!(
-                "an answer has at most {} bytes",
-                limits::MAX_EDIT_BYTES
-            )));
-        }
-        self.write_answer(project, doc, field, Answer::New(value), now_ms).await
+        self.write_answer(project, doc, field, Answer::New(input), now_ms).await
     }
 
     async fn write_answer(
@@ -499,7 +493,26 @@ impl Service {
         let open: Vec<&StoredOp> =
             ops.iter().filter(|o| o.field == field && o.leaf && o.value.is_some()).collect();
         let value = match answer {
-            Answer::New(v) => v,
+            Answer::New(input) => {
+                let win = read_model::winners(&ops);
+                let meta_of = |name: &str| {
+                    win.iter()
+                        .find(|(f, _, _)| *f == name)
+                        .and_then(|(_, _, v)| serde_json::from_str::<String>(v).ok())
+                };
+                let form = match (meta_of(doc::meta::FORM), meta_of(doc::meta::FORM_VERSION)) {
+                    (Some(id), Some(version)) => self.forms.get(tx.as_mut(), project, &id, &version).await?,
+                    _ => None,
+                };
+                let value = rules::typed_answer(form.as_deref(), field, input)?;
+                if value.to_string().len() > limits::MAX_EDIT_BYTES {
+                    return Err(StorageError::TooLarge(format!(
+                        "an answer has at most {} bytes",
+                        limits::MAX_EDIT_BYTES
+                    )));
+                }
+                value
+            }
             Answer::Keep(keep) => {
                 if open.len() < 2 {
                     return Err(StorageError::Conflict(

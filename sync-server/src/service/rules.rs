@@ -60,6 +60,58 @@ pub fn reference_counts(writer: &Device, writer_uploaded_it: bool) -> bool {
 }
 
 /// Whether a review (its state and its comment, if any) may be written at all.
+/// An answer a coordinator gives: the text typed into the web app's box, or JSON from the API.
+#[derive(Clone, Debug)]
+pub enum AnswerInput {
+    Text(String),
+    Json(serde_json::Value),
+}
+
+/// An answer as the form's question takes it: a whole number for integer questions, a number
+/// for decimal ones (a decimal comma read as a point), text otherwise; empty text clears the
+/// answer. JSON other than a string is kept as given, but a numeric question takes only a
+/// number (or null). `form` is the submission's form when it is published.
+pub fn typed_answer(
+    form: Option<&tejido_core::form::Form>,
+    field: &str,
+    input: AnswerInput,
+) -> Result<serde_json::Value> {
+    use serde_json::Value;
+    use tejido_core::form::QuestionType;
+    let schema: Vec<&str> = field.split('/').filter(|p| Uuid::try_parse(p).is_err()).collect();
+    let kind = form.and_then(|f| f.node_at(&schema.join("/"))).map(|n| n.kind);
+    let invalid = |m: &str| StorageError::Invalid(m.to_owned());
+    let whole = "this question takes a whole number";
+    let number = "this question takes a number";
+    match input {
+        AnswerInput::Text(text) | AnswerInput::Json(Value::String(text)) => {
+            let text = text.trim();
+            if text.is_empty() {
+                return Ok(Value::Null);
+            }
+            match kind {
+                Some(QuestionType::Integer) => {
+                    text.parse::<i64>().map(Value::from).map_err(|_| invalid(whole))
+                }
+                Some(QuestionType::Decimal) => text
+                    .replace(',', ".")
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())
+                    .map(Value::from)
+                    .ok_or_else(|| invalid(number)),
+                _ => Ok(Value::String(text.to_owned())),
+            }
+        }
+        AnswerInput::Json(Value::Null) => Ok(Value::Null),
+        AnswerInput::Json(v) => match kind {
+            Some(QuestionType::Integer) if !(v.is_i64() || v.is_u64()) => Err(invalid(whole)),
+            Some(QuestionType::Decimal) if !v.is_number() => Err(invalid(number)),
+            _ => Ok(v),
+        },
+    }
+}
+
 pub fn check_review(state: &str, comment: Option<&str>) -> Result<()> {
     if !REVIEW_STATES.contains(&state) {
         return Err(StorageError::Invalid("state must be approved or has_issues".into()));

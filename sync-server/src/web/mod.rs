@@ -87,9 +87,10 @@ impl IntoResponse for WebError {
 fn failed(lang: Lang) -> impl FnOnce(StorageError) -> WebError {
     move |e| match e {
         StorageError::NotFound(_) => WebError::NotFound(lang),
-        StorageError::Invalid(m) | StorageError::Conflict(m) | StorageError::Forbidden(m) => {
-            WebError::Bad(lang, m)
-        }
+        StorageError::Invalid(m)
+        | StorageError::Conflict(m)
+        | StorageError::Forbidden(m)
+        | StorageError::TooLarge(m) => WebError::Bad(lang, m),
         other => {
             tracing::error!(error = %other, "a page failed");
             WebError::Failed(lang)
@@ -588,36 +589,6 @@ struct EditForm {
     value: String,
 }
 
-/// A value typed as the form's question takes it: a number for integer and decimal questions,
-/// text otherwise; empty clears the answer.
-fn typed_value(
-    form: Option<&tejido_core::form::Form>,
-    field: &str,
-    text: &str,
-) -> Result<serde_json::Value, String> {
-    use tejido_core::form::QuestionType;
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(serde_json::Value::Null);
-    }
-    let schema: Vec<&str> = field.split('/').filter(|p| Uuid::try_parse(p).is_err()).collect();
-    let kind = form.and_then(|f| f.node_at(&schema.join("/"))).map(|n| n.kind);
-    match kind {
-        Some(QuestionType::Integer) => text
-            .parse::<i64>()
-            .map(serde_json::Value::from)
-            .map_err(|_| "this question takes a whole number".into()),
-        Some(QuestionType::Decimal) => text
-            .replace(',', ".")
-            .parse::<f64>()
-            .ok()
-            .filter(|v| v.is_finite())
-            .map(serde_json::Value::from)
-            .ok_or_else(|| "this question takes a number".into()),
-        _ => Ok(serde_json::Value::String(text.to_owned())),
-    }
-}
-
 async fn edit(
     State(state): State<AppState>,
     user: WebUser,
@@ -625,17 +596,11 @@ async fn edit(
     Form(form): Form<EditForm>,
 ) -> Result<Response, WebError> {
     let lang = user.lang;
-    let doc = parse_id(&doc, lang)?;
-    let Some(detail) = state.service.submission_detail(doc).await.map_err(failed(lang))? else {
-        return Err(WebError::NotFound(lang));
-    };
-    user.check_project(detail.state.project)?;
-    user.check_csrf(&form.csrf)?;
-    let value =
-        typed_value(detail.form.as_deref(), &form.field, &form.value).map_err(|m| WebError::Bad(lang, m))?;
+    let (doc, project) = submission_for(&state, &user, &doc, &form.csrf).await?;
+    let input = crate::service::rules::AnswerInput::Text(form.value);
     state
         .service
-        .edit_answer(detail.state.project, tejido_core::DocId(doc), &form.field, value, crate::now_ms())
+        .edit_answer(project, tejido_core::DocId(doc), &form.field, input, crate::now_ms())
         .await
         .map_err(failed(lang))?;
     tracing::info!(submission = %doc, "an answer was edited in the web app");
