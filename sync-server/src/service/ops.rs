@@ -2,7 +2,6 @@
 //! taken here (through [`super::rules`], [`super::clock`], [`super::enroll`], [`super::blobs`]
 //! and [`super::limits`]). HTTP handlers, admin commands and the demo all call these.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -797,12 +796,17 @@ async fn apply_change(
 ) -> Result<(u64, u64)> {
     let doc = change.doc.0;
     let id = change.op_id();
+    let values: Vec<String> = change.ops.iter().map(|op| op.value.to_string()).collect();
+    let merge: Vec<MergeOp<'_>> = change
+        .ops
+        .iter()
+        .zip(&values)
+        .map(|(op, value)| MergeOp { field: op.field.as_str(), value, seen: &op.seen })
+        .collect();
+    let merged = tx.merge_ops(doc, id, &merge).await?;
     let mut fresh: Vec<usize> = Vec::with_capacity(change.ops.len());
-    let mut value = String::new();
     for (i, op) in change.ops.iter().enumerate() {
-        value.clear();
-        let _ = write!(value, "{}", op.value);
-        if tx.merge_op(doc, op.field.as_str(), id, &value, &op.seen).await? {
+        if merged.get(i) == Some(&true) {
             fresh.push(i);
             if let (Some(sha), Some(writer)) = (parse_attachment_ref(&op.value), writer) {
                 let uploaded = tx.blob_uploaded(writer.project, Some(writer.id), sha).await?;

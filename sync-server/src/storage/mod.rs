@@ -418,6 +418,15 @@ pub trait Storage: Send + Sync + 'static {
 }
 
 /// The primitives of one transaction. Each reads or writes rows and nothing else.
+/// One op of a change, for [`Tx::merge_ops`].
+#[derive(Clone, Copy, Debug)]
+pub struct MergeOp<'a> {
+    pub field: &'a str,
+    /// The value's JSON text.
+    pub value: &'a str,
+    pub seen: &'a [OpId],
+}
+
 #[async_trait::async_trait]
 pub trait Tx: Send {
     async fn commit(self: Box<Self>) -> Result<()>;
@@ -469,6 +478,15 @@ pub trait Tx: Send {
     async fn open_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>>;
     /// The greatest stamp in a document at or below `at_most`.
     async fn max_stamp(&mut self, doc: Uuid, at_most: Hlc) -> Result<Option<Hlc>>;
+    /// Merges the ops of one change (one document, one op id), as [`Tx::merge_op`] does each
+    /// in turn: for each op, true if it was new. A backend may do it in fewer round trips.
+    async fn merge_ops(&mut self, doc: Uuid, id: OpId, ops: &[MergeOp<'_>]) -> Result<Vec<bool>> {
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(self.merge_op(doc, op.field, id, op.value, op.seen).await?);
+        }
+        Ok(out)
+    }
     /// Merges one op into a field's history with the device store's rules (insert it, or fill
     /// the placeholder an op that saw it left, then retire what it saw): true if it was new.
     async fn merge_op(

@@ -575,6 +575,58 @@ impl Tx for PgTx {
         Ok(max.map(hlc_from_sql))
     }
 
+    async fn merge_ops(&mut self, doc: Uuid, id: OpId, ops: &[MergeOp<'_>]) -> Result<Vec<bool>> {
+        // One INSERT for the change's ops and one for what they saw (a change of 50 answers
+        // was 50 round trips). A field named twice in one change cannot go in one INSERT … ON
+        // CONFLICT (a row is affected once), so such a change goes one op at a time.
+        let mut fields: Vec<&str> = ops.iter().map(|o| o.field).collect();
+        fields.sort_unstable();
+        if ops.len() < 2 || fields.windows(2).any(|w| w[0] == w[1]) {
+            let mut out = Vec::with_capacity(ops.len());
+            for op in ops {
+                out.push(self.merge_op(doc, op.field, id, op.value, op.seen).await?);
+            }
+            return Ok(out);
+        }
+        let names: Vec<&str> = ops.iter().map(|o| o.field).collect();
+        let values: Vec<&str> = ops.iter().map(|o| o.value).collect();
+        let rows = self
+            .all(
+                "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf)
+                 SELECT $1, t.field, $2, $3, t.value, true, true FROM unnest($4::text[], $5::text[]) AS t(field, value)
+                 ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET value = excluded.value, known = true
+                 WHERE NOT field_ops.known
+                 RETURNING field",
+                &[&doc, &hlc_to_sql(id.hlc), &id.replica.0, &names, &values],
+            )
+            .await?;
+        let new: std::collections::HashSet<String> =
+            rows.iter().map(|r| r.try_get::<_, String>(0)).collect::<std::result::Result<_, _>>()?;
+        let out: Vec<bool> = ops.iter().map(|o| new.contains(o.field)).collect();
+        let mut retired: Vec<(&str, i64, Uuid)> = ops
+            .iter()
+            .zip(&out)
+            .filter(|(_, new)| **new)
+            .flat_map(|(o, _)| o.seen.iter().map(move |s| (o.field, hlc_to_sql(s.hlc), s.replica.0)))
+            .collect();
+        retired.sort_unstable();
+        retired.dedup();
+        if !retired.is_empty() {
+            let f: Vec<&str> = retired.iter().map(|r| r.0).collect();
+            let h: Vec<i64> = retired.iter().map(|r| r.1).collect();
+            let r: Vec<Uuid> = retired.iter().map(|r| r.2).collect();
+            self.exec(
+                "INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf)
+                 SELECT $1, t.field, t.hlc, t.replica, NULL, false, false
+                 FROM unnest($2::text[], $3::bigint[], $4::uuid[]) AS t(field, hlc, replica)
+                 ON CONFLICT (doc, field, hlc, replica) DO UPDATE SET leaf = false WHERE field_ops.leaf",
+                &[&doc, &f, &h, &r],
+            )
+            .await?;
+        }
+        Ok(out)
+    }
+
     async fn merge_op(
         &mut self,
         doc: Uuid,
