@@ -1,7 +1,13 @@
-//! `tejido-bench sync [--submissions N] [--devices N] [--fields N]`: simulated devices (real
-//! stores and the real client) push finalized submissions concurrently to the real server
-//! through a byte-counting proxy, then a fresh coordinator pulls them all. Beside them, raw
-//! SQLite inserts and reads of the same rows in the same run.
+//! `tejido-bench sync [--submissions N] [--devices N] [--fields N] [--database postgres://…|--backend postgres]`:
+//! simulated devices (real stores and the real client) push finalized submissions concurrently
+//! to the real server through a byte-counting proxy, then a fresh coordinator pulls them all.
+//! Beside them, raw SQLite inserts and reads of the same rows in the same run.
+//!
+//! On PostgreSQL (`--database` names an empty database, or `--backend postgres` makes one in a
+//! throwaway cluster) it also writes the same rows with `COPY` (`sync.raw_copy_submissions_per_s`,
+//! with `.ratio` lines against it), and pushes a second set of submissions through two server
+//! processes on the one database, half the devices each (`sync.two_process_push_submissions_per_s`,
+//! with its ratio to one process).
 
 use std::time::Instant;
 
@@ -18,13 +24,31 @@ struct Args {
     submissions: usize,
     devices: usize,
     fields: usize,
+    /// The PostgreSQL database, when not SQLite.
+    database: Option<String>,
+    /// A throwaway PostgreSQL cluster's database.
+    throwaway: bool,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args { submissions: 20_000, devices: 200, fields: 50 };
+    let mut a = Args { submissions: 20_000, devices: 200, fields: 50, database: None, throwaway: false };
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let value = it.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--database" if value.starts_with("postgres://") || value.starts_with("postgresql://") => {
+                a.database = Some(value.clone());
+                continue;
+            }
+            "--database" => return Err("--database takes a postgres://… URL".into()),
+            "--backend" if value == "postgres" => {
+                a.throwaway = true;
+                continue;
+            }
+            "--backend" if value == "sqlite" => continue,
+            "--backend" => return Err("--backend takes sqlite or postgres".into()),
+            _ => {}
+        }
         let n: usize = value.parse().map_err(|_| format!("{flag} takes a positive number, not {value:?}"))?;
         if n == 0 {
             return Err(format!("{flag} must be at least 1"));
@@ -34,7 +58,9 @@ fn parse(args: &[String]) -> Result<Args, String> {
             "--devices" => a.devices = n,
             "--fields" => a.fields = n,
             other => {
-                return Err(format!("unknown option {other}; expected --submissions, --devices, --fields"))
+                return Err(format!(
+                "unknown option {other}; expected --submissions, --devices, --fields, --database, --backend"
+            ))
             }
         }
     }
@@ -51,8 +77,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     runtime.block_on(bench(args))
 }
 
-async fn bench(args: Args) -> Result<(), String> {
-    let server = TestServer::start();
+async fn bench(mut args: Args) -> Result<(), String> {
+    if args.throwaway && args.database.is_none() {
+        args.database = Some(tejido_server::testing::cluster().fresh_database().await);
+    }
+    let tmp = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let server = TestServer::start_on(&tmp.path().join("server"), None, args.database.clone());
     let project = server.create_project("bench");
     let proxy = FaultProxy::start(server.addr(), FaultConfig::clean());
     let (_, enum_link) = server.enrollment_code(project, "enumerator", args.devices as u32, &proxy.url());
@@ -133,15 +163,149 @@ async fn bench(args: Args) -> Result<(), String> {
     report("sync.raw_sqlite_select_submissions_per_s", select_rate, "submissions/s");
     report_ratio("sync.push_submissions_per_s", push_rate / insert_rate);
     report_ratio("sync.pull_submissions_per_s", pull_rate / insert_rate);
+
+    if let Some(url) = &args.database {
+        let copy_rate = raw_copy(url, &baseline_changes(&coord)?).await?;
+        report("sync.raw_copy_submissions_per_s", copy_rate, "submissions/s");
+        report_ratio("sync.push_submissions_per_s.copy", push_rate / copy_rate);
+        report_ratio("sync.pull_submissions_per_s.copy", pull_rate / copy_rate);
+        let two = two_processes(&server, project, url, &args, &options, tmp.path()).await?;
+        report("sync.two_process_push_submissions_per_s", two, "submissions/s");
+        report_ratio("sync.two_process_push_submissions_per_s", two / push_rate);
+    }
     Ok(())
 }
 
-/// Inserts the pulled submissions' rows (one per answer, plus the change as JSON, as a server
-/// log keeps them) into a fresh SQLite file in batches of 200 submissions, then reads them back.
-/// Returns submissions per second for each.
-fn raw_sqlite(coord: &Device, submissions: usize, _fields: usize) -> Result<(f64, f64), String> {
+/// A second set of submissions from fresh devices, half pushing through this server and half
+/// through a second server process on the same database, all at once. Returns submissions per
+/// second.
+async fn two_processes(
+    first: &TestServer,
+    project: uuid::Uuid,
+    url: &str,
+    args: &Args,
+    options: &SyncOptions,
+    dir: &std::path::Path,
+) -> Result<f64, String> {
+    let second = TestServer::start_on(&dir.join("second"), None, Some(url.to_owned()));
+    let mut devices = Vec::with_capacity(args.devices);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(43);
+    let links: Vec<String> = [first, &second]
+        .iter()
+        .map(|s| s.enrollment_code(project, "enumerator", args.devices as u32, &s.url()).1)
+        .collect();
+    for i in 0..args.devices {
+        let link = &links[i % 2];
+        let d = Device::enroll(link, &format!("bench-two-{i}"), options.clone())
+            .await
+            .map_err(|e| format!("enrolling device {i}: {e}"))?;
+        let share = args.submissions / args.devices + usize::from(i < args.submissions % args.devices);
+        for _ in 0..share {
+            fill_submission(d.store(), "bench", args.fields, &mut rng);
+        }
+        devices.push(d);
+    }
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for d in devices {
+        tasks.push(tokio::spawn(async move {
+            let mut r = SyncReport::default();
+            let result = d.client().push(d.store(), &(), &CancelToken::new(), &mut r).await;
+            (d, result)
+        }));
+    }
+    for t in tasks {
+        let (d, result) = t.await.map_err(|e| format!("a device task failed: {e}"))?;
+        result.map_err(|e| format!("{}: push failed: {e}", d.name))?;
+    }
+    Ok(args.submissions as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Writes the rows `raw_sqlite` writes (the log's change JSON, one row per answer) into two
+/// fresh tables of the PostgreSQL database with `COPY`, 200 submissions a transaction, then
+/// drops them. Returns submissions per second.
+async fn raw_copy(url: &str, changes: &[tejido_core::Change]) -> Result<f64, String> {
+    use futures_util::SinkExt;
+    use std::fmt::Write as _;
+    let (mut client, connection) =
+        tokio_postgres::connect(url, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(connection);
+    client
+        .batch_execute(
+            "DROP TABLE IF EXISTS bench_raw_log, bench_raw_ops;
+             CREATE TABLE bench_raw_log (seq bigserial PRIMARY KEY, doc bytea NOT NULL, body text NOT NULL);
+             CREATE TABLE bench_raw_ops (doc bytea NOT NULL, field text NOT NULL, hlc bigint NOT NULL,
+                 replica bytea NOT NULL, value text, PRIMARY KEY (doc, field, hlc, replica));",
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    // COPY's text format: backslash, tab, newline and carriage return escaped.
+    fn text(out: &mut String, s: &str) {
+        for ch in s.chars() {
+            match ch {
+                '\\' => out.push_str("\\\\"),
+                '\t' => out.push_str("\\t"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                c => out.push(c),
+            }
+        }
+    }
+    fn bytea(out: &mut String, b: &[u8]) {
+        out.push_str("\\\\x");
+        for x in b {
+            let _ = write!(out, "{x:02x}");
+        }
+    }
+    let started = Instant::now();
+    for batch in changes.chunks(200) {
+        let (mut log, mut ops) = (String::new(), String::new());
+        for c in batch {
+            let body = serde_json::to_string(c).map_err(|e| e.to_string())?;
+            bytea(&mut log, c.doc.0.as_bytes());
+            log.push('\t');
+            text(&mut log, &body);
+            log.push('\n');
+            for op in &c.ops {
+                bytea(&mut ops, c.doc.0.as_bytes());
+                ops.push('\t');
+                text(&mut ops, op.field.as_str());
+                let _ = write!(ops, "\t{}\t", c.hlc.0 as i64);
+                bytea(&mut ops, c.replica.0.as_bytes());
+                ops.push('\t');
+                text(&mut ops, &op.value.to_string());
+                ops.push('\n');
+            }
+        }
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        for (sql, rows) in [
+            ("COPY bench_raw_log (doc, body) FROM STDIN", log),
+            ("COPY bench_raw_ops (doc, field, hlc, replica, value) FROM STDIN", ops),
+        ] {
+            let sink = tx.copy_in::<_, bytes::Bytes>(sql).await.map_err(|e| e.to_string())?;
+            futures_util::pin_mut!(sink);
+            sink.send(bytes::Bytes::from(rows)).await.map_err(|e| e.to_string())?;
+            sink.finish().await.map_err(|e| e.to_string())?;
+        }
+        tx.commit().await.map_err(|e| e.to_string())?;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let (count,): (i64,) = {
+        let row =
+            client.query_one("SELECT count(*) FROM bench_raw_log", &[]).await.map_err(|e| e.to_string())?;
+        (row.get(0),)
+    };
+    client.batch_execute("DROP TABLE bench_raw_log, bench_raw_ops").await.map_err(|e| e.to_string())?;
+    if count as usize != changes.len() {
+        return Err(format!("COPY wrote {count} rows, expected {}", changes.len()));
+    }
+    Ok(changes.len() as f64 / secs)
+}
+
+/// The pulled submissions, each as one change of all its answers (as a device first sends it).
+fn baseline_changes(coord: &Device) -> Result<Vec<tejido_core::Change>, String> {
     let store = coord.store();
-    let changes: Vec<tejido_core::Change> = store
+    store
         .list_submissions(StatusFilter::Finalized)
         .map_err(|e| e.to_string())?
         .into_iter()
@@ -164,7 +328,14 @@ fn raw_sqlite(coord: &Device, submissions: usize, _fields: usize) -> Result<(f64
                     .collect(),
             })
         })
-        .collect::<Result<_, String>>()?;
+        .collect()
+}
+
+/// Inserts the pulled submissions' rows (one per answer, plus the change as JSON, as a server
+/// log keeps them) into a fresh SQLite file in batches of 200 submissions, then reads them back.
+/// Returns submissions per second for each.
+fn raw_sqlite(coord: &Device, submissions: usize, _fields: usize) -> Result<(f64, f64), String> {
+    let changes = baseline_changes(coord)?;
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let mut conn = rusqlite::Connection::open(dir.path().join("raw.db")).map_err(|e| e.to_string())?;
     conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| e.to_string())?;
