@@ -277,6 +277,17 @@ async fn a_submission_arrives_is_listed_filtered_and_its_review_reaches_the_devi
         && c.ops.iter().any(|o| o.value == json!("Falta la edad del segundo miembro"))));
 }
 
+/// A device's change of one field of `doc`, having seen `seen`.
+fn edit_seeing(d: &Dev, doc: DocId, hlc: u64, field: &str, v: &str, seen: OpId) -> Change {
+    Change {
+        doc,
+        collection: Collection::Submission,
+        replica: d.replica,
+        hlc: Hlc::new(hlc, 0),
+        ops: vec![FieldOp { field: FieldPath::parse(field).unwrap(), value: json!(v), seen: vec![seen] }],
+    }
+}
+
 #[tokio::test]
 async fn a_conflict_is_shown_and_resolved_from_the_page_for_every_device() {
     let server = start().await;
@@ -288,17 +299,7 @@ async fn a_conflict_is_shown_and_resolved_from_the_page_for_every_device() {
     // A coordinator device and the enumerator both edit the district having seen the first value.
     let seen = OpId { hlc: Hlc::new(1_000, 0), replica: enumerator.replica };
     let coordinator_device = server.device(a, "coordinator").await;
-    let edit = |d: &Dev, hlc: u64, v: &str| Change {
-        doc,
-        collection: Collection::Submission,
-        replica: d.replica,
-        hlc: Hlc::new(hlc, 0),
-        ops: vec![FieldOp {
-            field: FieldPath::parse("district").unwrap(),
-            value: json!(v),
-            seen: vec![seen],
-        }],
-    };
+    let edit = |d: &Dev, hlc: u64, v: &str| edit_seeing(d, doc, hlc, "district", v, seen);
     assert_eq!(server.push(&enumerator, &[edit(&enumerator, 2_000, "arraijan")]).await.0, StatusCode::OK);
     assert_eq!(
         server.push(&coordinator_device, &[edit(&coordinator_device, 2_500, "la_chorrera")]).await.0,
@@ -806,17 +807,7 @@ async fn the_api_edits_resolves_and_reviews_for_a_session_with_its_csrf_header_o
     // each other; the API resolves it for a bearer token of the project.
     let seen = OpId { hlc: Hlc::new(1_000, 0), replica: enumerator.replica };
     let coordinator_device = server.device(a, "coordinator").await;
-    let district = |d: &Dev, hlc: u64, v: &str| Change {
-        doc,
-        collection: Collection::Submission,
-        replica: d.replica,
-        hlc: Hlc::new(hlc, 0),
-        ops: vec![FieldOp {
-            field: FieldPath::parse("survey/location/district").unwrap(),
-            value: json!(v),
-            seen: vec![seen],
-        }],
-    };
+    let district = |d: &Dev, hlc: u64, v: &str| edit_seeing(d, doc, hlc, "survey/location/district", v, seen);
     assert_eq!(server.push(&enumerator, &[district(&enumerator, 2_000, "arraijan")]).await.0, StatusCode::OK);
     assert_eq!(
         server.push(&coordinator_device, &[district(&coordinator_device, 2_500, "la_chorrera")]).await.0,

@@ -90,36 +90,12 @@ async fn bench(mut args: Args) -> Result<(), String> {
     let options = SyncOptions { push_batch_changes: 200, pull_limit: 1000, ..SyncOptions::default() };
 
     // Devices fill their submissions offline (not measured).
-    let mut devices = Vec::with_capacity(args.devices);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
-    for i in 0..args.devices {
-        let d = Device::enroll(&enum_link, &format!("bench-{i}"), options.clone())
-            .await
-            .map_err(|e| format!("enrolling device {i}: {e}"))?;
-        let share = args.submissions / args.devices + usize::from(i < args.submissions % args.devices);
-        for _ in 0..share {
-            fill_submission(d.store(), "bench", args.fields, &mut rng);
-        }
-        devices.push(d);
-    }
+    let devices = filled_devices(&[enum_link], "bench", &args, &options, 42).await?;
 
     // Push: every device at once.
     proxy.reset_stats();
     let started = Instant::now();
-    let mut tasks = Vec::new();
-    for d in devices {
-        tasks.push(tokio::spawn(async move {
-            let mut r = SyncReport::default();
-            let result = d.client().push(d.store(), &(), &CancelToken::new(), &mut r).await;
-            (d, result)
-        }));
-    }
-    let mut devices = Vec::new();
-    for t in tasks {
-        let (d, result) = t.await.map_err(|e| format!("a device task failed: {e}"))?;
-        result.map_err(|e| format!("{}: push failed: {e}", d.name))?;
-        devices.push(d);
-    }
+    let devices = push_all(devices).await?;
     let push_secs = started.elapsed().as_secs_f64();
     let push_bytes = proxy.bytes_up() + proxy.bytes_down();
     let peak = server.peak_memory_bytes();
@@ -176,6 +152,31 @@ async fn bench(mut args: Args) -> Result<(), String> {
     Ok(())
 }
 
+/// `args.devices` devices, enrolled through `links` in turn, holding `args.submissions`
+/// finalized submissions between them.
+async fn filled_devices(
+    links: &[String],
+    name: &str,
+    args: &Args,
+    options: &SyncOptions,
+    seed: u64,
+) -> Result<Vec<Device>, String> {
+    let mut devices = Vec::with_capacity(args.devices);
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for i in 0..args.devices {
+        let link = &links[i % links.len()];
+        let d = Device::enroll(link, &format!("{name}-{i}"), options.clone())
+            .await
+            .map_err(|e| format!("enrolling device {i}: {e}"))?;
+        let share = args.submissions / args.devices + usize::from(i < args.submissions % args.devices);
+        for _ in 0..share {
+            fill_submission(d.store(), "bench", args.fields, &mut rng);
+        }
+        devices.push(d);
+    }
+    Ok(devices)
+}
+
 /// A second set of submissions from fresh devices, half pushing through this server and half
 /// through a second server process on the same database, all at once. Returns submissions per
 /// second.
@@ -188,24 +189,18 @@ async fn two_processes(
     dir: &std::path::Path,
 ) -> Result<f64, String> {
     let second = TestServer::start_on(&dir.join("second"), None, Some(url.to_owned()));
-    let mut devices = Vec::with_capacity(args.devices);
-    let mut rng = rand::rngs::StdRng::seed_from_u64(43);
     let links: Vec<String> = [first, &second]
         .iter()
         .map(|s| s.enrollment_code(project, "enumerator", args.devices as u32, &s.url()).1)
         .collect();
-    for i in 0..args.devices {
-        let link = &links[i % 2];
-        let d = Device::enroll(link, &format!("bench-two-{i}"), options.clone())
-            .await
-            .map_err(|e| format!("enrolling device {i}: {e}"))?;
-        let share = args.submissions / args.devices + usize::from(i < args.submissions % args.devices);
-        for _ in 0..share {
-            fill_submission(d.store(), "bench", args.fields, &mut rng);
-        }
-        devices.push(d);
-    }
+    let devices = filled_devices(&links, "bench-two", args, options, 43).await?;
     let started = Instant::now();
+    push_all(devices).await?;
+    Ok(args.submissions as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Every device pushes its outbox, all at once.
+async fn push_all(devices: Vec<Device>) -> Result<Vec<Device>, String> {
     let mut tasks = Vec::new();
     for d in devices {
         tasks.push(tokio::spawn(async move {
@@ -214,11 +209,13 @@ async fn two_processes(
             (d, result)
         }));
     }
+    let mut devices = Vec::new();
     for t in tasks {
         let (d, result) = t.await.map_err(|e| format!("a device task failed: {e}"))?;
         result.map_err(|e| format!("{}: push failed: {e}", d.name))?;
+        devices.push(d);
     }
-    Ok(args.submissions as f64 / started.elapsed().as_secs_f64())
+    Ok(devices)
 }
 
 /// Writes the rows `raw_sqlite` writes (the log's change JSON, one row per answer) into two
