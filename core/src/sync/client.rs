@@ -530,8 +530,18 @@ impl SyncClient {
                 // The server holds a different offset than we thought, or another request
                 // (one a cut connection left behind) still holds the upload: wait, then ask
                 // again.
-                Ok((StatusCode::CONFLICT, _, _)) if failures < self.options.max_attempts => {
+                Ok((StatusCode::CONFLICT, _, body)) => {
                     failures += 1;
+                    if failures >= self.options.max_attempts {
+                        // Still held after every attempt: the upload stands where it is, and a
+                        // later sync resumes it, so this is transient, not a refusal.
+                        return Err(match status_error(&endpoint, StatusCode::CONFLICT, &body, failures) {
+                            SyncError::Rejected { endpoint, status, code, message } => {
+                                SyncError::Server { endpoint, status, code, message, attempts: failures }
+                            }
+                            other => other,
+                        });
+                    }
                     self.backoff(failures, cancel).await?;
                 }
                 Ok((status, _, body)) => {
