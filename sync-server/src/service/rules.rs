@@ -79,10 +79,53 @@ pub fn typed_answer(
     use serde_json::Value;
     use tejido_core::form::QuestionType;
     let schema: Vec<&str> = field.split('/').filter(|p| Uuid::try_parse(p).is_err()).collect();
-    let kind = form.and_then(|f| f.node_at(&schema.join("/"))).map(|n| n.kind);
+    let node = form.and_then(|f| f.node_at(&schema.join("/")));
+    let kind = node.map(|n| n.kind);
     let invalid = |m: &str| StorageError::Invalid(m.to_owned());
     let whole = "this question takes a whole number";
     let number = "this question takes a number";
+    // A select question with its choices in the form takes their names, stored as the form
+    // engine stores them: space-separated.
+    let choices = match (form, node) {
+        (Some(f), Some(n))
+            if matches!(
+                n.kind,
+                QuestionType::SelectOne | QuestionType::SelectMultiple | QuestionType::Rank
+            ) =>
+        {
+            n.list.as_ref().and_then(|l| f.choice_lists.get(l)).map(|list| (n.kind, list))
+        }
+        _ => None,
+    };
+    if let Some((kind, list)) = choices {
+        let picks: Vec<String> = match input {
+            AnswerInput::Text(text) | AnswerInput::Json(Value::String(text)) => {
+                text.split_whitespace().map(str::to_owned).collect()
+            }
+            AnswerInput::Json(Value::Null) => Vec::new(),
+            AnswerInput::Json(Value::Array(items)) => items
+                .into_iter()
+                .map(|v| match v {
+                    Value::String(s) => Ok(s.trim().to_owned()),
+                    _ => Err(invalid("this question takes the names of its choices")),
+                })
+                .collect::<Result<_>>()?,
+            AnswerInput::Json(_) => return Err(invalid("this question takes the names of its choices")),
+        };
+        if picks.is_empty() {
+            return Ok(Value::Null);
+        }
+        if kind == QuestionType::SelectOne && picks.len() > 1 {
+            return Err(invalid("this question takes one of its choices"));
+        }
+        let unknown = picks.iter().filter(|p| !list.iter().any(|c| &c.name == *p)).count();
+        if unknown > 0 {
+            return Err(StorageError::Invalid(format!(
+                "{unknown} of the names given is not a choice of this question"
+            )));
+        }
+        return Ok(Value::String(picks.join(" ")));
+    }
     match input {
         AnswerInput::Text(text) | AnswerInput::Json(Value::String(text)) => {
             let text = text.trim();
@@ -351,5 +394,38 @@ mod tests {
         assert_eq!(kind(Comment, "review_state"), FieldKind::CommentReviewState);
         assert_eq!(kind(Comment, "anything"), FieldKind::Refused);
         assert_eq!(kind(Form, "form"), FieldKind::ServerWritten);
+    }
+
+    #[test]
+    fn select_answers_are_names_of_their_choices() {
+        use serde_json::json;
+        let form = tejido_core::form::import_xlsform_bytes(
+            include_bytes!("../../../examples/forms/victimizacion_hogares.xlsx"),
+            "victimizacion_hogares.xlsx",
+        )
+        .expect("the example form imports");
+        let typed = |field: &str, input: AnswerInput| typed_answer(Some(&form), field, input);
+        let text = |s: &str| AnswerInput::Text(s.to_owned());
+        let consent = "consent";
+        assert!(form.node_at(consent).is_some(), "the test names a real question");
+        assert_eq!(typed(consent, text(" yes ")).unwrap(), json!("yes"));
+        assert_eq!(typed(consent, AnswerInput::Json(json!("no"))).unwrap(), json!("no"));
+        assert_eq!(typed(consent, text("")).unwrap(), json!(null));
+        for bad in [text("Sí"), text("yes no"), AnswerInput::Json(json!(1)), AnswerInput::Json(json!({}))] {
+            let e = typed(consent, bad).unwrap_err();
+            assert!(matches!(e, StorageError::Invalid(_)), "{e:?}");
+            assert!(!e.to_string().contains("Sí"), "the message names no value: {e}");
+        }
+        let problems = "survey/perception/problems";
+        assert!(form.node_at(problems).is_some(), "the test names a real question");
+        assert_eq!(typed(problems, text("drugs  gangs")).unwrap(), json!("drugs gangs"));
+        assert_eq!(
+            typed(problems, AnswerInput::Json(json!(["gangs", "robberies"]))).unwrap(),
+            json!("gangs robberies")
+        );
+        assert!(typed(problems, AnswerInput::Json(json!(["gangs", "aliens"]))).is_err());
+        assert!(typed(problems, AnswerInput::Json(json!(["gangs", 3]))).is_err());
+        // Without the form, the value is kept as given.
+        assert_eq!(typed_answer(None, consent, text("Sí")).unwrap(), json!("Sí"));
     }
 }
