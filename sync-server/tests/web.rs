@@ -677,6 +677,26 @@ async fn each_export_downloads_from_the_page_and_the_api_within_the_project_and_
     assert_eq!(download(format!("{base}&format=pdf")).await.0, StatusCode::BAD_REQUEST);
     assert_eq!(download(format!("/projects/{a}/export?form=nope")).await.0, StatusCode::NOT_FOUND);
 
+    // While as many exports as a process streams at once are running, another is refused
+    // (503, with Retry-After), on the page and in the API, and taken again once one ends.
+    let running: Vec<_> = (0..tejido_server::service::limits::MAX_CONCURRENT_EXPORTS)
+        .map(|_| server.service.export_permit().unwrap())
+        .collect();
+    let (status, headers, body) = download(format!("{base}&format=csv")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    assert!(String::from_utf8_lossy(&body).contains("ocupado"), "said in Spanish");
+    let (status, body) = server
+        .send(server.req(
+            Method::GET,
+            &format!("/v1/projects/{a}/export?form=victimizacion_hogares"),
+            Some(ADMIN),
+        ))
+        .await;
+    assert_eq!((status, body["error"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("busy")));
+    drop(running);
+    assert_eq!(download(format!("{base}&format=csv")).await.0, StatusCode::OK);
+
     // Another project's coordinator gets a 404, page and API alike.
     let mut outsider = Browser::new(&server);
     assert_eq!(outsider.login("beto@example.org", PASSWORD).await, StatusCode::SEE_OTHER);

@@ -19,6 +19,17 @@ const QUEUE: usize = 1_000;
 impl Service {
     /// Exports the form's submissions (deleted ones left out; approved ones only under the
     /// review gate) with the form's newest version's columns, into `out`.
+    /// A place for one more export, held until the export ends; `Busy` when
+    /// [`super::limits::MAX_CONCURRENT_EXPORTS`] are streaming already.
+    pub fn export_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        self.exports.clone().try_acquire_owned().map_err(|_| {
+            StorageError::Busy(format!(
+                "{} exports are running; try again when one has finished",
+                super::limits::MAX_CONCURRENT_EXPORTS
+            ))
+        })
+    }
+
     pub async fn export<W: Write + Send + 'static>(
         &self,
         project: Uuid,

@@ -28,5 +28,9 @@ pub const MAX_CODE_USES: u32 = 100_000;
 /// Longest device name, in characters.
 pub const MAX_DEVICE_NAME_CHARS: usize = 200;
 
+/// Most exports one server process streams at once; another is refused with "busy" (each holds
+/// a database connection and a writer thread for as long as the download lasts).
+pub const MAX_CONCURRENT_EXPORTS: usize = 4;
+
 /// The largest answer a coordinator writes from the web app.
 pub const MAX_EDIT_BYTES: usize = 16 * 1024;

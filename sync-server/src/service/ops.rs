@@ -37,6 +37,8 @@ pub struct Service {
     replica: ReplicaId,
     epoch: Arc<str>,
     pub(super) forms: read_model::FormCache,
+    /// Exports streaming now, at most [`limits::MAX_CONCURRENT_EXPORTS`].
+    pub(super) exports: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Service {
@@ -64,7 +66,13 @@ impl Service {
         let epoch: Arc<str> = tx.epoch().await?.into();
         let read_model_built = tx.meta_value(READ_MODEL_KEY).await?.as_deref() == Some(READ_MODEL_VERSION);
         tx.commit().await?;
-        let service = Service { storage, replica, epoch, forms: read_model::FormCache::default() };
+        let service = Service {
+            storage,
+            replica,
+            epoch,
+            forms: read_model::FormCache::default(),
+            exports: Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONCURRENT_EXPORTS)),
+        };
         if !read_model_built {
             service.rebuild_read_model().await?;
         }

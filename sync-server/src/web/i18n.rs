@@ -89,6 +89,7 @@ pub enum Key {
     Language,
     NotFound,
     BadCsrf,
+    Busy,
     Reviewed,
     Resolved,
     Row,
@@ -167,6 +168,10 @@ fn words(key: Key) -> (&'static str, &'static str) {
         KeepThis => ("Quedarse con este valor", "Keep this value"),
         Language => ("English", "Español"),
         NotFound => ("No existe.", "Not found."),
+        Busy => (
+            "El servidor está ocupado (otras exportaciones en curso). Inténtelo de nuevo en un momento.",
+            "The server is busy (other exports are running). Try again in a moment.",
+        ),
         BadCsrf => (
             "El formulario caducó. Vuelva a cargar la página e inténtelo de nuevo.",
             "The form expired. Reload the page and try again.",

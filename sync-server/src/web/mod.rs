@@ -56,6 +56,7 @@ pub enum WebError {
     NotFound(Lang),
     BadCsrf(Lang),
     Bad(Lang, String),
+    Busy(Lang),
     Failed(Lang),
 }
 
@@ -74,6 +75,13 @@ impl IntoResponse for WebError {
             WebError::Bad(lang, m) => {
                 (StatusCode::BAD_REQUEST, page_headers(), Html(pages::message(lang, &m))).into_response()
             }
+            WebError::Busy(lang) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                page_headers(),
+                [(axum::http::header::RETRY_AFTER, HeaderValue::from_static("30"))],
+                Html(pages::message(lang, lang.t(Key::Busy))),
+            )
+                .into_response(),
             WebError::Failed(lang) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 page_headers(),
@@ -91,6 +99,10 @@ fn failed(lang: Lang) -> impl FnOnce(StorageError) -> WebError {
         | StorageError::Conflict(m)
         | StorageError::Forbidden(m)
         | StorageError::TooLarge(m) => WebError::Bad(lang, m),
+        StorageError::Busy(m) => {
+            tracing::warn!(error = %m, "busy");
+            WebError::Busy(lang)
+        }
         other => {
             tracing::error!(error = %other, "a page failed");
             WebError::Failed(lang)
@@ -698,9 +710,11 @@ pub async fn export_response(
     }
     let file_name = options.format.file_name(&form);
     let content_type = options.format.content_type();
+    let permit = state.service.export_permit().map_err(ExportRefusal::Failed)?;
     let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<bytes::Bytes>>(8);
     let service = state.service.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let failed = tx.clone();
         let writer = crate::service::exports::ChannelWriter::new(tx);
         match service.export(project, &form_id, options, writer).await {
