@@ -72,6 +72,16 @@ enum Command {
         /// How long a request body may stall between chunks.
         #[arg(long, default_value = "60s", value_parser = parse_duration)]
         body_timeout: std::time::Duration,
+        /// The address of a reverse proxy in front of this server (repeat for several): its
+        /// X-Forwarded-For then names the client, for the per-address login limit. From any
+        /// other address the header is ignored.
+        #[arg(
+            long = "trusted-proxy",
+            value_name = "IP",
+            env = "TEJIDO_TRUSTED_PROXIES",
+            value_delimiter = ','
+        )]
+        trusted_proxies: Vec<std::net::IpAddr>,
     },
     #[cfg(feature = "demo")]
     /// Serve a seeded demo project (in DATA/demo) with the example forms and simulated devices
@@ -375,9 +385,17 @@ fn print(json: bool, value: serde_json::Value, text: impl FnOnce() -> String) {
 
 fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Result<(), Failure> {
     match command {
-        Command::Serve { listen, admin_token, public_url, max_connections, header_timeout, body_timeout } => {
+        Command::Serve {
+            listen,
+            admin_token,
+            public_url,
+            max_connections,
+            header_timeout,
+            body_timeout,
+            trusted_proxies,
+        } => {
             let limits = ConnectionLimits { max_connections, header_timeout, body_timeout };
-            serve(data, database, &listen, admin_token, public_url, limits)
+            serve(data, database, &listen, admin_token, public_url, limits, trusted_proxies)
         }
         #[cfg(feature = "demo")]
         Command::Demo { listen, devices, rounds, per_round, exit_after_rounds } => demo::run(
@@ -740,6 +758,7 @@ fn serve(
     admin_token: Option<String>,
     public_url: Option<String>,
     limits: ConnectionLimits,
+    trusted_proxies: Vec<std::net::IpAddr>,
 ) -> Result<(), Failure> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -755,8 +774,9 @@ fn serve(
         .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
     runtime.block_on(async move {
         let (storage, blobs) = open_deployment(data, database).await?;
-        let mut state =
-            AppState::new(Service::new(storage).await?, blobs).with_body_timeout(limits.body_timeout);
+        let mut state = AppState::new(Service::new(storage).await?, blobs)
+            .with_body_timeout(limits.body_timeout)
+            .with_trusted_proxies(trusted_proxies);
         if let Some(t) = admin_token.filter(|t| !t.is_empty()) {
             state = state.with_admin_token(&t);
         }

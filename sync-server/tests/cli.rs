@@ -168,3 +168,76 @@ fn a_closed_stdout_is_no_panic() {
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
 }
+
+/// One sign-in attempt over a raw connection, as from behind a proxy that sent
+/// `X-Forwarded-For: forwarded`; the status code. The login form's CSRF check is a
+/// double-submit cookie, so the attempt brings its own.
+fn sign_in(addr: &str, email: &str, password: &str, forwarded: &str) -> u16 {
+    use std::io::{Read, Write};
+    let body = format!("email={email}&password={password}&csrf=abc");
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        s,
+        "POST /login HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nCookie: tejido_login_csrf=abc\r\n\
+         X-Forwarded-For: {forwarded}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    answer.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+#[test]
+fn behind_a_trusted_proxy_the_login_limit_counts_each_client_and_nobody_else_picks_an_address() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("deploy");
+    json(bin().arg("--data").arg(&data).args(["--json", "project", "create", "Panamá"]));
+    let mut add = bin()
+        .arg("--data")
+        .arg(&data)
+        .args([
+            "user",
+            "add",
+            "ana@example.org",
+            "--project",
+            "Panamá",
+            "--role",
+            "coordinator",
+            "--password-stdin",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"una clave bien larga\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    let password = "una+clave+bien+larga";
+    let free = tejido_server::service::accounts::FREE_FAILURES_PER_ADDRESS;
+
+    // Behind a proxy this server trusts: one client's failures slow that client only.
+    let (mut child, addr) = spawn_serve(&data, "", &["--trusted-proxy", "127.0.0.1"]);
+    for i in 0..=free {
+        let status = sign_in(&addr, &format!("nobody{i}@example.org"), "wrong", "203.0.113.7");
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    assert_eq!(sign_in(&addr, "ana@example.org", password, "203.0.113.7"), 429, "that client waits");
+    assert_eq!(sign_in(&addr, "ana@example.org", password, "198.51.100.2"), 303, "another signs in");
+    // A client that writes its own X-Forwarded-For in front of the proxy's hop gains nothing.
+    assert_eq!(sign_in(&addr, "ana@example.org", password, "198.51.100.9, 203.0.113.7"), 429);
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // Without --trusted-proxy the header is ignored: changing it on every try evades nothing.
+    let other = dir.path().join("other");
+    json(bin().arg("--data").arg(&other).args(["--json", "project", "create", "Colón"]));
+    let (mut child, addr) = spawn_serve(&other, "", &[]);
+    for i in 0..=free {
+        let status = sign_in(&addr, &format!("nobody{i}@example.org"), "wrong", &format!("203.0.113.{i}"));
+        assert!(status == 401 || status == 429, "{status}");
+    }
+    assert_eq!(sign_in(&addr, "someone@example.org", "wrong", "198.51.100.77"), 429);
+    child.kill().unwrap();
+    child.wait().unwrap();
+}

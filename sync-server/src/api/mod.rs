@@ -40,6 +40,8 @@ pub struct AppState {
     pub public_url: Option<String>,
     /// How long a blob upload's lease lasts: longer than any request body may take.
     pub upload_lease_ms: i64,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (`--trusted-proxy`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl AppState {
@@ -50,7 +52,13 @@ impl AppState {
             admin_token_hash: None,
             public_url: None,
             upload_lease_ms: lease_for(crate::serve::ConnectionLimits::default().body_timeout),
+            trusted_proxies: Vec::new(),
         }
+    }
+
+    pub fn with_trusted_proxies(mut self, proxies: Vec<std::net::IpAddr>) -> AppState {
+        self.trusted_proxies = proxies;
+        self
     }
 
     pub fn with_admin_token(mut self, token: &str) -> AppState {
@@ -416,5 +424,77 @@ pub(crate) fn require_json(headers: &axum::http::HeaderMap) -> Result<(), ApiErr
         Ok(())
     } else {
         Err(ApiError::unsupported_media_type("send the body as JSON, with Content-Type: application/json"))
+    }
+}
+
+/// The client's address, for per-address limits. A request from a trusted reverse proxy names
+/// the client in `X-Forwarded-For`: the right-most entry that is not itself a trusted proxy is
+/// the client (entries further left were written by the client and prove nothing). From any
+/// other peer the header is ignored, so a client cannot pick its own address.
+pub fn client_ip(
+    peer: Option<std::net::IpAddr>,
+    headers: &axum::http::HeaderMap,
+    trusted: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    let peer = peer?;
+    if !trusted.contains(&peer) {
+        return Some(peer);
+    }
+    let mut hops: Vec<&str> = Vec::new();
+    for value in headers.get_all("x-forwarded-for") {
+        let Ok(text) = value.to_str() else { return Some(peer) };
+        hops.extend(text.split(',').map(str::trim));
+    }
+    for hop in hops.iter().rev() {
+        match hop.parse::<std::net::IpAddr>() {
+            Ok(ip) if trusted.contains(&ip) => continue,
+            Ok(ip) => return Some(ip),
+            // A malformed hop: nothing left of it can be trusted.
+            Err(_) => return Some(peer),
+        }
+    }
+    Some(peer)
+}
+
+#[cfg(test)]
+mod client_ip_tests {
+    use super::client_ip;
+    use axum::http::{HeaderMap, HeaderValue};
+    use std::net::IpAddr;
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
+    fn forwarded(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append("x-forwarded-for", HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_first_hop_a_trusted_proxy_saw() {
+        let proxy = ip("10.0.0.5");
+        let trusted = [proxy, ip("10.0.0.6")];
+        let peer = Some(proxy);
+        assert_eq!(client_ip(peer, &forwarded(&["203.0.113.7"]), &trusted), Some(ip("203.0.113.7")));
+        // A client's own claim to the left of the real hop proves nothing.
+        assert_eq!(client_ip(peer, &forwarded(&["1.2.3.4, 203.0.113.7"]), &trusted), Some(ip("203.0.113.7")));
+        // Through two trusted proxies, over two header lines.
+        assert_eq!(
+            client_ip(peer, &forwarded(&["198.51.100.2", "10.0.0.6"]), &trusted),
+            Some(ip("198.51.100.2"))
+        );
+        assert_eq!(client_ip(peer, &forwarded(&["2001:db8::1"]), &trusted), Some(ip("2001:db8::1")));
+        // No header, or a malformed hop: the proxy itself.
+        assert_eq!(client_ip(peer, &HeaderMap::new(), &trusted), Some(proxy));
+        assert_eq!(client_ip(peer, &forwarded(&["1.2.3.4, garbage"]), &trusted), Some(proxy));
+        // From a peer that is not trusted, the header is ignored.
+        let stranger = Some(ip("192.0.2.9"));
+        assert_eq!(client_ip(stranger, &forwarded(&["203.0.113.7"]), &trusted), stranger);
+        assert_eq!(client_ip(stranger, &forwarded(&["203.0.113.7"]), &[]), stranger);
+        assert_eq!(client_ip(None, &forwarded(&["203.0.113.7"]), &trusted), None);
     }
 }

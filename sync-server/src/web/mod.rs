@@ -277,7 +277,9 @@ async fn login(
     if expected.is_empty() || !crate::secrets::same_secret(&form.csrf, expected) {
         return WebError::BadCsrf(lang).into_response();
     }
-    let addr = connect.map_or_else(|| "unknown".to_owned(), |c| c.0 .0.ip().to_string());
+    let peer = connect.map(|c| c.0 .0.ip());
+    let addr = crate::api::client_ip(peer, &headers, &state.trusted_proxies)
+        .map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
     match state.service.login(&form.email, &form.password, &addr, crate::now_ms()).await {
         Ok(Login::Ok { token, .. }) => {
             tracing::info!("a user signed in");
