@@ -256,6 +256,8 @@ impl Service {
             Some(d) if !d.is_revoked() => {}
             _ => return Err(StorageError::Forbidden("the device is revoked".into())),
         }
+        let docs: Vec<Uuid> = changes.iter().map(|c| c.doc.0).collect();
+        tx.prefetch_documents(&docs).await?;
         let mut outcome = PushOutcome::default();
         let mut far_future = false;
         // Each submission this push changed, its author, and the change that created it when

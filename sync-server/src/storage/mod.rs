@@ -472,6 +472,11 @@ pub trait Tx: Send {
     // Documents and their fields.
     async fn document(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>>;
     async fn insert_document(&mut self, doc: &NewDocument) -> Result<()>;
+    /// Looks up many documents at once, for [`Tx::document`] to answer from (a push names up to
+    /// a few hundred); a backend whose lookups are cheap does nothing.
+    async fn prefetch_documents(&mut self, _docs: &[Uuid]) -> Result<()> {
+        Ok(())
+    }
     /// The op ids of a field's known values (leaves or not).
     async fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>>;
     /// The op ids of a field's open values.
