@@ -53,19 +53,6 @@ fn holding(files: &[PathBuf], needle: &[u8]) -> Vec<PathBuf> {
         .collect()
 }
 
-/// A blob as the server serves it to the device holding `token`.
-async fn server_blob(server: &TestServer, token: &str, sha: &str) -> Vec<u8> {
-    let resp = reqwest::Client::new()
-        .get(format!("{}/v1/blobs/{sha}", server.url()))
-        .header(tejido_core::sync::wire::PROTOCOL_HEADER, tejido_core::sync::wire::PROTOCOL_VERSION)
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    assert!(resp.status().is_success(), "GET /v1/blobs/{sha}: {}", resp.status());
-    resp.bytes().await.unwrap().to_vec()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_stores_sync_an_answer_and_a_photo_and_keep_neither_in_clear() {
     let server = TestServer::start();
@@ -88,7 +75,8 @@ async fn encrypted_stores_sync_an_answer_and_a_photo_and_keep_neither_in_clear()
     assert_eq!(seen["answers"]["relato"], json!(ANSWER), "{seen}");
     assert_eq!(seen["answers"]["foto"], json!(format!("sha256:{sha}")), "{seen}");
     let token = a.store().sync_state(state_keys::DEVICE_TOKEN).unwrap().unwrap();
-    assert!(server_blob(&server, &token, &sha).await == photo, "the server serves the photo as taken");
+    let served = server.get_bytes(&format!("/v1/blobs/{sha}"), &token).await;
+    assert!(served == photo, "the server serves the photo as taken");
 
     // A coordinator's encrypted device reads both back.
     let mut b = Device::enroll_encrypted(&coord_link, "b", test_options(), KEY_B).await.unwrap();

@@ -86,15 +86,21 @@ fn attachment_files(db: &Path) -> Vec<String> {
     entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_20_mb_video_goes_up_and_comes_down_without_sitting_in_memory_whole() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+/// A server, an enumerator's encrypted device and a coordinator's, under another key.
+async fn server_and_two_devices() -> (TestServer, Device, Device) {
     let server = TestServer::start();
     let project = server.create_project("streaming");
     let (_, enum_link) = server.enrollment_code(project, "enumerator", 1, &server.url());
     let (_, coord_link) = server.enrollment_code(project, "coordinator", 1, &server.url());
-    let mut a = Device::enroll_encrypted(&enum_link, "a", test_options(), KEY_A).await.unwrap();
-    let mut b = Device::enroll_encrypted(&coord_link, "b", test_options(), KEY_B).await.unwrap();
+    let a = Device::enroll_encrypted(&enum_link, "a", test_options(), KEY_A).await.unwrap();
+    let b = Device::enroll_encrypted(&coord_link, "b", test_options(), KEY_B).await.unwrap();
+    (server, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_20_mb_video_goes_up_and_comes_down_without_sitting_in_memory_whole() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let (_server, mut a, mut b) = server_and_two_devices().await;
 
     let tmp = tempfile::tempdir().unwrap();
     let video = tmp.path().join("video.mp4");
@@ -137,12 +143,7 @@ async fn a_download_that_does_not_match_its_hash_leaves_nothing_stored() {
         eprintln!("skipped: TEJIDO_TEST_BACKEND=postgres keeps blobs in the database");
         return;
     }
-    let server = TestServer::start();
-    let project = server.create_project("tampered");
-    let (_, enum_link) = server.enrollment_code(project, "enumerator", 1, &server.url());
-    let (_, coord_link) = server.enrollment_code(project, "coordinator", 1, &server.url());
-    let mut a = Device::enroll_encrypted(&enum_link, "a", test_options(), KEY_A).await.unwrap();
-    let mut b = Device::enroll_encrypted(&coord_link, "b", test_options(), KEY_B).await.unwrap();
+    let (server, mut a, mut b) = server_and_two_devices().await;
 
     let photo: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 11) as u8).collect();
     let doc = a.store().start_submission("household", "1").unwrap();

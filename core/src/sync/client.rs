@@ -576,7 +576,7 @@ impl SyncClient {
         cancel: &CancelToken,
         report: &mut SyncReport,
     ) -> Result<u64, SyncError> {
-        let (status, headers, _) = self
+        let (status, headers) = self
             .call(
                 || self.request(Method::HEAD, endpoint).header(UPLOAD_LENGTH_HEADER, size),
                 endpoint,
@@ -584,6 +584,7 @@ impl SyncClient {
                 report,
                 &[StatusCode::NOT_FOUND],
                 self.options.max_attempts,
+                &mut Vec::new(),
             )
             .await?;
         if status == StatusCode::NOT_FOUND {
@@ -827,7 +828,7 @@ impl SyncClient {
                 // encrypted store) sealed on the way: a long video is never in memory whole.
                 let mut sink = BlobSink { store, endpoint: &endpoint, writer: None };
                 let (status, headers) = self
-                    .call_into(
+                    .call(
                         || self.request(Method::GET, &endpoint),
                         &endpoint,
                         cancel,
@@ -908,49 +909,35 @@ impl SyncClient {
             }
             None => None,
         };
-        let (_, _, bytes) = self
-            .call(
-                || {
-                    let mut r = self.request(method.clone(), path);
-                    if let Some((data, gz)) = &payload {
-                        r = r.header(CONTENT_TYPE, "application/json").body(data.clone());
-                        if *gz {
-                            r = r.header(CONTENT_ENCODING, "gzip");
-                        }
+        let mut bytes = Vec::new();
+        self.call(
+            || {
+                let mut r = self.request(method.clone(), path);
+                if let Some((data, gz)) = &payload {
+                    r = r.header(CONTENT_TYPE, "application/json").body(data.clone());
+                    if *gz {
+                        r = r.header(CONTENT_ENCODING, "gzip");
                     }
-                    r
-                },
-                &endpoint,
-                cancel,
-                report,
-                &[],
-                attempts,
-            )
-            .await?;
+                }
+                r
+            },
+            &endpoint,
+            cancel,
+            report,
+            &[],
+            attempts,
+            &mut bytes,
+        )
+        .await?;
         decode_json(&endpoint, &bytes)
     }
 
     /// Sends a request built by `build` until it succeeds, retrying network errors, 5xx and
-    /// 429 with exponential backoff and jitter. Statuses in `accept` count as success.
-    async fn call(
-        &self,
-        build: impl Fn() -> reqwest::RequestBuilder,
-        endpoint: &str,
-        cancel: &CancelToken,
-        report: &mut SyncReport,
-        accept: &[StatusCode],
-        attempts: u32,
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), SyncError> {
-        let mut body = Vec::new();
-        let (status, headers) =
-            self.call_into(build, endpoint, cancel, report, accept, attempts, &mut body).await?;
-        Ok((status, headers, body))
-    }
-
-    /// [`call`](Self::call), with a successful answer's body written into `sink` as it arrives
-    /// (started afresh by each attempt; a body cut midway is a network error, retried like one).
+    /// 429 with exponential backoff and jitter. Statuses in `accept` count as success. A
+    /// successful answer's body goes into `sink` as it arrives (started afresh by each attempt;
+    /// a body cut midway is a network error, retried like one).
     #[allow(clippy::too_many_arguments)]
-    async fn call_into(
+    async fn call(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
         endpoint: &str,
