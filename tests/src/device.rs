@@ -39,14 +39,35 @@ pub struct Device {
     /// Every change this device ever had in its outbox, by op identity (the test's record of
     /// what the device wrote and must reach the server).
     pub written: HashMap<(DocId, u64), Change>,
+    /// The store key, for an encrypted store.
+    key: Option<Vec<u8>>,
 }
 
 impl Device {
     /// A new store enrolled with a setup link.
     pub async fn enroll(link: &str, name: &str, options: SyncOptions) -> Result<Device, SyncError> {
+        Device::enroll_with_key(link, name, options, None).await
+    }
+
+    /// A new store encrypted with `key` (`Store::open_encrypted`), enrolled with a setup link.
+    pub async fn enroll_encrypted(
+        link: &str,
+        name: &str,
+        options: SyncOptions,
+        key: &[u8],
+    ) -> Result<Device, SyncError> {
+        Device::enroll_with_key(link, name, options, Some(key.to_vec())).await
+    }
+
+    async fn enroll_with_key(
+        link: &str,
+        name: &str,
+        options: SyncOptions,
+        key: Option<Vec<u8>>,
+    ) -> Result<Device, SyncError> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let path = dir.path().join("device.db");
-        let store = Store::open(&path)?;
+        let store = open_store(&path, key.as_deref())?;
         let enrollment = enroll_with_link(link, &store, Some(name)).await?;
         let client = SyncClient::from_store_with_options(&store, options.clone())?;
         Ok(Device {
@@ -58,6 +79,7 @@ impl Device {
             options,
             enrollment,
             written: HashMap::new(),
+            key,
         })
     }
 
@@ -128,7 +150,7 @@ impl Device {
     pub fn reopen(&mut self) {
         self.client = None;
         self.store = None;
-        let store = Store::open(&self.path).expect("the store reopens");
+        let store = open_store(&self.path, self.key.as_deref()).expect("the store reopens");
         let problems = store.check_integrity().expect("the integrity check runs");
         assert!(problems.is_empty(), "{}: store damaged after a kill: {problems:?}", self.name);
         self.client =
@@ -139,6 +161,13 @@ impl Device {
     /// Every op this device wrote, as (doc, field, hlc) → value.
     pub fn written_ops(&self) -> usize {
         self.written.values().map(|c| c.ops.len()).sum()
+    }
+}
+
+fn open_store(path: &std::path::Path, key: Option<&[u8]>) -> Result<Store, tejido_core::StoreError> {
+    match key {
+        Some(key) => Store::open_encrypted(path, key),
+        None => Store::open(path),
     }
 }
 

@@ -242,17 +242,24 @@ impl TestServer {
 
     /// An admin GET on the HTTP API (e.g. `/v1/projects/<id>/conflicts`).
     pub async fn admin_get(&self, path: &str) -> Value {
+        let body = self.get_bytes(path, ADMIN_TOKEN).await;
+        serde_json::from_slice(&body).expect("a JSON answer")
+    }
+
+    /// A GET on the HTTP API with a bearer token (the admin's or a device's); panics unless it
+    /// succeeds, and returns the body.
+    pub async fn get_bytes(&self, path: &str, token: &str) -> Vec<u8> {
         let resp = reqwest::Client::new()
             .get(format!("{}{path}", self.url()))
             .header(tejido_core::sync::wire::PROTOCOL_HEADER, tejido_core::sync::wire::PROTOCOL_VERSION)
-            .bearer_auth(ADMIN_TOKEN)
+            .bearer_auth(token)
             .send()
             .await
-            .expect("the admin request is answered");
+            .expect("the request is answered");
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
-        assert!(status.is_success(), "GET {path}: {status} {body}");
-        serde_json::from_str(&body).expect("a JSON answer")
+        let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+        assert!(status.is_success(), "GET {path}: {status} {}", String::from_utf8_lossy(&body));
+        body
     }
 }
 

@@ -176,13 +176,19 @@ def test_field_day_end_to_end(tmp_path):
         server.stop()
 
 
+def enumerator_and_coordinator(server):
+    """A new project's enrollment codes for an enumerator and for a coordinator."""
+    project = server.admin("project", "create", "Observatorio")["id"]
+    member = server.admin("enroll", "--project", project, "--role", "enumerator", "--server", server.url)
+    boss = server.admin("enroll", "--project", project, "--role", "coordinator", "--server", server.url)
+    return member, boss
+
+
 @needs_server
 def test_eight_threads_write_answers_while_syncs_run(tmp_path):
     server = Server(tmp_path / "server").start()
     try:
-        project = server.admin("project", "create", "Observatorio")["id"]
-        member = server.admin("enroll", "--project", project, "--role", "enumerator", "--server", server.url)
-        boss = server.admin("enroll", "--project", project, "--role", "coordinator", "--server", server.url)
+        member, boss = enumerator_and_coordinator(server)
         phone = TejidoStore.open(str(tmp_path / "phone.db"))
         asyncio.run(phone.enroll_with_link(member["link"], None))
         sub = phone.start_submission("victimizacion_hogares", "1")
@@ -216,6 +222,49 @@ def test_eight_threads_write_answers_while_syncs_run(tmp_path):
         asyncio.run(office.sync(None, None))
         got = {a.field: a.value for a in office.read_submission(sub).answers}
         assert got == {f"t{t}/q{i}": AnswerValue.INTEGER(t * 1000 + i) for t in range(8) for i in range(per_thread)}
+    finally:
+        server.stop()
+
+
+@needs_server
+def test_a_coordinator_resolves_a_conflict_and_the_enumerator_sees_one_value(tmp_path):
+    server = Server(tmp_path / "server").start()
+    try:
+        member, boss = enumerator_and_coordinator(server)
+        phone = TejidoStore.open(str(tmp_path / "phone.db"))
+        office = TejidoStore.open(str(tmp_path / "office.db"))
+        asyncio.run(phone.enroll_with_link(member["link"], None))
+        asyncio.run(office.enroll_with_link(boss["link"], None))
+        sub = phone.start_submission("victimizacion_hogares", "1")
+        phone.set_answer(sub, "household_size", AnswerValue.INTEGER(4))
+        phone.finalize(sub)
+        asyncio.run(phone.sync(None, None))
+        asyncio.run(office.sync(None, None))
+        assert office.conflicts() == []
+
+        # Each corrects the same answer without having seen the other's correction.
+        phone.set_answer(sub, "household_size", AnswerValue.INTEGER(5))
+        office.set_answer(sub, "household_size", AnswerValue.INTEGER(6))
+        asyncio.run(phone.sync(None, None))
+        asyncio.run(office.sync(None, None))
+
+        [doc] = office.conflicts()
+        assert doc.document_id == sub
+        [conflict] = doc.fields
+        assert conflict.field == "household_size"
+        values = [conflict.current, *conflict.others]
+        assert len(values) == 2
+        assert AnswerValue.INTEGER(5) in values and AnswerValue.INTEGER(6) in values
+
+        office.resolve_conflict(sub, "household_size", AnswerValue.INTEGER(7))
+        assert office.conflicts() == []
+        asyncio.run(office.sync(None, None))
+        asyncio.run(phone.sync(None, None))
+
+        assert phone.conflicts() == []
+        seen = phone.read_submission(sub)
+        assert seen.conflicts == []
+        assert [a.value for a in seen.answers if a.field == "household_size"] == [AnswerValue.INTEGER(7)]
     finally:
         server.stop()
 

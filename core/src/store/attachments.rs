@@ -143,82 +143,154 @@ fn damaged(sha: &str) -> std::io::Error {
     )
 }
 
-/// Writes `source` into `dir` under a temporary name, sealed if `key` is given, hashing it as
-/// it goes; returns the temporary file, the SHA-256 and the size. At most one chunk of the
-/// source is in memory at a time.
-fn write_temp(
-    dir: &Path,
-    key: Option<&AttachmentKey>,
-    source: &mut dyn Read,
-) -> Result<(PathBuf, String, u64)> {
-    let tmp = dir.join(format!(".partial-{}", uuid::Uuid::new_v4()));
-    let result = (|| {
-        let io = |source| StoreError::Io { path: tmp.clone(), source };
-        let mut out = std::io::BufWriter::new(File::create(&tmp).map_err(io)?);
-        let sealer = match key {
-            Some(key) => {
-                let mut prefix = [0u8; NONCE_PREFIX];
-                getrandom::fill(&mut prefix)
-                    .map_err(|e| io(std::io::Error::other(format!("no randomness for a nonce: {e}"))))?;
-                out.write_all(MAGIC).map_err(io)?;
-                out.write_all(&prefix).map_err(io)?;
-                Some(key.stream(&prefix))
-            }
-            None => None,
+/// An attachment file being written under a temporary name in the attachment folder: hashed
+/// as it goes and, when a key is given, sealed as it goes, so at most one chunk of plaintext is
+/// in memory and none reaches the disk of an encrypted store. Dropped before
+/// [`Partial::install`], it removes its file.
+struct Partial {
+    tmp: PathBuf,
+    out: Option<std::io::BufWriter<File>>,
+    sealer: Option<Stream>,
+    hasher: Sha256,
+    size: u64,
+    position: u32,
+    /// Plaintext not written yet: always fewer than `CHUNK` bytes between calls.
+    buf: Vec<u8>,
+    installed: bool,
+}
+
+impl Partial {
+    fn create(dir: &Path, key: Option<&AttachmentKey>) -> Result<Partial> {
+        let tmp = dir.join(format!(".partial-{}", uuid::Uuid::new_v4()));
+        let file = File::create(&tmp).map_err(|source| StoreError::Io { path: tmp.clone(), source })?;
+        let mut partial = Partial {
+            tmp,
+            out: Some(std::io::BufWriter::new(file)),
+            sealer: None,
+            hasher: Sha256::new(),
+            size: 0,
+            position: 0,
+            buf: Vec::with_capacity(CHUNK + TRAILER + TAG),
+            installed: false,
         };
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        let mut position = 0u32;
-        let mut buf = Vec::with_capacity(CHUNK + TRAILER + TAG);
+        if let Some(key) = key {
+            let mut prefix = [0u8; NONCE_PREFIX];
+            getrandom::fill(&mut prefix)
+                .map_err(|e| partial.io(std::io::Error::other(format!("no randomness for a nonce: {e}"))))?;
+            let header =
+                partial.out.as_mut().map(|out| out.write_all(MAGIC).and_then(|_| out.write_all(&prefix)));
+            if let Some(Err(e)) = header {
+                return Err(partial.io(e));
+            }
+            partial.sealer = Some(key.stream(&prefix));
+        }
+        Ok(partial)
+    }
+
+    fn io(&self, source: std::io::Error) -> StoreError {
+        StoreError::Io { path: self.tmp.clone(), source }
+    }
+
+    /// Adds plaintext bytes.
+    fn write(&mut self, mut bytes: &[u8]) -> Result<()> {
+        self.hasher.update(bytes);
+        self.size += bytes.len() as u64;
+        while !bytes.is_empty() {
+            let take = (CHUNK - self.buf.len()).min(bytes.len());
+            self.buf.extend_from_slice(&bytes[..take]);
+            bytes = &bytes[take..];
+            if self.buf.len() == CHUNK {
+                self.write_chunk(false)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds everything a reader gives, reading straight into the chunk buffer.
+    fn copy_from(&mut self, source: &mut dyn Read) -> Result<()> {
         loop {
-            buf.resize(CHUNK, 0);
-            let n = read_full(source, &mut buf)
-                .map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
-            buf.truncate(n);
-            hasher.update(&buf);
-            size += n as u64;
-            // A full chunk is never the last: the last holds fewer than CHUNK bytes of data
-            // (possibly none) and the trailer.
-            let last = n < CHUNK;
-            if let Some(stream) = &sealer {
-                if last {
-                    buf.extend_from_slice(&hasher.clone().finalize());
+            let start = self.buf.len();
+            self.buf.resize(CHUNK, 0);
+            let n = match read_full(source, &mut self.buf[start..]) {
+                Ok(n) => n,
+                Err(e) => {
+                    self.buf.truncate(start);
+                    return Err(self.io(e));
                 }
-                stream
-                    .encrypt_in_place(position, last, b"", &mut buf)
-                    .map_err(|_| io(std::io::Error::other("the attachment could not be encrypted")))?;
-                position = position.checked_add(1).ok_or_else(|| {
-                    io(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "attachment too large"))
-                })?;
+            };
+            self.buf.truncate(start + n);
+            self.hasher.update(&self.buf[start..]);
+            self.size += n as u64;
+            if self.buf.len() == CHUNK {
+                self.write_chunk(false)?;
             }
-            out.write_all(&buf).map_err(io)?;
+            if n == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Seals (if sealing) and writes the buffered plaintext as chunk `position`. A full chunk is
+    /// never the last: the last holds fewer than `CHUNK` bytes of data (possibly none) and the
+    /// trailer.
+    fn write_chunk(&mut self, last: bool) -> Result<()> {
+        if let Some(stream) = &self.sealer {
             if last {
-                break;
+                self.buf.extend_from_slice(&self.hasher.clone().finalize());
             }
+            if stream.encrypt_in_place(self.position, last, b"", &mut self.buf).is_err() {
+                return Err(self.io(std::io::Error::other("the attachment could not be encrypted")));
+            }
+            self.position = self.position.checked_add(1).ok_or_else(|| {
+                self.io(std::io::Error::new(std::io::ErrorKind::FileTooLarge, "attachment too large"))
+            })?;
         }
-        let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        Ok((hex::encode(hasher.finalize()), size))
-    })();
-    match result {
-        Ok((sha, size)) => Ok((tmp, sha, size)),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
+        let Some(out) = self.out.as_mut() else {
+            return Err(self.io(std::io::Error::other("the attachment file is already finished")));
+        };
+        let written = out.write_all(&self.buf);
+        self.buf.clear();
+        written.map_err(|e| self.io(e))
+    }
+
+    /// The SHA-256 of the plaintext written so far, in hex.
+    fn sha256(&self) -> String {
+        hex::encode(self.hasher.clone().finalize())
+    }
+
+    /// Writes the last chunk and makes the file durable; returns the SHA-256 and the size.
+    fn finish(&mut self) -> Result<(String, u64)> {
+        self.write_chunk(true)?;
+        let out = self.out.take().ok_or_else(|| self.io(std::io::Error::other("already finished")))?;
+        let file = out.into_inner().map_err(|e| self.io(e.into_error()))?;
+        file.sync_all().map_err(|e| self.io(e))?;
+        Ok((self.sha256(), self.size))
+    }
+
+    /// Moves the finished file to its content-addressed name (a file already there holds the
+    /// same content), so a crash never leaves a partial file under the final name.
+    fn install(mut self, target: &Path) -> Result<()> {
+        self.installed = true;
+        if target.exists() {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Ok(());
         }
+        if let Err(source) = std::fs::rename(&self.tmp, target) {
+            let _ = std::fs::remove_file(&self.tmp);
+            return Err(StoreError::Io { path: target.to_path_buf(), source });
+        }
+        sync_dir(target.parent().unwrap_or(Path::new(".")));
+        Ok(())
     }
 }
 
-/// Moves a finished temporary file to its content-addressed name (a file already there holds
-/// the same content), so a crash never leaves a partial file under the final name.
-fn install(tmp: &Path, target: &Path) -> Result<()> {
-    if target.exists() {
-        let _ = std::fs::remove_file(tmp);
-        return Ok(());
+impl Drop for Partial {
+    fn drop(&mut self) {
+        if !self.installed {
+            self.out = None;
+            let _ = std::fs::remove_file(&self.tmp);
+        }
     }
-    std::fs::rename(tmp, target).map_err(|source| StoreError::Io { path: target.to_path_buf(), source })?;
-    sync_dir(target.parent().unwrap_or(Path::new(".")));
-    Ok(())
 }
 
 /// Makes a rename durable (best effort: not every platform can fsync a directory).
@@ -254,12 +326,13 @@ pub(crate) fn seal_copy(source: &Path, target_dir: &Path, key: &AttachmentKey) -
     }
     let mut file =
         File::open(source).map_err(|e| StoreError::Io { path: source.to_path_buf(), source: e })?;
-    let (tmp, got, _) = write_temp(target_dir, Some(key), &mut file)?;
+    let mut partial = Partial::create(target_dir, Some(key))?;
+    partial.copy_from(&mut file)?;
+    let (got, _) = partial.finish()?;
     if got != sha {
-        let _ = std::fs::remove_file(&tmp);
         return Err(StoreError::AttachmentDamaged(sha.to_owned()));
     }
-    install(&tmp, &target)
+    partial.install(&target)
 }
 
 /// Reads an attachment's plaintext: a plain file as it is, a sealed one chunk by chunk. Reading
@@ -464,6 +537,57 @@ impl Seek for AttachmentReader {
     }
 }
 
+/// An attachment arriving a piece at a time: each piece is hashed and, in an encrypted store,
+/// sealed as it is written, into a temporary file in the attachment folder, so neither memory
+/// (one chunk, a little over 64 KiB) nor the disk ever holds the plaintext whole. Nothing is
+/// kept until [`keep`](Self::keep); dropped before, it leaves nothing behind.
+pub struct AttachmentWriter<'s> {
+    store: &'s Store,
+    partial: Partial,
+}
+
+impl std::fmt::Debug for AttachmentWriter<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AttachmentWriter").field("len", &self.partial.size).finish()
+    }
+}
+
+impl AttachmentWriter<'_> {
+    /// Adds the next bytes.
+    pub fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.partial.write(bytes)
+    }
+
+    /// How many bytes were written so far.
+    pub fn len(&self) -> u64 {
+        self.partial.size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.partial.size == 0
+    }
+
+    /// The SHA-256 (hex) of the bytes written so far: what the attachment will be named.
+    pub fn sha256(&self) -> String {
+        self.partial.sha256()
+    }
+
+    /// Keeps the attachment (once per content) and returns its SHA-256 in hex.
+    pub fn keep(mut self, media_type: &str, uploaded: bool) -> Result<String> {
+        let (sha, size) = self.partial.finish()?;
+        let dir = self.store.attachment_dir()?;
+        self.partial.install(&dir.join(&sha))?;
+        let inner = self.store.lock();
+        inner.conn.execute(
+            "INSERT INTO attachments (sha256, size, media_type, uploaded, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (sha256) DO UPDATE SET uploaded = max(uploaded, excluded.uploaded)",
+            params![sha, size as i64, media_type, uploaded, std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)],
+        )?;
+        Ok(sha)
+    }
+}
+
 impl Store {
     fn attachment_dir(&self) -> Result<&Path> {
         self.attachment_dir.as_deref().ok_or(StoreError::NoAttachmentDir)
@@ -487,18 +611,17 @@ impl Store {
         media_type: &str,
         uploaded: bool,
     ) -> Result<String> {
-        let dir = self.attachment_dir()?.to_path_buf();
-        std::fs::create_dir_all(&dir).map_err(|source| StoreError::Io { path: dir.clone(), source })?;
-        let (tmp, sha, size) = write_temp(&dir, self.attachment_key.as_ref(), source)?;
-        install(&tmp, &dir.join(&sha))?;
-        let inner = self.lock();
-        inner.conn.execute(
-            "INSERT INTO attachments (sha256, size, media_type, uploaded, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (sha256) DO UPDATE SET uploaded = max(uploaded, excluded.uploaded)",
-            params![sha, size as i64, media_type, uploaded, std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)],
-        )?;
-        Ok(sha)
+        let mut writer = self.attachment_writer()?;
+        writer.partial.copy_from(source)?;
+        writer.keep(media_type, uploaded)
+    }
+
+    /// Starts receiving an attachment a piece at a time (a download): see [`AttachmentWriter`].
+    pub fn attachment_writer(&self) -> Result<AttachmentWriter<'_>> {
+        let dir = self.attachment_dir()?;
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        let partial = Partial::create(dir, self.attachment_key.as_ref())?;
+        Ok(AttachmentWriter { store: self, partial })
     }
 
     /// Attaches a file to a field of a document: the bytes are kept beside the database and the
@@ -645,10 +768,12 @@ mod tests {
     }
 
     fn seal(dir: &Path, bytes: &[u8]) -> (PathBuf, String) {
-        let (tmp, sha, size) = write_temp(dir, Some(&key()), &mut &bytes[..]).unwrap();
+        let mut partial = Partial::create(dir, Some(&key())).unwrap();
+        partial.copy_from(&mut &bytes[..]).unwrap();
+        let (sha, size) = partial.finish().unwrap();
         assert_eq!(size, bytes.len() as u64);
         let target = dir.join(&sha);
-        install(&tmp, &target).unwrap();
+        partial.install(&target).unwrap();
         (target, sha)
     }
 
@@ -670,6 +795,48 @@ mod tests {
             let expected_size = HEADER + full * SEALED_CHUNK + (len % CHUNK) as u64 + MIN_LAST;
             assert_eq!(std::fs::metadata(&path).unwrap().len(), expected_size, "len {len}");
             assert_eq!(unseal(&path, &sha).unwrap(), bytes, "len {len}");
+        }
+    }
+
+    #[test]
+    fn pieces_of_any_size_seal_like_one_read() {
+        let dir = tempfile::tempdir().unwrap();
+        for len in [0, 1, CHUNK - 1, CHUNK, CHUNK + 1, 3 * CHUNK + 77] {
+            let bytes: Vec<u8> = (0..len).map(|i| (i * 17 % 241) as u8).collect();
+            for piece in [7, 1000, CHUNK, CHUNK + 3] {
+                let mut partial = Partial::create(dir.path(), Some(&key())).unwrap();
+                for part in bytes.chunks(piece) {
+                    partial.write(part).unwrap();
+                    assert!(partial.buf.len() < CHUNK, "len {len} piece {piece}");
+                }
+                assert_eq!(partial.sha256(), hex::encode(Sha256::digest(&bytes)));
+                let (sha, size) = partial.finish().unwrap();
+                assert_eq!(size, len as u64);
+                let target = dir.path().join(format!("{sha}.{piece}"));
+                partial.install(&target).unwrap();
+                let full = (len / CHUNK) as u64;
+                let expected_size = HEADER + full * SEALED_CHUNK + (len % CHUNK) as u64 + MIN_LAST;
+                assert_eq!(
+                    std::fs::metadata(&target).unwrap().len(),
+                    expected_size,
+                    "len {len} piece {piece}"
+                );
+                assert_eq!(unseal(&target, &sha).unwrap(), bytes, "len {len} piece {piece}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_writer_dropped_before_it_is_installed_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for finish in [false, true] {
+            let mut partial = Partial::create(dir.path(), Some(&key())).unwrap();
+            partial.write(&vec![3u8; 2 * CHUNK + 5]).unwrap();
+            if finish {
+                partial.finish().unwrap();
+            }
+            drop(partial);
+            assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "finished: {finish}");
         }
     }
 

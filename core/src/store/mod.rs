@@ -21,7 +21,9 @@ use uuid::Uuid;
 
 use crate::crdt::{ChangeError, DocId, FieldPathError, Hlc, HybridClock, ReplicaId, SystemClock, WallClock};
 
-pub use attachments::{attachment_ref, parse_attachment_ref, AttachmentInfo, AttachmentReader};
+pub use attachments::{
+    attachment_ref, parse_attachment_ref, AttachmentInfo, AttachmentReader, AttachmentWriter,
+};
 pub use convert::ConversionStep;
 pub use read::{
     ConflictValue, Document, DocumentConflicts, FieldState, StatusFilter, SubmissionStatus, SubmissionSummary,

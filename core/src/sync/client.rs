@@ -512,10 +512,11 @@ impl SyncClient {
                 .header(MEDIA_TYPE_HEADER, header_safe(&info.media_type))
                 .header(CONTENT_TYPE, "application/offset+octet-stream")
                 .body(chunk);
-            match self.exchange(request, &endpoint, cancel).await {
-                Ok((status, headers, body)) if status.is_success() => {
+            let mut answer_body = Vec::new();
+            match self.exchange(request, &mut answer_body, cancel).await {
+                Ok(Answer { status, headers, received, .. }) if status.is_success() => {
                     report.bytes_sent += sent;
-                    report.bytes_received += body.len() as u64;
+                    report.bytes_received += received;
                     report.attachment_bytes_uploaded += sent;
                     failures = 0;
                     known = header_offset(&headers).filter(|o| *o <= size);
@@ -530,7 +531,7 @@ impl SyncClient {
                 // The server holds a different offset than we thought, or another request
                 // (one a cut connection left behind) still holds the upload: wait, then ask
                 // again.
-                Ok((StatusCode::CONFLICT, _, body)) => {
+                Ok(Answer { status: StatusCode::CONFLICT, body, .. }) => {
                     failures += 1;
                     if failures >= self.options.max_attempts {
                         // Still held after every attempt: the upload stands where it is, and a
@@ -544,7 +545,7 @@ impl SyncClient {
                     }
                     self.backoff(failures, cancel).await?;
                 }
-                Ok((status, _, body)) => {
+                Ok(Answer { status, body, .. }) => {
                     let retryable = is_retryable(status);
                     if !retryable || failures + 1 >= self.options.max_attempts {
                         return Err(status_error(&endpoint, status, &body, failures + 1));
@@ -554,6 +555,7 @@ impl SyncClient {
                     self.backoff(failures, cancel).await?;
                 }
                 Err(Attempt::Cancelled) => return Err(SyncError::Cancelled),
+                Err(Attempt::Failed(e)) => return Err(e),
                 Err(Attempt::Network(detail)) => {
                     failures += 1;
                     if failures >= self.options.max_attempts {
@@ -574,7 +576,7 @@ impl SyncClient {
         cancel: &CancelToken,
         report: &mut SyncReport,
     ) -> Result<u64, SyncError> {
-        let (status, headers, _) = self
+        let (status, headers) = self
             .call(
                 || self.request(Method::HEAD, endpoint).header(UPLOAD_LENGTH_HEADER, size),
                 endpoint,
@@ -582,6 +584,7 @@ impl SyncClient {
                 report,
                 &[StatusCode::NOT_FOUND],
                 self.options.max_attempts,
+                &mut Vec::new(),
             )
             .await?;
         if status == StatusCode::NOT_FOUND {
@@ -821,7 +824,10 @@ impl SyncClient {
             report_progress(progress, SyncPhase::DownloadingAttachments, i as u64, Some(total), report);
             if store.attachment(sha)?.is_none() {
                 let endpoint = format!("/v1/blobs/{sha}");
-                let (status, headers, body) = self
+                // The body goes through the store's writer as it arrives, hashed and (in an
+                // encrypted store) sealed on the way: a long video is never in memory whole.
+                let mut sink = BlobSink { store, endpoint: &endpoint, writer: None };
+                let (status, headers) = self
                     .call(
                         || self.request(Method::GET, &endpoint),
                         &endpoint,
@@ -829,14 +835,12 @@ impl SyncClient {
                         report,
                         &[StatusCode::NOT_FOUND],
                         self.options.max_attempts,
+                        &mut sink,
                     )
                     .await?;
                 if status == StatusCode::NOT_FOUND {
                     // Not uploaded yet by its author: try again next sync.
                     continue;
-                }
-                if body.len() as u64 > MAX_BLOB_BYTES {
-                    return Err(SyncError::Protocol { endpoint, detail: "attachment too large".into() });
                 }
                 let media_type = headers
                     .get(MEDIA_TYPE_HEADER)
@@ -844,14 +848,17 @@ impl SyncClient {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("application/octet-stream")
                     .to_owned();
-                let got = sha256_hex(&body);
-                if &got != sha {
+                let Some(writer) = sink.writer.take() else {
+                    return Err(SyncError::Protocol { endpoint, detail: "no attachment body".into() });
+                };
+                if &writer.sha256() != sha {
+                    // Dropping the writer removes what it wrote.
                     return Err(SyncError::Protocol {
                         endpoint,
                         detail: "the attachment's bytes do not match its hash".into(),
                     });
                 }
-                store.store_attachment(&body, &media_type, true)?;
+                writer.keep(&media_type, true)?;
                 report.attachments_downloaded += 1;
             }
             left.retain(|s| s != sha);
@@ -902,30 +909,34 @@ impl SyncClient {
             }
             None => None,
         };
-        let (_, _, bytes) = self
-            .call(
-                || {
-                    let mut r = self.request(method.clone(), path);
-                    if let Some((data, gz)) = &payload {
-                        r = r.header(CONTENT_TYPE, "application/json").body(data.clone());
-                        if *gz {
-                            r = r.header(CONTENT_ENCODING, "gzip");
-                        }
+        let mut bytes = Vec::new();
+        self.call(
+            || {
+                let mut r = self.request(method.clone(), path);
+                if let Some((data, gz)) = &payload {
+                    r = r.header(CONTENT_TYPE, "application/json").body(data.clone());
+                    if *gz {
+                        r = r.header(CONTENT_ENCODING, "gzip");
                     }
-                    r
-                },
-                &endpoint,
-                cancel,
-                report,
-                &[],
-                attempts,
-            )
-            .await?;
+                }
+                r
+            },
+            &endpoint,
+            cancel,
+            report,
+            &[],
+            attempts,
+            &mut bytes,
+        )
+        .await?;
         decode_json(&endpoint, &bytes)
     }
 
     /// Sends a request built by `build` until it succeeds, retrying network errors, 5xx and
-    /// 429 with exponential backoff and jitter. Statuses in `accept` count as success.
+    /// 429 with exponential backoff and jitter. Statuses in `accept` count as success. A
+    /// successful answer's body goes into `sink` as it arrives (started afresh by each attempt;
+    /// a body cut midway is a network error, retried like one).
+    #[allow(clippy::too_many_arguments)]
     async fn call(
         &self,
         build: impl Fn() -> reqwest::RequestBuilder,
@@ -934,7 +945,8 @@ impl SyncClient {
         report: &mut SyncReport,
         accept: &[StatusCode],
         attempts: u32,
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), SyncError> {
+        sink: &mut dyn Sink,
+    ) -> Result<(StatusCode, HeaderMap), SyncError> {
         let attempts = attempts.max(1);
         let mut attempt = 0;
         loop {
@@ -946,18 +958,19 @@ impl SyncClient {
                 .and_then(|r| r.build().ok())
                 .and_then(|r| r.body().and_then(|b| b.as_bytes()).map(|b| b.len() as u64))
                 .unwrap_or(0);
-            match self.exchange(request, endpoint, cancel).await {
-                Ok((status, headers, body)) => {
+            match self.exchange(request, sink, cancel).await {
+                Ok(answer) => {
                     report.bytes_sent += sent;
-                    report.bytes_received += body.len() as u64;
-                    if status.is_success() || accept.contains(&status) {
-                        return Ok((status, headers, body));
+                    report.bytes_received += answer.received;
+                    if answer.status.is_success() || accept.contains(&answer.status) {
+                        return Ok((answer.status, answer.headers));
                     }
-                    if !is_retryable(status) || attempt >= attempts {
-                        return Err(status_error(endpoint, status, &body, attempt));
+                    if !is_retryable(answer.status) || attempt >= attempts {
+                        return Err(status_error(endpoint, answer.status, &answer.body, attempt));
                     }
                 }
                 Err(Attempt::Cancelled) => return Err(SyncError::Cancelled),
+                Err(Attempt::Failed(e)) => return Err(e),
                 Err(Attempt::Network(detail)) => {
                     if attempt >= attempts {
                         return Err(SyncError::Network {
@@ -973,19 +986,34 @@ impl SyncClient {
         }
     }
 
-    /// One request and its whole answer, abandoned if the sync is cancelled.
+    /// One request and its answer, abandoned if the sync is cancelled. A successful answer's
+    /// body goes into `sink` chunk by chunk as it arrives; any other answer's (a small error
+    /// body) is returned.
     async fn exchange(
         &self,
         request: reqwest::RequestBuilder,
-        _endpoint: &str,
+        sink: &mut dyn Sink,
         cancel: &CancelToken,
-    ) -> Result<(StatusCode, HeaderMap, Vec<u8>), Attempt> {
+    ) -> Result<Answer, Attempt> {
         let work = async {
-            let resp = request.send().await.map_err(|e| Attempt::Network(describe(&e)))?;
+            let mut resp = request.send().await.map_err(|e| Attempt::Network(describe(&e)))?;
             let status = resp.status();
             let headers = resp.headers().clone();
-            let body = resp.bytes().await.map_err(|e| Attempt::Network(describe(&e)))?;
-            Ok((status, headers, body.to_vec()))
+            let success = status.is_success();
+            if success {
+                sink.restart().map_err(Attempt::Failed)?;
+            }
+            let mut body = Vec::new();
+            let mut received = 0u64;
+            while let Some(chunk) = resp.chunk().await.map_err(|e| Attempt::Network(describe(&e)))? {
+                received += chunk.len() as u64;
+                if success {
+                    sink.write(&chunk).map_err(Attempt::Failed)?;
+                } else {
+                    body.extend_from_slice(&chunk);
+                }
+            }
+            Ok(Answer { status, headers, body, received })
         };
         tokio::select! {
             biased;
@@ -1043,6 +1071,66 @@ fn decode_json<R: DeserializeOwned>(endpoint: &str, bytes: &[u8]) -> Result<R, S
 enum Attempt {
     Cancelled,
     Network(String),
+    /// Not worth retrying: the sink refused the body.
+    Failed(SyncError),
+}
+
+/// An answer to one request.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    /// The body of an answer that is not a success (a success's went into the sink).
+    body: Vec<u8>,
+    received: u64,
+}
+
+/// Where the body of a successful answer goes, a piece at a time as it arrives.
+trait Sink: Send {
+    /// Forgets whatever an earlier attempt, cut midway, delivered.
+    fn restart(&mut self) -> Result<(), SyncError>;
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SyncError>;
+}
+
+impl Sink for Vec<u8> {
+    fn restart(&mut self) -> Result<(), SyncError> {
+        self.clear();
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SyncError> {
+        self.extend_from_slice(bytes);
+        Ok(())
+    }
+}
+
+/// A downloading attachment: its bytes go through the store's writer (hashed and, in an
+/// encrypted store, sealed as they come), at most [`MAX_BLOB_BYTES`] of them.
+struct BlobSink<'s> {
+    store: &'s Store,
+    endpoint: &'s str,
+    writer: Option<crate::store::AttachmentWriter<'s>>,
+}
+
+impl Sink for BlobSink<'_> {
+    fn restart(&mut self) -> Result<(), SyncError> {
+        // Dropping the old writer removes what it wrote.
+        self.writer = None;
+        self.writer = Some(self.store.attachment_writer()?);
+        Ok(())
+    }
+
+    fn write(&mut self, bytes: &[u8]) -> Result<(), SyncError> {
+        let too_large = || SyncError::Protocol {
+            endpoint: self.endpoint.to_owned(),
+            detail: "attachment too large".into(),
+        };
+        let Some(writer) = self.writer.as_mut() else { return Err(too_large()) };
+        if writer.len().saturating_add(bytes.len() as u64) > MAX_BLOB_BYTES {
+            return Err(too_large());
+        }
+        writer.write(bytes)?;
+        Ok(())
+    }
 }
 
 fn check(cancel: &CancelToken) -> Result<(), SyncError> {
@@ -1138,11 +1226,6 @@ fn gzip(data: &[u8]) -> Vec<u8> {
     // Writing to a Vec cannot fail.
     let _ = enc.write_all(data);
     enc.finish().unwrap_or_default()
-}
-
-fn sha256_hex(data: &[u8]) -> String {
-    use sha2::{Digest, Sha256};
-    hex::encode(Sha256::digest(data))
 }
 
 /// The attachments a page's changes refer to.

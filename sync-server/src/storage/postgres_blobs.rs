@@ -200,9 +200,11 @@ impl BlobBytes for PgBlobs {
                 }
             }
         });
-        Ok(Box::pin(futures_util::stream::unfold(rx, |mut rx| async move {
+        // Fused: the HTTP body may poll once more after the end, which a bare `unfold` answers
+        // with a panic (seen serving a 20 MB blob).
+        Ok(Box::pin(futures_util::StreamExt::fuse(futures_util::stream::unfold(rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
-        })))
+        }))))
     }
 }
 

@@ -147,14 +147,20 @@ class FieldDayTest {
         }
     }
 
+    /** A new project's enrollment codes for an enumerator and for a coordinator. */
+    private fun enumeratorAndCoordinator(server: TestServer): Pair<String, String> {
+        val project = field(server.admin("project", "create", "Observatorio"), "id")
+        val member = server.admin("enroll", "--project", project, "--role", "enumerator", "--server", server.url)
+        val boss = server.admin("enroll", "--project", project, "--role", "coordinator", "--server", server.url)
+        return member to boss
+    }
+
     @Test
     fun eightThreadsWriteAnswersWhileSyncsRun() {
         assumeTrue(TestServer.bin.isNotEmpty(), "tejido.server.bin is not set")
         val server = TestServer(dir.resolve("server")).start()
         try {
-            val project = field(server.admin("project", "create", "Observatorio"), "id")
-            val member = server.admin("enroll", "--project", project, "--role", "enumerator", "--server", server.url)
-            val boss = server.admin("enroll", "--project", project, "--role", "coordinator", "--server", server.url)
+            val (member, boss) = enumeratorAndCoordinator(server)
             TejidoStore.open(dir.resolve("phone.db").toString()).use { phone ->
                 runBlocking { phone.enrollWithLink(field(member, "link"), null) }
                 val sub = phone.startSubmission("victimizacion_hogares", "1")
@@ -190,6 +196,56 @@ class FieldDayTest {
                         (0 until perThread).map { i -> "t$t/q$i" to AnswerValue.Integer((t * 1000 + i).toLong()) }
                     }.toMap()
                     assertEquals(expected, got)
+                }
+            }
+        } finally {
+            server.stop()
+        }
+    }
+
+    @Test
+    fun aCoordinatorResolvesAConflictAndTheEnumeratorSeesOneValue() {
+        assumeTrue(TestServer.bin.isNotEmpty(), "tejido.server.bin is not set")
+        val server = TestServer(dir.resolve("server")).start()
+        try {
+            val (member, boss) = enumeratorAndCoordinator(server)
+            TejidoStore.open(dir.resolve("phone.db").toString()).use { phone ->
+                TejidoStore.open(dir.resolve("office.db").toString()).use { office ->
+                    runBlocking { phone.enrollWithLink(field(member, "link"), null) }
+                    runBlocking { office.enrollWithLink(field(boss, "link"), null) }
+                    val sub = phone.startSubmission("victimizacion_hogares", "1")
+                    phone.setAnswer(sub, "household_size", AnswerValue.Integer(4))
+                    phone.finalize(sub)
+                    runBlocking { phone.sync(null, null) }
+                    runBlocking { office.sync(null, null) }
+                    assertEquals(emptyList<DocumentConflicts>(), office.conflicts())
+
+                    // Each corrects the same answer without having seen the other's correction.
+                    phone.setAnswer(sub, "household_size", AnswerValue.Integer(5))
+                    office.setAnswer(sub, "household_size", AnswerValue.Integer(6))
+                    runBlocking { phone.sync(null, null) }
+                    runBlocking { office.sync(null, null) }
+
+                    val conflicts = office.conflicts()
+                    assertEquals(listOf(sub), conflicts.map { it.documentId })
+                    val conflict = conflicts.single().fields.single()
+                    assertEquals("household_size", conflict.field)
+                    assertEquals(
+                        setOf(AnswerValue.Integer(5), AnswerValue.Integer(6)),
+                        (listOf(conflict.current) + conflict.others).toSet(),
+                    )
+                    assertEquals(2, conflict.others.size + 1)
+
+                    office.resolveConflict(sub, "household_size", AnswerValue.Integer(7))
+                    assertEquals(emptyList<DocumentConflicts>(), office.conflicts())
+                    runBlocking { office.sync(null, null) }
+                    runBlocking { phone.sync(null, null) }
+
+                    assertEquals(emptyList<DocumentConflicts>(), phone.conflicts())
+                    val seen = phone.readSubmission(sub)
+                    assertEquals(emptyList<FieldConflict>(), seen.conflicts)
+                    val values = seen.answers.filter { it.field == "household_size" }.map { it.value }
+                    assertEquals(listOf<AnswerValue>(AnswerValue.Integer(7)), values)
                 }
             }
         } finally {
