@@ -29,11 +29,46 @@ pub(super) const MIGRATIONS: &[&str] = &[
 ];
 const SCHEMA_VERSION: u32 = MIGRATIONS.len() as u32;
 const MAX_READERS: usize = 8;
+/// The writer connection's page cache, in KiB (as `PRAGMA cache_size` takes it, negated).
+const WRITER_CACHE_KIB: i64 = -64 * 1024;
+/// Prepared statements kept per connection: more than this backend's distinct statements.
+const STATEMENT_CACHE: usize = 128;
 
 pub struct SqliteStorage {
     path: PathBuf,
     writer: Arc<tokio::sync::Mutex<Connection>>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// Wakes the checkpointer after a commit.
+    checkpoint: std::sync::mpsc::SyncSender<()>,
+}
+
+/// How long the checkpointer gathers commits before it folds the WAL into the database: the
+/// pages a burst of pushes rewrote (the same index pages, over and over) are copied once.
+const CHECKPOINT_DELAY: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Checkpoints the WAL on its own thread and connection, so that the page copying and fsync
+/// of a checkpoint never run inside a push, which holds the one writer connection while it
+/// does (SQLite's automatic checkpoint runs in the committing connection). PASSIVE never
+/// blocks the writer or a reader. The thread ends when the storage and its transactions are
+/// gone (the channel closes).
+fn start_checkpointer(path: &Path) -> Result<std::sync::mpsc::SyncSender<()>> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(30))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    let (wake, rx) = std::sync::mpsc::sync_channel::<()>(1);
+    std::thread::Builder::new()
+        .name("tejido-server-checkpoint".into())
+        .spawn(move || {
+            while rx.recv().is_ok() {
+                std::thread::sleep(CHECKPOINT_DELAY);
+                while rx.try_recv().is_ok() {}
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "background WAL checkpoint failed");
+                }
+            }
+        })
+        .map_err(|e| StorageError::Other(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok(wake)
 }
 
 impl From<rusqlite::Error> for StorageError {
@@ -185,20 +220,30 @@ impl SqliteStorage {
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open(&path)?;
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
+        // Room for every statement a push or a page uses (the default keeps 16).
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before the push is acknowledged.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // The writer's page cache: a push lands its answers all over the field_ops b-tree (the
+        // ids of submissions from many phones interleave), and SQLite's default 2 MB cache would
+        // read most of those pages back from the file on every push.
+        conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
+        // Checkpoints run on their own thread (`start_checkpointer`), not in a push.
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if !(app_id == APPLICATION_ID || (app_id == 0 && tables == 0)) {
             return Err(StorageError::Other(format!("{} is not a tejido-server database", path.display())));
         }
         migrate(&mut conn, &path)?;
+        let checkpoint = start_checkpointer(&path)?;
         Ok(SqliteStorage {
             path,
             writer: Arc::new(tokio::sync::Mutex::new(conn)),
             readers: Arc::new(Mutex::new(Vec::new())),
+            checkpoint,
         })
     }
 
@@ -215,6 +260,7 @@ impl SqliteStorage {
             None => {
                 let c = Connection::open(&self.path)?;
                 c.busy_timeout(std::time::Duration::from_secs(30))?;
+                c.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
                 c.pragma_update(None, "query_only", "ON")?;
                 Ok(c)
             }
@@ -283,7 +329,7 @@ impl Storage for SqliteStorage {
             Mode::Write => {
                 let guard = self.writer.clone().lock_owned().await;
                 may_block(|| guard.execute_batch("BEGIN IMMEDIATE"))?;
-                Conn::Writer(guard)
+                Conn::Writer(guard, self.checkpoint.clone())
             }
             Mode::Read => {
                 let conn = self.reader()?;
@@ -291,13 +337,13 @@ impl Storage for SqliteStorage {
                 Conn::Reader(Some(conn), self.readers.clone())
             }
         };
-        Ok(Box::new(SqliteTx { conn, open: true }))
+        Ok(Box::new(SqliteTx { conn, open: true, created: Vec::new() }))
     }
 }
 
 enum Conn {
     /// The one writer connection, held for the transaction.
-    Writer(OwnedMutexGuard<Connection>),
+    Writer(OwnedMutexGuard<Connection>, std::sync::mpsc::SyncSender<()>),
     /// A reader from the pool, given back when the transaction ends.
     Reader(Option<Connection>, Arc<Mutex<Vec<Connection>>>),
 }
@@ -306,15 +352,65 @@ enum Conn {
 pub struct SqliteTx {
     conn: Conn,
     open: bool,
+    /// Documents this transaction created that hold no op yet (a push creates a few hundred).
+    created: Vec<Uuid>,
+}
+
+/// Rows in one multi-row INSERT of a new document's ops; a change is sent in chunks of these
+/// sizes (largest first), so at most this many statements' texts exist and all stay cached.
+const OP_CHUNKS: [usize; 7] = [64, 32, 16, 8, 4, 2, 1];
+
+/// The texts of [`insert_ops_sql`] for each of [`OP_CHUNKS`], made once.
+static INSERT_OPS_SQL: std::sync::LazyLock<[String; OP_CHUNKS.len()]> =
+    std::sync::LazyLock::new(|| OP_CHUNKS.map(insert_ops_sql));
+
+/// `INSERT INTO field_ops …` of `rows` ops of one document and op id: ?1 doc, ?2 hlc,
+/// ?3 replica, then each row's field and value.
+fn insert_ops_sql(rows: usize) -> String {
+    let mut sql =
+        String::from("INSERT INTO field_ops (doc, field, hlc, replica, value, known, leaf) VALUES ");
+    for i in 0..rows {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!("(?1, ?{}, ?2, ?3, ?{}, 1, 1)", 4 + 2 * i, 5 + 2 * i));
+    }
+    sql
 }
 
 impl SqliteTx {
     fn c(&self) -> Result<&Connection> {
         match &self.conn {
-            Conn::Writer(g) => Ok(g),
+            Conn::Writer(g, _) => Ok(g),
             Conn::Reader(Some(c), _) => Ok(c),
             Conn::Reader(None, _) => Err(StorageError::Other("the transaction has ended".into())),
         }
+    }
+}
+
+impl SqliteTx {
+    /// Inserts ops known to be new (distinct fields of a document that holds none).
+    fn insert_new_ops(&self, doc: Uuid, id: OpId, ops: &[MergeOp<'_>]) -> Result<()> {
+        let c = self.c()?;
+        let hlc = hlc_to_sql(id.hlc);
+        let mut rest = ops;
+        for (size, sql) in OP_CHUNKS.iter().zip(INSERT_OPS_SQL.iter()) {
+            let size = *size;
+            while rest.len() >= size {
+                let (chunk, tail) = rest.split_at(size);
+                let mut stmt = c.prepare_cached(sql)?;
+                stmt.raw_bind_parameter(1, b(&doc))?;
+                stmt.raw_bind_parameter(2, hlc)?;
+                stmt.raw_bind_parameter(3, b(&id.replica.0))?;
+                for (i, op) in chunk.iter().enumerate() {
+                    stmt.raw_bind_parameter(4 + 2 * i, op.field)?;
+                    stmt.raw_bind_parameter(5 + 2 * i, op.value)?;
+                }
+                stmt.raw_execute()?;
+                rest = tail;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -350,6 +446,10 @@ impl Tx for SqliteTx {
         let c = self.c()?;
         may_block(|| c.execute_batch("COMMIT"))?;
         self.open = false;
+        if let Conn::Writer(_, checkpoint) = &self.conn {
+            // A full channel means a checkpoint is already due.
+            let _ = checkpoint.try_send(());
+        }
         Ok(())
     }
 
@@ -557,7 +657,28 @@ impl Tx for SqliteTx {
                 d.parent.map(|p| p.as_bytes().to_vec()),
                 audience
             ])?;
+        self.created.push(d.doc);
         Ok(())
+    }
+
+    async fn merge_ops(&mut self, doc: Uuid, id: OpId, ops: &[MergeOp<'_>]) -> Result<Vec<bool>> {
+        // The first change of a document this transaction created: it holds no op, so each op is
+        // new (unless a field is named twice or an op names one it saw, which go one at a time),
+        // and they go in a few multi-row INSERTs instead of one statement each.
+        if let Some(at) = self.created.iter().rposition(|d| *d == doc) {
+            self.created.swap_remove(at);
+            let mut fields: Vec<&str> = ops.iter().map(|o| o.field).collect();
+            fields.sort_unstable();
+            if fields.windows(2).all(|w| w[0] != w[1]) && ops.iter().all(|o| o.seen.is_empty()) {
+                self.insert_new_ops(doc, id, ops)?;
+                return Ok(vec![true; ops.len()]);
+            }
+        }
+        let mut out = Vec::with_capacity(ops.len());
+        for op in ops {
+            out.push(self.merge_op(doc, op.field, id, op.value, op.seen).await?);
+        }
+        Ok(out)
     }
 
     async fn known_op_ids(&mut self, doc: Uuid, field: &str) -> Result<Vec<OpId>> {

@@ -47,6 +47,7 @@ macro_rules! conformance {
             the_read_model_follows_changes_and_filters_by_keyset,
             the_read_model_is_rebuilt_when_missing,
             a_new_submission_row_equals_the_row_rebuilt_from_its_ops,
+            a_new_document_of_many_answers_is_stored_whole,
         );
     };
     ($make:path => $($name:ident),* $(,)?) => {
@@ -334,6 +335,61 @@ async fn a_snapshot_remembers_seen_ops_that_arrive_later(s: &Service) {
     got.extend(rest);
     let view = device_view(&got);
     assert_eq!(view[&doc]["f"], (json!("new"), vec![]), "the late op is not an open value");
+    assert!(s.conflicts(p).await.unwrap().is_empty());
+}
+
+/// A new document's first change goes in by a different path from later ones on both backends
+/// (all its ops at once): every answer arrives, once, and later changes merge over them.
+async fn a_new_document_of_many_answers_is_stored_whole(s: &Service) {
+    let p = project(s).await;
+    let e = device(s, p, Role::Enumerator).await;
+    let reader = device(s, p, Role::Coordinator).await;
+    let doc = DocId::new();
+    // 103 answers: more than one multi-row chunk of every size.
+    let names: Vec<String> = (0..103).map(|i| format!("q{i:03}")).collect();
+    let fields: Vec<(&str, Value, Vec<OpId>)> =
+        names.iter().enumerate().map(|(i, n)| (n.as_str(), json!(i), vec![])).collect();
+    let first = change(&e, doc, Collection::Submission, 10, &fields);
+    // In the same push, a correction of two answers that saw the first change.
+    let fix = change(
+        &e,
+        doc,
+        Collection::Submission,
+        11,
+        &[("q000", json!("fixed"), vec![first.op_id()]), ("q102", json!(null), vec![first.op_id()])],
+    );
+    // And a second new document whose first change names an op it saw (not yet arrived).
+    let other = DocId::new();
+    let ghost = OpId { hlc: Hlc(5), replica: e.replica };
+    let late = change(
+        &e,
+        other,
+        Collection::Submission,
+        12,
+        &[("a", json!(1), vec![ghost]), ("b", json!(2), vec![])],
+    );
+    let batch = vec![first.clone(), fix.clone(), late.clone()];
+    assert_eq!(s.push(&e, &batch, now()).await.unwrap(), PushOutcome { accepted_ops: 107, duplicate_ops: 0 });
+    assert_eq!(s.push(&e, &batch, now()).await.unwrap(), PushOutcome { accepted_ops: 0, duplicate_ops: 107 });
+    let (log, _) = pull_all(s, &reader, Cursor::Log(0), 100).await;
+    assert_eq!(log, batch, "each change is in the log once, whole");
+    for cursor in [Cursor::Start, Cursor::Log(0)] {
+        let (got, _) = pull_all(s, &reader, cursor, 100).await;
+        let view = device_view(&got);
+        assert_eq!(view[&doc].len(), 103);
+        assert_eq!(view[&doc]["q000"], (json!("fixed"), vec![]));
+        assert_eq!(view[&doc]["q001"], (json!(1), vec![]));
+        assert_eq!(view[&doc]["q102"], (json!(null), vec![]));
+        assert_eq!(view[&other]["a"], (json!(1), vec![]));
+    }
+    assert!(s.conflicts(p).await.unwrap().is_empty(), "the correction replaced what it saw");
+    // The op that was seen before it arrived is no open value when it comes.
+    let ghost_change =
+        Change { hlc: Hlc(5), ..change(&e, other, Collection::Submission, 5, &[("a", json!(0), vec![])]) };
+    assert_eq!(
+        s.push(&e, &[ghost_change], now()).await.unwrap(),
+        PushOutcome { accepted_ops: 1, duplicate_ops: 0 }
+    );
     assert!(s.conflicts(p).await.unwrap().is_empty());
 }
 
@@ -1303,5 +1359,41 @@ async fn a_new_submission_row_equals_the_row_rebuilt_from_its_ops(s: &Service) {
     for (doc, was) in all.iter().zip(pushed) {
         let rebuilt = state(*doc).await;
         assert_eq!(SubmissionState { updated_ms: 0, ..rebuilt }, SubmissionState { updated_ms: 0, ..was });
+    }
+}
+
+/// The writer never checkpoints (a push would pay for it); the checkpointer thread does, soon
+/// after commits, so the WAL does not grow without end while the server runs.
+#[tokio::test]
+async fn the_checkpointer_folds_the_wal_into_the_database_while_the_server_runs() {
+    let (dir, s) = sqlite().await;
+    let db = dir.path().join("tejido.db");
+    let wal = dir.path().join("tejido.db-wal");
+    let size = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    // Let the checkpoint of the set-up's commits finish first.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let before = size(&db);
+    let p = project(&s).await;
+    let e = device(&s, p, Role::Enumerator).await;
+    for i in 0..50u64 {
+        let answers: Vec<(String, Value, Vec<OpId>)> = (0..40)
+            .map(|f| (format!("q{f}"), json!(format!("answer {i} {f} {}", "x".repeat(40))), vec![]))
+            .collect();
+        let fields: Vec<(&str, Value, Vec<OpId>)> =
+            answers.iter().map(|(f, v, seen)| (f.as_str(), v.clone(), seen.clone())).collect();
+        let batch = vec![change(&e, DocId::new(), Collection::Submission, 100 + i, &fields)];
+        s.push(&e, &batch, now()).await.unwrap();
+    }
+    assert!(size(&wal) > 0, "the pushes went to the WAL");
+    // The database file itself grows only through a checkpoint; none is run by hand here.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while size(&db) <= before + 64 * 1024 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no checkpoint reached the database file: {} → {}",
+            before,
+            size(&db)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
