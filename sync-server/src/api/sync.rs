@@ -81,6 +81,8 @@ pub(crate) async fn push(
 ) -> Result<Json<PushResponse>, ApiError> {
     require_json(&headers)?;
     let body = body.map_err(body_error)?;
+    // Parsed only in its turn, so waiting pushes hold their bytes and no parsed batch.
+    let _turn = state.service.push_permit().await?;
     let req: PushRequest = parse_json(&body, "push")?;
     if req.changes.len() > MAX_PUSH_CHANGES {
         return Err(ApiError::too_large(format!("a push may carry at most {MAX_PUSH_CHANGES} changes")));

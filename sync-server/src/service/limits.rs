@@ -32,5 +32,10 @@ pub const MAX_DEVICE_NAME_CHARS: usize = 200;
 /// a database connection and a writer thread for as long as the download lasts).
 pub const MAX_CONCURRENT_EXPORTS: usize = 4;
 
+/// Most pushes one server process parses and applies at once; more wait their turn with their
+/// body received but not parsed. Pushes write one at a time anyway (one writer), so more at
+/// once would only hold more parsed batches in memory: 200 phones pushing together held 200.
+pub const MAX_CONCURRENT_PUSHES: usize = 8;
+
 /// The largest answer a coordinator writes from the web app.
 pub const MAX_EDIT_BYTES: usize = 16 * 1024;

@@ -39,6 +39,8 @@ pub struct Service {
     pub(super) forms: read_model::FormCache,
     /// Exports streaming now, at most [`limits::MAX_CONCURRENT_EXPORTS`].
     pub(super) exports: Arc<tokio::sync::Semaphore>,
+    /// Pushes being read or applied now, at most [`limits::MAX_CONCURRENT_PUSHES`].
+    pushes: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for Service {
@@ -72,6 +74,7 @@ impl Service {
             epoch,
             forms: read_model::FormCache::default(),
             exports: Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONCURRENT_EXPORTS)),
+            pushes: Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONCURRENT_PUSHES)),
         };
         if !read_model_built {
             service.rebuild_read_model().await?;
@@ -247,9 +250,25 @@ impl Service {
         Ok(revoked)
     }
 
+    /// A turn to parse and apply one push: waits while [`limits::MAX_CONCURRENT_PUSHES`] others
+    /// hold theirs. Taken once the push's body has arrived (a slow sender holds only its own
+    /// connection), before it is parsed, and held until it is applied.
+    pub async fn push_permit(&self) -> Result<tokio::sync::OwnedSemaphorePermit> {
+        // The semaphore is never closed, so this waits and never fails in practice.
+        self.pushes
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StorageError::Busy("the server is stopping".into()))
+    }
+
     /// Applies a device's batch in one transaction, after admitting every change with
     /// [`rules::admit_change`]: all or nothing.
     pub async fn push(&self, device: &Device, changes: &[Change], now_ms: u64) -> Result<PushOutcome> {
+        // What each change needs encoded, and the row each submission it may create would
+        // have, are computed before taking the writer, beside another push's writes.
+        let mut prepared: Vec<Prepared> =
+            changes.iter().map(|c| Prepared::of(c, now_ms as i64)).collect::<Result<_>>()?;
         let mut tx = self.write().await?;
         // Revocation is checked inside the transaction: a push racing a revoke loses.
         match tx.device(device.id).await? {
@@ -276,8 +295,16 @@ impl Service {
                 })
                 .await?;
             }
-            let (new, known) =
-                apply_change(tx.as_mut(), device.project, Some(device), change, now_ms as i64).await?;
+            let ready = prepared.get(index).map(|p| (&p.values, &p.body));
+            let (new, known) = apply_change_prepared(
+                tx.as_mut(),
+                device.project,
+                Some(device),
+                change,
+                now_ms as i64,
+                ready,
+            )
+            .await?;
             outcome.accepted_ops += new;
             outcome.duplicate_ops += known;
             if new > 0 && change.collection == Collection::Submission {
@@ -317,12 +344,13 @@ impl Service {
             tx.flag_far_future(device.id, now_ms as i64).await?;
         }
         for (doc, author, created_by) in touched {
-            match created_by.and_then(|i| changes.get(i)) {
-                Some(change) => {
+            match created_by.and_then(|i| prepared.get_mut(i)).and_then(|p| p.row.take()) {
+                Some(parts) => {
                     read_model::refresh_created(
                         tx.as_mut(),
                         &self.forms,
-                        change,
+                        parts,
+                        doc,
                         device.project,
                         author,
                         now_ms as i64,
@@ -804,13 +832,57 @@ async fn apply_change(
     change: &Change,
     now_ms: i64,
 ) -> Result<(u64, u64)> {
+    apply_change_prepared(tx, project, writer, change, now_ms, None).await
+}
+
+/// What a pushed change needs encoded, made before the push takes the writer.
+struct Prepared {
+    /// Each op's value as JSON text.
+    values: Vec<String>,
+    /// The whole change as wire JSON, as the log keeps it when every op is new.
+    body: String,
+    /// The read-model row of the submission, if this change creates it.
+    row: Option<read_model::RowParts>,
+}
+
+impl Prepared {
+    fn of(change: &Change, now_ms: i64) -> Result<Prepared> {
+        Ok(Prepared {
+            values: change.ops.iter().map(|op| op.value.to_string()).collect(),
+            body: encode_change(change)?,
+            row: (change.collection == Collection::Submission)
+                .then(|| read_model::created_parts(change, now_ms)),
+        })
+    }
+}
+
+fn encode_change(change: &Change) -> Result<String> {
+    serde_json::to_string(change).map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))
+}
+
+/// [`apply_change`] with the change's values and body already encoded (`ready`).
+async fn apply_change_prepared(
+    tx: &mut dyn Tx,
+    project: Uuid,
+    writer: Option<&Device>,
+    change: &Change,
+    now_ms: i64,
+    ready: Option<(&Vec<String>, &String)>,
+) -> Result<(u64, u64)> {
     let doc = change.doc.0;
     let id = change.op_id();
-    let values: Vec<String> = change.ops.iter().map(|op| op.value.to_string()).collect();
+    let encoded;
+    let values: &Vec<String> = match ready {
+        Some((values, _)) => values,
+        None => {
+            encoded = change.ops.iter().map(|op| op.value.to_string()).collect();
+            &encoded
+        }
+    };
     let merge: Vec<MergeOp<'_>> = change
         .ops
         .iter()
-        .zip(&values)
+        .zip(values)
         .map(|(op, value)| MergeOp { field: op.field.as_str(), value, seen: &op.seen })
         .collect();
     let merged = tx.merge_ops(doc, id, &merge).await?;
@@ -830,16 +902,22 @@ async fn apply_change(
     if fresh.is_empty() {
         return Ok((0, known));
     }
-    let body = if fresh.len() == change.ops.len() {
-        serde_json::to_string(change)
-    } else {
-        let partial = Change {
-            ops: fresh.iter().filter_map(|&i| change.ops.get(i).cloned()).collect(),
-            ..change.clone()
-        };
-        serde_json::to_string(&partial)
-    }
-    .map_err(|e| StorageError::Other(format!("cannot encode a change: {e}")))?;
+    let encoded_body;
+    let body: &str = match ready {
+        Some((_, body)) if fresh.len() == change.ops.len() => body,
+        _ if fresh.len() == change.ops.len() => {
+            encoded_body = encode_change(change)?;
+            &encoded_body
+        }
+        _ => {
+            let partial = Change {
+                ops: fresh.iter().filter_map(|&i| change.ops.get(i).cloned()).collect(),
+                ..change.clone()
+            };
+            encoded_body = encode_change(&partial)?;
+            &encoded_body
+        }
+    };
     let (ops, bytes) = tx.grow_document(doc, fresh.len() as u64, body.len() as u64).await?;
     if writer.is_some() && (ops > limits::MAX_DOC_OPS || bytes > limits::MAX_DOC_BYTES) {
         return Err(StorageError::TooLarge(format!(
@@ -854,7 +932,7 @@ async fn apply_change(
         hlc: change.hlc,
         replica: change.replica,
         device: writer.map(|d| d.id),
-        body: &body,
+        body,
         received_ms: now_ms,
     })
     .await?;

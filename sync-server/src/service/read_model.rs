@@ -263,21 +263,14 @@ pub async fn refresh(
         None => tx.first_received(doc).await?.unwrap_or(now_ms),
     };
     let row = Row { doc, project, author, now_ms, received_ms };
-    write_row(tx, forms, row, &ops, previous.as_ref()).await
+    write_row(tx, forms, row, ops, previous.as_ref()).await
 }
 
-/// Writes the row of a submission that `change` has just created, in the same transaction,
-/// from the change alone: its ops are all the document holds (each field once, none replaced),
-/// there is no earlier row, and it was received now. Reads nothing the push does not already
-/// have, which keeps the read model's cost to a push to one row written.
-pub async fn refresh_created(
-    tx: &mut dyn Tx,
-    forms: &FormCache,
-    change: &tejido_core::Change,
-    project: Uuid,
-    author: Option<Uuid>,
-    now_ms: i64,
-) -> Result<()> {
+/// The row of a submission that `change` creates, computed from the change alone, before the
+/// push takes the writer (so that it runs beside another push's writes): its ops are all the
+/// document will hold if the change creates it (each field once, none replaced), there is no
+/// earlier row, and it is received now. [`refresh_created`] finishes and writes it.
+pub fn created_parts(change: &tejido_core::Change, now_ms: i64) -> RowParts {
     let id = change.op_id();
     let mut ops: Vec<StoredOp> = change
         .ops
@@ -290,8 +283,23 @@ pub async fn refresh_created(
         })
         .collect();
     ops.sort_by(|a, b| a.field.cmp(&b.field));
-    let row = Row { doc: change.doc.0, project, author, now_ms, received_ms: now_ms };
-    write_row(tx, forms, row, &ops, None).await
+    row_parts(ops, now_ms)
+}
+
+/// Writes the row of a submission that a change has just created, in the same transaction,
+/// from [`created_parts`] of that change. Reads nothing the push does not already have (but
+/// the form, usually cached), which keeps the read model's cost to a push to one row written.
+pub async fn refresh_created(
+    tx: &mut dyn Tx,
+    forms: &FormCache,
+    parts: RowParts,
+    doc: Uuid,
+    project: Uuid,
+    author: Option<Uuid>,
+    now_ms: i64,
+) -> Result<()> {
+    let row = Row { doc, project, author, now_ms, received_ms: now_ms };
+    finish_row(tx, forms, row, parts, None).await
 }
 
 /// What a row needs besides the document's ops.
@@ -303,24 +311,30 @@ struct Row {
     received_ms: i64,
 }
 
-/// Computes and writes a submission's row from its ops (by field, greatest first) and its
-/// previous row.
-async fn write_row(
-    tx: &mut dyn Tx,
-    forms: &FormCache,
-    row: Row,
-    ops: &[StoredOp],
-    previous: Option<&SubmissionState>,
-) -> Result<()> {
-    let Row { doc, project, author, now_ms, received_ms } = row;
-    let win = winners(ops);
-    let conflicts = conflicted_fields(ops).len() as u32;
-    let by_field: HashMap<&str, &str> = win.iter().map(|(f, _, v)| (*f, *v)).collect();
-    let meta_text = |f: &str| by_field.get(f).and_then(|v| text_of(v));
-    let form_id = meta_text(meta::FORM).unwrap_or_default();
-    let form_version = meta_text(meta::FORM_VERSION).unwrap_or_default();
-    let finalized = meta_text(meta::STATUS).as_deref() == Some(meta::FINALIZED);
-    let review_state = meta_text(meta::REVIEW_STATE).unwrap_or_else(|| PENDING_REVIEW.to_owned());
+/// What a submission's row holds that its ops alone decide.
+pub struct RowParts {
+    /// By field, greatest first.
+    ops: Vec<StoredOp>,
+    form_id: String,
+    form_version: String,
+    finalized: bool,
+    review_state: String,
+    deleted: bool,
+    conflicts: u32,
+    /// The flags that need no form.
+    flags: u32,
+    answers: String,
+}
+
+/// Computes what a submission's ops (by field, greatest first) decide of its row.
+fn row_parts(ops: Vec<StoredOp>, now_ms: i64) -> RowParts {
+    let win = winners(&ops);
+    let conflicts = conflicted_fields(&ops).len() as u32;
+    let value_of = |f: &str| win.iter().find(|w| w.0 == f).and_then(|w| text_of(w.2));
+    let form_id = value_of(meta::FORM).unwrap_or_default();
+    let form_version = value_of(meta::FORM_VERSION).unwrap_or_default();
+    let finalized = value_of(meta::STATUS).as_deref() == Some(meta::FINALIZED);
+    let review_state = value_of(meta::REVIEW_STATE).unwrap_or_else(|| PENDING_REVIEW.to_owned());
     let deleted_op = win.iter().find(|(f, _, v)| *f == meta::DELETED && *v == "true").map(|w| w.1);
 
     let mut answers = String::from("{");
@@ -349,10 +363,50 @@ async fn write_row(
     if clock::is_far_future(max_hlc, now_ms.max(0) as u64) {
         flags |= Flag::ClockFarOff.bit();
     }
+    let deleted = deleted_op.is_some();
+    drop(win);
+    RowParts { ops, form_id, form_version, finalized, review_state, deleted, conflicts, flags, answers }
+}
+
+/// Computes and writes a submission's row from its ops (by field, greatest first) and its
+/// previous row.
+async fn write_row(
+    tx: &mut dyn Tx,
+    forms: &FormCache,
+    row: Row,
+    ops: Vec<StoredOp>,
+    previous: Option<&SubmissionState>,
+) -> Result<()> {
+    let parts = row_parts(ops, row.now_ms);
+    finish_row(tx, forms, row, parts, previous).await
+}
+
+/// Adds what the form decides (the interview's length, required answers) and writes the row.
+async fn finish_row(
+    tx: &mut dyn Tx,
+    forms: &FormCache,
+    row: Row,
+    parts: RowParts,
+    previous: Option<&SubmissionState>,
+) -> Result<()> {
+    let Row { doc, project, author, now_ms, received_ms } = row;
+    let RowParts {
+        ops,
+        form_id,
+        form_version,
+        finalized,
+        review_state,
+        deleted,
+        conflicts,
+        mut flags,
+        answers,
+    } = parts;
     let form =
         if form_id.is_empty() { None } else { forms.get(tx, project, &form_id, &form_version).await? };
     let mut duration = None;
     if let Some(form) = &form {
+        let win = winners(&ops);
+        let by_field: HashMap<&str, &str> = win.iter().map(|(f, _, v)| (*f, *v)).collect();
         duration = duration_s(form, &by_field);
         if finalized && required_missing(form, &by_field) {
             flags |= Flag::RequiredMissing.bit();
@@ -379,7 +433,7 @@ async fn write_row(
         author_device: author,
         review_state,
         finalized,
-        deleted: deleted_op.is_some(),
+        deleted,
         conflicts,
         flags,
         duration_s: duration,
