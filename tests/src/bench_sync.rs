@@ -94,9 +94,11 @@ async fn bench(mut args: Args) -> Result<(), String> {
 
     // Push: every device at once.
     proxy.reset_stats();
+    let cpu_before = (server.cpu_seconds(), crate::cpu_seconds(std::process::id()));
     let started = Instant::now();
     let devices = push_all(devices).await?;
     let push_secs = started.elapsed().as_secs_f64();
+    let cpu_after = (server.cpu_seconds(), crate::cpu_seconds(std::process::id()));
     let push_bytes = proxy.bytes_up() + proxy.bytes_down();
     let peak = server.peak_memory_bytes();
 
@@ -126,6 +128,12 @@ async fn bench(mut args: Args) -> Result<(), String> {
     let pull_rate = n / pull_secs;
     report("sync.push_submissions_per_s", push_rate, "submissions/s");
     report("sync.pull_submissions_per_s", pull_rate, "submissions/s");
+    // Where the push's CPU went: the server, and the devices with the proxy (this process).
+    if let ((Some(s0), Some(c0)), (Some(s1), Some(c1))) = (cpu_before, cpu_after) {
+        report("sync.push_server_cpu_s", s1 - s0, "s");
+        report("sync.push_devices_cpu_s", c1 - c0, "s");
+        report("sync.push_wall_s", push_secs, "s");
+    }
     report("sync.wire_bytes_per_submission", push_bytes as f64 / n, "bytes");
     report("sync.pull_wire_bytes_per_submission", pull_bytes as f64 / n, "bytes");
     if let Some(p) = peak {

@@ -145,6 +145,11 @@ impl TestServer {
         Some(kib * 1024)
     }
 
+    /// CPU seconds (user and system) the server process has used so far.
+    pub fn cpu_seconds(&self) -> Option<f64> {
+        crate::cpu_seconds(self.pid()?)
+    }
+
     /// The last lines the server logged (stderr), for failure messages.
     pub fn log_tail(&self, n: usize) -> String {
         let log = self.log.lock().unwrap_or_else(|p| p.into_inner());
