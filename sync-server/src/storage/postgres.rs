@@ -780,7 +780,7 @@ impl Tx for PgTx {
 
     async fn insert_document(&mut self, d: &NewDocument) -> Result<()> {
         if self.docs.get(&d.doc).is_some_and(Option::is_some) || self.new_index.contains_key(&d.doc) {
-            return Err(StorageError::Database(format!("23505: document {} already exists", d.doc)));
+            return Err(StorageError::Conflict(format!("document {} already exists", d.doc)));
         }
         let audience = (d.collection == Collection::Form).then(|| {
             let mut a = String::from(",");
