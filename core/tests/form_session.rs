@@ -524,3 +524,41 @@ mod never_panics {
         }
     }
 }
+
+/// JavaRosa's `TriggerableDagTest.non_relevant_node_values_are_always_null_regardless_of_their_actual_value`:
+/// an expression sees a non-relevant question as empty, while its stored answer is kept (and
+/// seen again once the question is relevant again). ODK Collect behaves so; Enketo once did not.
+#[test]
+fn expressions_see_a_non_relevant_answer_as_empty_and_the_answer_is_kept() {
+    let form = build(
+        &[
+            ("integer", "trigger", &[("label", "Disparador")]),
+            ("integer", "some_field", &[("label", "Campo"), ("relevant", "${trigger} = 1")]),
+            ("calculate", "result", &[("calculation", "if(${some_field} != '', ${some_field} + 33, 33)")]),
+            (
+                "calculate",
+                "hidden_sum",
+                &[("calculation", "${some_field} + 0"), ("relevant", "${trigger} = 2")],
+            ),
+            ("calculate", "after_hidden", &[("calculation", "concat('[', ${hidden_sum}, ']')")]),
+        ],
+        &[],
+    );
+    let mut engine = Engine::new(&form).unwrap();
+    engine.load(&[], &|_| Vec::new());
+    engine.set_answer("trigger", &json!(1)).unwrap();
+    engine.set_answer("some_field", &json!(42)).unwrap();
+    assert_eq!(engine.value("result").unwrap(), json!("75"));
+    // A calculate that is not relevant exposes no value either, though it computes one.
+    assert_eq!(engine.value("after_hidden").unwrap(), json!("[]"));
+    engine.set_answer("trigger", &json!(0)).unwrap();
+    assert_eq!(engine.value("result").unwrap(), json!("33"), "the hidden 42 is empty to expressions");
+    assert_eq!(engine.value("some_field").unwrap(), json!(42), "the stored answer is kept");
+    engine.set_answer("trigger", &json!(1)).unwrap();
+    assert_eq!(engine.value("result").unwrap(), json!("75"));
+    engine.set_answer("trigger", &json!(2)).unwrap();
+    assert_eq!(engine.value("after_hidden").unwrap(), json!("[]"), "some_field is hidden again");
+    let mut full = engine.clone();
+    let _ = full.recompute_all();
+    assert_eq!(engine.calculated_values(), full.calculated_values());
+}
