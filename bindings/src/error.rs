@@ -109,9 +109,9 @@ impl From<StoreError> for TejidoError {
             | StoreError::EncryptedAttachment(_)
             | StoreError::NotEncrypted
             | StoreError::CollectionMismatch { .. } => TejidoError::NotAllowed(message),
-            StoreError::InvalidChange { .. } | StoreError::UnknownReviewState => {
-                TejidoError::InvalidInput(message)
-            }
+            StoreError::InvalidChange { .. }
+            | StoreError::UnknownReviewState
+            | StoreError::InvalidSetting(_) => TejidoError::InvalidInput(message),
             StoreError::Io { .. } => TejidoError::Io(message),
             StoreError::Sqlite(_) => TejidoError::Internal(message),
         }

@@ -183,6 +183,18 @@ impl TejidoStore {
         self.store.replica_id().to_string()
     }
 
+    /// Sets the enumerator's `username`, `email` or `phonenumber` (`name`) for forms that record
+    /// them, as ODK Collect's form metadata settings do; `None` or blank clears it. New drafts
+    /// record it; a value over 254 characters or with a control character is `InvalidInput`.
+    pub fn set_device_metadata(&self, name: String, value: Option<String>) -> Result<(), TejidoError> {
+        Ok(self.store.set_device_metadata(device_metadata(&name)?, value.as_deref())?)
+    }
+
+    /// The value [`TejidoStore::set_device_metadata`] set, if any.
+    pub fn device_metadata(&self, name: String) -> Result<Option<String>, TejidoError> {
+        Ok(self.store.device_metadata(device_metadata(&name)?)?)
+    }
+
     /// Starts a draft submission of a form version and returns its id.
     pub fn start_submission(&self, form_id: String, form_version: String) -> Result<String, TejidoError> {
         Ok(self.store.start_submission(&form_id, &form_version)?.to_string())
@@ -461,6 +473,12 @@ fn typed_conflict(form: Option<&Form>, field: &str, state: &core_store::FieldSta
         current: typed_answer(form, field, &state.value),
         others: state.conflicts.iter().map(|c| typed_answer(form, field, &c.value)).collect(),
     }
+}
+
+fn device_metadata(name: &str) -> Result<tejido_core::store::DeviceMetadata, TejidoError> {
+    tejido_core::store::DeviceMetadata::parse(name).ok_or_else(|| {
+        TejidoError::InvalidInput("device metadata is one of: username, email, phonenumber".into())
+    })
 }
 
 #[cfg(test)]

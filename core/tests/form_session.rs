@@ -562,3 +562,43 @@ fn expressions_see_a_non_relevant_answer_as_empty_and_the_answer_is_kept() {
     let _ = full.recompute_all();
     assert_eq!(engine.calculated_values(), full.calculated_values());
 }
+
+/// `username`, `email` and `phonenumber` metadata take what the enumerator set on the device
+/// (ODK Collect's form metadata settings); `uri:` forms get their scheme; a draft keeps its value.
+#[test]
+fn device_metadata_fills_new_drafts_and_bad_values_change_nothing() {
+    use tejido_core::store::DeviceMetadata;
+    let mut form = build(&[("text", "name", &[("label", "Nombre")])], &[]);
+    form.nodes.push(Node::new("username", "username", QuestionType::Username, None));
+    let mut email = Node::new("email", "email", QuestionType::Email, None);
+    email.uri = true;
+    form.nodes.push(email);
+    form.nodes.push(Node::new("phonenumber", "phonenumber", QuestionType::PhoneNumber, None));
+    let store = Store::open_in_memory().unwrap();
+    let before = store.start_submission("test", "1").unwrap();
+    FormSession::open(&store, &form, before).unwrap();
+    assert_eq!(store.read_document(before).unwrap().value("username"), None, "nothing set yet");
+
+    store.set_device_metadata(DeviceMetadata::Username, Some("  ana.p ")).unwrap();
+    store.set_device_metadata(DeviceMetadata::Email, Some("ana@example.org")).unwrap();
+    // Refused values change nothing and do not appear in the message.
+    let long = "9".repeat(255);
+    let err = store.set_device_metadata(DeviceMetadata::PhoneNumber, Some(&long)).unwrap_err();
+    assert!(!err.to_string().contains(&long));
+    assert!(store.set_device_metadata(DeviceMetadata::Username, Some("ana\u{0}")).is_err());
+    assert_eq!(store.device_metadata(DeviceMetadata::Username).unwrap().as_deref(), Some("ana.p"));
+    assert_eq!(store.device_metadata(DeviceMetadata::PhoneNumber).unwrap(), None);
+
+    let doc = store.start_submission("test", "1").unwrap();
+    FormSession::open(&store, &form, doc).unwrap();
+    let d = store.read_document(doc).unwrap();
+    assert_eq!(d.value("username"), Some(&json!("ana.p")));
+    assert_eq!(d.value("email"), Some(&json!("mailto:ana@example.org")));
+    assert_eq!(d.value("phonenumber"), None);
+    // Changing the setting does not rewrite a draft that holds a value; clearing removes it.
+    store.set_device_metadata(DeviceMetadata::Username, Some("beto")).unwrap();
+    FormSession::open(&store, &form, doc).unwrap();
+    assert_eq!(store.read_document(doc).unwrap().value("username"), Some(&json!("ana.p")));
+    store.set_device_metadata(DeviceMetadata::Username, None).unwrap();
+    assert_eq!(store.device_metadata(DeviceMetadata::Username).unwrap(), None);
+}

@@ -276,3 +276,19 @@ def test_choices_read_back_as_written_and_a_coordinator_reviews(store):
     assert store.read_submission(sub).review_state == "approved"
     # The submission, both reviews, the review's comment and the reply all wait to sync.
     assert store.pending_change_count() == 5
+
+
+def test_device_metadata_is_set_read_and_cleared(store):
+    assert store.device_metadata("username") is None
+    store.set_device_metadata("username", " ana.p ")
+    store.set_device_metadata("phonenumber", "+507 6000-0000")
+    assert store.device_metadata("username") == "ana.p"
+    assert store.device_metadata("phonenumber") == "+507 6000-0000"
+    with pytest.raises(TejidoError.InvalidInput):
+        store.set_device_metadata("imei", "x")
+    with pytest.raises(TejidoError.InvalidInput) as err:
+        store.set_device_metadata("email", "violencia" * 40)
+    assert "violencia" not in str(err.value)
+    assert store.device_metadata("email") is None
+    store.set_device_metadata("username", None)
+    assert store.device_metadata("username") is None

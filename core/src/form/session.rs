@@ -11,7 +11,7 @@ use super::engine::Engine;
 use super::engine::{FieldChange, RowAction};
 use super::model::{Form, QuestionType};
 use crate::crdt::DocId;
-use crate::store::{Store, StoreError};
+use crate::store::{DeviceMetadata, Store, StoreError};
 
 /// Why a session refused something. Messages name questions, never answers.
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +153,15 @@ impl<'s> FormSession<'s> {
                 true,
             ));
             changes.extend(engine.set_metadata(QuestionType::InstanceId, &format!("uuid:{}", doc.0), true));
+            for (kind, setting) in [
+                (QuestionType::Username, DeviceMetadata::Username),
+                (QuestionType::Email, DeviceMetadata::Email),
+                (QuestionType::PhoneNumber, DeviceMetadata::PhoneNumber),
+            ] {
+                if let Some(value) = store.device_metadata(setting)? {
+                    changes.extend(engine.set_metadata(kind, &value, true));
+                }
+            }
         }
         let mut session = FormSession { store, doc, engine };
         // A finalized submission is only re-read: recomputing must not create edits that sync.

@@ -8,6 +8,7 @@
 mod attachments;
 mod convert;
 mod local;
+mod profile;
 mod read;
 mod remote;
 pub mod schema;
@@ -25,6 +26,7 @@ pub use attachments::{
     attachment_ref, parse_attachment_ref, AttachmentInfo, AttachmentReader, AttachmentWriter,
 };
 pub use convert::ConversionStep;
+pub use profile::{DeviceMetadata, MAX_DEVICE_METADATA_CHARS};
 pub use read::{
     ConflictValue, Document, DocumentConflicts, FieldState, StatusFilter, SubmissionStatus, SubmissionSummary,
 };
@@ -71,6 +73,9 @@ pub enum StoreError {
     UnknownReviewState,
     #[error("field {0} has no open conflict")]
     NoConflict(String),
+    /// A device setting's value was refused (the message names the setting, not the value).
+    #[error("invalid setting: {0}")]
+    InvalidSetting(String),
     #[error("a change for document {doc} was refused: {reason}")]
     InvalidChange { doc: DocId, reason: ChangeError },
     #[error("document {doc} is a {existing}, not a {received}")]
