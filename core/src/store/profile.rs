@@ -2,7 +2,7 @@
 //! metadata, as ODK Collect's "form metadata" settings hold them. Kept in the store (local, never
 //! synced as such; a form that asks for one records it in the submission, which syncs).
 
-use super::{schema, Result, Store, StoreError};
+use super::{Result, Store, StoreError};
 
 /// The longest value a device metadata setting takes, in characters (an email address's limit).
 pub const MAX_DEVICE_METADATA_CHARS: usize = 254;
@@ -58,20 +58,17 @@ impl Store {
                 )));
             }
         }
-        let inner = self.lock();
         match value {
-            Some(v) => inner.conn.execute(
-                "INSERT INTO sync_state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                rusqlite::params![kind.key(), v],
-            )?,
-            None => inner.conn.execute("DELETE FROM sync_state WHERE key = ?1", [kind.key()])?,
-        };
-        Ok(())
+            Some(v) => self.set_sync_state(&kind.key(), v),
+            None => {
+                self.lock().conn.execute("DELETE FROM sync_state WHERE key = ?1", [kind.key()])?;
+                Ok(())
+            }
+        }
     }
 
     /// The device metadata value set with [`Store::set_device_metadata`], if any.
     pub fn device_metadata(&self, kind: DeviceMetadata) -> Result<Option<String>> {
-        let inner = self.lock();
-        Ok(schema::read_sync_state(&inner.conn, &kind.key())?)
+        self.sync_state(&kind.key())
     }
 }

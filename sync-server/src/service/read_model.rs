@@ -313,7 +313,7 @@ struct Row {
 
 /// What a submission's row holds that its ops alone decide.
 pub struct RowParts {
-    /// By field, greatest first.
+    /// The winning op of each field, by field.
     ops: Vec<StoredOp>,
     form_id: String,
     form_version: String,
@@ -364,7 +364,18 @@ fn row_parts(ops: Vec<StoredOp>, now_ms: i64) -> RowParts {
         flags |= Flag::ClockFarOff.bit();
     }
     let deleted = deleted_op.is_some();
+    // Keep only the winners (in the same order as `ops`): `finish_row` reads the answers from
+    // them without choosing again.
+    let mut next = win.iter().peekable();
+    let keep: Vec<bool> =
+        ops.iter().map(|op| next.next_if(|w| w.1 == op.id && w.0 == op.field).is_some()).collect();
     drop(win);
+    let mut ops = ops;
+    let mut at = 0;
+    ops.retain(|_| {
+        at += 1;
+        keep[at - 1]
+    });
     RowParts { ops, form_id, form_version, finalized, review_state, deleted, conflicts, flags, answers }
 }
 
@@ -405,8 +416,8 @@ async fn finish_row(
         if form_id.is_empty() { None } else { forms.get(tx, project, &form_id, &form_version).await? };
     let mut duration = None;
     if let Some(form) = &form {
-        let win = winners(&ops);
-        let by_field: HashMap<&str, &str> = win.iter().map(|(f, _, v)| (*f, *v)).collect();
+        let by_field: HashMap<&str, &str> =
+            ops.iter().filter_map(|op| Some((op.field.as_str(), op.value.as_deref()?))).collect();
         duration = duration_s(form, &by_field);
         if finalized && required_missing(form, &by_field) {
             flags |= Flag::RequiredMissing.bit();
