@@ -164,10 +164,24 @@ impl Device {
     }
 }
 
+/// Opens the store, waiting out a `Locked` that only this test process causes: when another
+/// test's thread spawns a process (a server restart, a device child), the child holds a copy of
+/// every open descriptor, the store's owner lock included, until it execs, so a store closed
+/// and reopened meanwhile sees its own lock for a millisecond or so. (An app does not spawn
+/// processes while it holds stores.) A lock held for longer is a real second owner and fails.
 fn open_store(path: &std::path::Path, key: Option<&[u8]>) -> Result<Store, tejido_core::StoreError> {
-    match key {
-        Some(key) => Store::open_encrypted(path, key),
-        None => Store::open(path),
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    loop {
+        let opened = match key {
+            Some(key) => Store::open_encrypted(path, key),
+            None => Store::open(path),
+        };
+        match opened {
+            Err(tejido_core::StoreError::Locked(_)) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            other => return other,
+        }
     }
 }
 

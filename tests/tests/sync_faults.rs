@@ -126,17 +126,25 @@ async fn proxy_cuts_delays_and_duplicates_lose_and_duplicate_nothing() {
         work(&devices[i], &mut rng, 6);
         let d = &mut devices[i];
         let mut done = false;
+        let mut last = None;
         for _ in 0..60 {
             match d.sync().await {
                 Ok(_) => {
                     done = true;
                     break;
                 }
-                Err(e) if e.is_transient() => failed_syncs += 1,
+                Err(e) if e.is_transient() => {
+                    failed_syncs += 1;
+                    last = Some(e);
+                }
                 Err(e) => panic!("trial {trial} (seed {seed}): {e}"),
             }
         }
-        assert!(done, "trial {trial} (seed {seed}): no sync got through");
+        assert!(
+            done,
+            "trial {trial} (seed {seed}): no sync got through; the last error: {last:?}; the server logged:\n{}",
+            world.server.log_tail(40)
+        );
         world.check(&devices, trial).await;
     }
     world.check_final(&devices).await;
