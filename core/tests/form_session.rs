@@ -602,3 +602,84 @@ fn device_metadata_fills_new_drafts_and_bad_values_change_nothing() {
     store.set_device_metadata(DeviceMetadata::Username, None).unwrap();
     assert_eq!(store.device_metadata(DeviceMetadata::Username).unwrap(), None);
 }
+
+#[test]
+fn the_audit_log_records_the_session_timeline_and_is_attached_at_finalize() {
+    use tejido_core::store::DeviceMetadata;
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/forms/pyxform/audit_parameters.xlsx");
+    let form = tejido_core::form::import_xlsform(&path).unwrap();
+    let audit = form.nodes.iter().find(|n| n.kind == QuestionType::Audit).unwrap().path.clone();
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    store.set_device_metadata(DeviceMetadata::Username, Some("ana")).unwrap();
+    let doc = store.start_submission(&form.settings.form_id, &form.settings.version).unwrap();
+
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    s.set_answer("name", json!("Ana")).unwrap();
+    // A second answer to the same question in a row is the same visit: one event.
+    s.set_answer("name", json!("Ana María")).unwrap();
+    let first = s.add_repeat_row("member").unwrap();
+    let second = s.add_repeat_row("member").unwrap();
+    s.set_answer(&format!("member/{second}/age"), json!(41)).unwrap();
+    s.remove_repeat_row("member", first).unwrap();
+    drop(s);
+    // The app is closed and the draft opened again.
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    s.set_answer(&format!("member/{second}/age"), json!(42)).unwrap();
+    s.finalize().unwrap();
+
+    let d = store.read_document(doc).unwrap();
+    let reference = d.text(&audit).expect("the audit attachment is in the submission");
+    let sha = reference.rsplit(':').next().unwrap();
+    let mut csv = String::new();
+    std::io::Read::read_to_string(&mut store.open_attachment(sha).unwrap(), &mut csv).unwrap();
+    let rows: Vec<Vec<&str>> = csv.lines().map(|l| l.split(',').collect()).collect();
+    assert_eq!(rows[0], ["event", "node", "start", "end", "old-value", "new-value", "user"]);
+    let events: Vec<(&str, &str, &str, &str)> = rows[1..].iter().map(|r| (r[0], r[1], r[4], r[5])).collect();
+    assert_eq!(
+        events,
+        [
+            ("form start", "", "", ""),
+            ("question", "/data/name", "", "Ana María"),
+            ("add repeat", "/data/member[1]", "", ""),
+            ("add repeat", "/data/member[2]", "", ""),
+            ("question", "/data/member[2]/age", "", "41"),
+            ("delete repeat", "/data/member[1]", "", ""),
+            ("form resume", "", "", ""),
+            ("question", "/data/member[1]/age", "41", "42"),
+            ("form finalize", "", "", ""),
+        ]
+    );
+    for r in &rows[1..] {
+        assert_eq!(r[6], "ana", "identify-user names the device's user");
+        let start: i64 = r[2].parse().unwrap();
+        assert!(start > 1_700_000_000_000, "times are epoch milliseconds");
+    }
+    // Finalizing ended the draft's log on the device.
+    assert!(store.audit_events(doc).unwrap().is_empty());
+}
+
+#[test]
+fn a_refused_finalize_records_each_failed_check_and_forms_without_audit_record_nothing() {
+    let mut form = build(&[("text", "name", &[("label", "Nombre"), ("required", "true()")])], &[]);
+    let store = Store::open_in_memory().unwrap();
+    let plain = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, plain).unwrap();
+    s.set_answer("name", json!("x")).unwrap();
+    assert!(store.audit_events(plain).unwrap().is_empty(), "no audit question, no log");
+
+    form.nodes.push(Node::new("audit", "audit", QuestionType::Audit, None));
+    let doc = store.start_submission("test", "1").unwrap();
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    assert!(s.finalize().is_err());
+    let events: Vec<(String, String)> =
+        store.audit_events(doc).unwrap().into_iter().map(|e| (e.event, e.node)).collect();
+    assert_eq!(
+        events,
+        [("form start".to_owned(), String::new()), ("constraint error".to_owned(), "/data/name".to_owned())]
+    );
+    // Without track-changes, no answer is in the log.
+    s.set_answer("name", json!("secreto")).unwrap();
+    assert!(store.audit_events(doc).unwrap().iter().all(|e| e.old_value.is_none() && e.new_value.is_none()));
+}

@@ -1,5 +1,7 @@
 """Repeat rows in a form session: the household roster of the victimization survey."""
 
+from pathlib import Path
+
 import pytest
 
 from tejido import AnswerValue, TejidoError, TejidoForm, TejidoStore
@@ -40,3 +42,36 @@ def test_roster_rows_are_added_answered_and_removed(tmp_path):
         session.remove_repeat_row("roster", second)
     answers = {a.field: a.value for a in store.read_submission(session.submission_id()).answers}
     assert answers[f"survey/roster/{first}/member_age"] in (AnswerValue.INTEGER(41), AnswerValue.TEXT("41"))
+
+
+AUDIT_FORM = Path(__file__).resolve().parents[3] / "core/tests/forms/pyxform/audit_parameters.xlsx"
+
+
+def test_the_audit_log_is_attached_at_finalize(tmp_path):
+    store = TejidoStore.open(str(tmp_path / "device.db"))
+    store.set_device_metadata("username", "ana")
+    form = TejidoForm.import_xlsform(str(AUDIT_FORM))
+    session = store.start_form_session(form)
+    session.set_answer("name", AnswerValue.TEXT("Ana"))
+    row = session.add_repeat_row("member")
+    session.set_answer(f"member/{row}/age", AnswerValue.INTEGER(30))
+    # The app is closed; the enumerator comes back to the draft.
+    session = store.resume_form_session(form, session.submission_id())
+    session.set_answer(f"member/{row}/age", AnswerValue.INTEGER(31))
+    session.finalize()
+
+    answers = {a.field: a.value for a in store.read_submission(session.submission_id()).answers}
+    audit = answers["audit"]
+    assert isinstance(audit, AnswerValue.ATTACHMENT)
+    lines = store.read_attachment(audit.sha256).decode().splitlines()
+    assert lines[0] == "event,node,start,end,old-value,new-value,user"
+    events = [line.split(",") for line in lines[1:]]
+    assert [(e[0], e[1], e[4], e[5], e[6]) for e in events] == [
+        ("form start", "", "", "", "ana"),
+        ("question", "/data/name", "", "Ana", "ana"),
+        ("add repeat", "/data/member[1]", "", "", "ana"),
+        ("question", "/data/member[1]/age", "", "30", "ana"),
+        ("form resume", "", "", "", "ana"),
+        ("question", "/data/member[1]/age", "30", "31", "ana"),
+        ("form finalize", "", "", "", "ana"),
+    ]

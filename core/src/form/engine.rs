@@ -255,6 +255,51 @@ impl Engine {
         out
     }
 
+    /// The instance's node as ODK's audit log names it: `/data/household/members[2]/age`,
+    /// each repeat row by its position (from 1). A row no longer in its repeat is `[0]`.
+    pub fn xpath_of(&self, key: &Key) -> String {
+        let n = &self.nodes[key.node];
+        let mut out = String::from("/data");
+        let mut row = 0;
+        let mut prefix = String::new();
+        let mut scope_rows: Vec<Uuid> = Vec::new();
+        for seg in &n.segments {
+            out.push('/');
+            out.push_str(seg);
+            if !prefix.is_empty() {
+                prefix.push('/');
+            }
+            prefix.push_str(seg);
+            if let Some(&i) = self.by_path.get(&prefix) {
+                if self.nodes[i].kind == QuestionType::Repeat {
+                    if let Some(&r) = key.rows.get(row) {
+                        let position = self
+                            .rows
+                            .get(&(i, scope_rows.clone()))
+                            .and_then(|rows| rows.iter().position(|x| *x == r))
+                            .map_or(0, |p| p + 1);
+                        out.push_str(&format!("[{position}]"));
+                        scope_rows.push(r);
+                        row += 1;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// [`xpath_of`](Self::xpath_of) a question given by name or field path.
+    pub fn xpath_of_path(&self, name_or_path: &str) -> Result<String, FormError> {
+        Ok(self.xpath_of(&self.key_of(name_or_path)?))
+    }
+
+    /// [`xpath_of`](Self::xpath_of) a row of a repeat given by name or path.
+    pub fn row_xpath(&self, repeat: &str, row: Uuid) -> Result<String, FormError> {
+        let (r, mut rows) = self.repeat_of(repeat)?;
+        rows.push(row);
+        Ok(self.xpath_of(&Key { node: r, rows }))
+    }
+
     /// Reads a field path (or, outside repeats, a bare question name) as an instance.
     pub fn key_of(&self, name_or_path: &str) -> Result<Key, FormError> {
         let unknown = || FormError::UnknownQuestion(name_or_path.to_owned());

@@ -11,7 +11,7 @@ use super::engine::Engine;
 use super::engine::{FieldChange, RowAction};
 use super::model::{Form, QuestionType};
 use crate::crdt::DocId;
-use crate::store::{DeviceMetadata, Store, StoreError};
+use crate::store::{audit_csv, AuditEvent, DeviceMetadata, Store, StoreError};
 
 /// Why a session refused something. Messages name questions, never answers.
 #[derive(Debug, thiserror::Error)]
@@ -105,6 +105,31 @@ pub struct FormSession<'s> {
     store: StoreRef<'s>,
     doc: DocId,
     engine: Engine,
+    /// The form's `audit` question, when it has one and the document is a draft.
+    audit: Option<Audit>,
+}
+
+/// What the form's `audit` question asks to record.
+struct Audit {
+    /// The audit question's field path, which the attachment goes into.
+    path: String,
+    /// `track-changes=true`: each answer's old and new value.
+    track_changes: bool,
+    /// `identify-user=true`: who filled the form in, from the device's username setting.
+    user: Option<Option<String>>,
+}
+
+/// An answer as text in the audit log (a string as it is, a number as written, none as empty).
+fn audit_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::Null => String::new(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 impl std::fmt::Debug for FormSession<'_> {
@@ -114,6 +139,18 @@ impl std::fmt::Debug for FormSession<'_> {
             .field("form", &self.form().settings.form_id)
             .finish()
     }
+}
+
+/// At most this many failed checks of one refused finalize go into the audit log.
+const MAX_ERRORS_AUDITED: usize = 50;
+
+/// The form's `audit` question, if it has one outside repeats.
+fn session_audit(form: &Form, store: &Store) -> Result<Option<Audit>, FormError> {
+    let Some(node) = form.nodes.iter().find(|n| n.kind == QuestionType::Audit) else { return Ok(None) };
+    let on = |name: &str| node.parameters.get(name).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    let user =
+        if on("identify-user") { Some(store.device_metadata(DeviceMetadata::Username)?) } else { None };
+    Ok(Some(Audit { path: node.path.clone(), track_changes: on("track-changes"), user }))
 }
 
 fn now_iso() -> String {
@@ -163,7 +200,8 @@ impl<'s> FormSession<'s> {
                 }
             }
         }
-        let mut session = FormSession { store, doc, engine };
+        let audit = if document.draft { session_audit(form, &store)? } else { None };
+        let mut session = FormSession { store, doc, engine, audit };
         // A finalized submission is only re-read: recomputing must not create edits that sync.
         if document.draft {
             session.write(changes)?;
@@ -171,7 +209,35 @@ impl<'s> FormSession<'s> {
         if document.draft {
             session.follow_repeat_counts()?;
         }
+        if session.audit.is_some() {
+            let event = if session.store.has_audit_events(doc)? { "form resume" } else { "form start" };
+            session.record(event, String::new(), None)?;
+        }
         Ok(session)
+    }
+
+    /// Appends an event to the draft's audit log, when the form has an `audit` question.
+    fn record(&self, event: &str, node: String, change: Option<(String, String)>) -> Result<(), FormError> {
+        let Some(audit) = &self.audit else { return Ok(()) };
+        let now = now_ms();
+        let (old_value, new_value) = match change {
+            Some((old, new)) if audit.track_changes => (Some(old), Some(new)),
+            _ => (None, None),
+        };
+        let end_ms = matches!(event, "question" | "add repeat" | "delete repeat").then_some(now);
+        self.store.append_audit_event(
+            self.doc,
+            &AuditEvent {
+                event: event.to_owned(),
+                node,
+                start_ms: now,
+                end_ms,
+                old_value,
+                new_value,
+                user: audit.user.clone().flatten(),
+            },
+        )?;
+        Ok(())
     }
 
     /// Writes changed fields as one change; on failure, reloads the engine from the store so
@@ -228,9 +294,19 @@ impl<'s> FormSession<'s> {
     /// recomputes what depends on it. `null` clears it. A value of the wrong type, an unknown
     /// question or a read-only one is refused and nothing changes.
     pub fn set_answer(&mut self, name_or_path: &str, value: serde_json::Value) -> Result<(), FormError> {
+        let old = match &self.audit {
+            Some(a) if a.track_changes => Some(audit_text(&self.engine.value(name_or_path)?)),
+            _ => None,
+        };
         let changes = self.engine.set_answer(name_or_path, &value)?;
         self.write(changes)?;
-        self.follow_repeat_counts()
+        self.follow_repeat_counts()?;
+        if self.audit.is_some() {
+            let node = self.engine.xpath_of_path(name_or_path)?;
+            let new = audit_text(&self.engine.value(name_or_path)?);
+            self.record("question", node, old.map(|o| (o, new)))?;
+        }
+        Ok(())
     }
 
     /// Adds and removes rows until every repeat with a `repeat_count` has that many rows.
@@ -280,6 +356,9 @@ impl<'s> FormSession<'s> {
         };
         self.write(changes)?;
         self.follow_repeat_counts()?;
+        if self.audit.is_some() {
+            self.record("add repeat", self.engine.row_xpath(&path, row)?, None)?;
+        }
         Ok(row)
     }
 
@@ -292,10 +371,12 @@ impl<'s> FormSession<'s> {
         if !self.engine.rows(&path)?.contains(&row) {
             return Err(FormError::UnknownRow { repeat: path, row });
         }
+        let node = self.engine.row_xpath(&path, row)?;
         self.store.remove_repeat_row(self.doc, &path, row)?;
         let changes = self.engine.remove_row(&path, row)?;
         self.write(changes)?;
-        self.follow_repeat_counts()
+        self.follow_repeat_counts()?;
+        self.record("delete repeat", node, None)
     }
 
     /// The rows of a repeat, in order.
@@ -317,11 +398,11 @@ impl<'s> FormSession<'s> {
     /// Finalizes the draft, leaving non-relevant answers (and removed rows) out of the
     /// submission while the draft's history keeps them. Refuses, returning every error, while
     /// checks fail; a store failure comes back as one error of kind `Store`.
+    ///
+    /// With an `audit` question, a refusal records a `constraint error` for each failed check,
+    /// and finalizing records `form finalize` and writes the draft's whole audit log into the
+    /// `audit` attachment (`audit.csv`, as ODK Collect writes it).
     pub fn finalize(&mut self) -> Result<(), Vec<ValidationError>> {
-        let errors = self.engine.errors(None);
-        if !errors.is_empty() {
-            return Err(errors);
-        }
         let store_error = |e: FormError| {
             vec![ValidationError {
                 path: String::new(),
@@ -330,8 +411,26 @@ impl<'s> FormSession<'s> {
                 message: e.to_string(),
             }]
         };
+        let errors = self.engine.errors(None);
+        if !errors.is_empty() {
+            if self.audit.is_some() {
+                for e in errors.iter().take(MAX_ERRORS_AUDITED) {
+                    let node = self.engine.xpath_of_path(&e.path).unwrap_or_default();
+                    self.record("constraint error", node, None).map_err(store_error)?;
+                }
+            }
+            return Err(errors);
+        }
         let end = self.engine.set_metadata(QuestionType::End, &now_iso(), false);
         self.write(end).map_err(store_error)?;
+        if let Some(audit) = &self.audit {
+            self.record("form finalize", String::new(), None).map_err(store_error)?;
+            let events = self.store.audit_events(self.doc).map_err(|e| store_error(e.into()))?;
+            let csv = audit_csv(&events, audit.track_changes, audit.user.is_some());
+            self.store
+                .attach_file(self.doc, &audit.path, csv.as_bytes(), "text/csv")
+                .map_err(|e| store_error(e.into()))?;
+        }
         let engine = &self.engine;
         self.store
             .finalize_omitting(self.doc, &|path| !engine.keeps_field(path.as_str()))

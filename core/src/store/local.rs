@@ -203,6 +203,8 @@ impl Store {
         let hlc = inner.clock.tick();
         let change = write_fields(&tx, self, doc, collection, hlc, current, Replaces::Shown)?;
         tx.execute("UPDATE documents SET draft = 0 WHERE doc = ?1", [doc.0.as_bytes().as_slice()])?;
+        // The draft's audit log ends here: a session wrote what it wants kept into the draft.
+        tx.execute("DELETE FROM audit_events WHERE doc = ?1", [doc.0.as_bytes().as_slice()])?;
         enqueue(&tx, &change)?;
         save_clock(&tx, hlc)?;
         tx.commit()?;

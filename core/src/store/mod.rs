@@ -6,6 +6,7 @@
 //! committed state. SQL lives in this module's files only; the rest of the code calls methods.
 
 mod attachments;
+mod audit;
 mod convert;
 mod local;
 mod profile;
@@ -25,6 +26,7 @@ use crate::crdt::{ChangeError, DocId, FieldPathError, Hlc, HybridClock, ReplicaI
 pub use attachments::{
     attachment_ref, parse_attachment_ref, AttachmentInfo, AttachmentReader, AttachmentWriter,
 };
+pub use audit::{audit_csv, AuditEvent, MAX_AUDIT_EVENTS};
 pub use convert::ConversionStep;
 pub use profile::{DeviceMetadata, MAX_DEVICE_METADATA_CHARS};
 pub use read::{

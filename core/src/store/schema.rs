@@ -11,6 +11,7 @@ pub const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"),
     include_str!("migrations/0002_attachments.sql"),
     include_str!("migrations/0003_outbox_history.sql"),
+    include_str!("migrations/0004_audit.sql"),
 ];
 
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
