@@ -127,7 +127,7 @@ impl From<FormError> for TejidoError {
                 TejidoError::InvalidAnswer(message)
             }
             FormError::InRepeat { .. } => TejidoError::UnknownQuestion(message),
-            FormError::UnknownRow { .. } => TejidoError::NotFound(message),
+            FormError::UnknownRow { .. } | FormError::MissingMedia(_) => TejidoError::NotFound(message),
             FormError::WrongForm { .. } => TejidoError::NotAllowed(message),
             FormError::InvalidForm(_) => TejidoError::InvalidForm(message),
             FormError::Store(e) => e.into(),

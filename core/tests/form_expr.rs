@@ -51,6 +51,15 @@ impl Context for Answers {
     fn choice_label(&self, question: &str, choice: &str) -> Option<String> {
         (question == "fruits" && choice == "apple").then(|| "Manzana".to_owned())
     }
+    fn pulldata(&self, file: &str, column: &str, key_column: &str, key: &str) -> String {
+        // fruit_prices.csv: fruit,price / apple,3 / banana,1
+        let rows = [[("fruit", "apple"), ("price", "3")], [("fruit", "banana"), ("price", "1")]];
+        let found = rows.iter().filter(|_| file == "fruit_prices").find(|r| r.contains(&(key_column, key)));
+        found
+            .and_then(|r| r.iter().find(|(k, _)| *k == column))
+            .map(|(_, v)| v.to_string())
+            .unwrap_or_default()
+    }
     fn instance(&self, list: &str) -> Option<Vec<Item>> {
         (list == "districts").then(|| {
             [("d1", "Panamá", "pa"), ("d2", "San Miguelito", "pa"), ("d3", "Colón", "co")]
@@ -322,6 +331,9 @@ const CASES: &[(&str, &str)] = &[
     ("round(-12345.15, 1)", "-12345.1"),
     ("round(-0.4) = 0", "true"),
     ("6.1 - 7.8 = -1.7", "true"),
+    // pulldata over a CSV media file: the first row whose key column matches, else empty
+    ("pulldata('fruit_prices', 'price', 'fruit', 'banana') * 2", "2"),
+    ("pulldata('fruit_prices', 'price', 'fruit', 'kiwi')", ""),
     ("6.1 - 7.8 != -1.7", "false"),
     // XPath whitespace only: a no-break space stays
     ("normalize-space('\ta \n b\r')", "a b"),

@@ -22,6 +22,7 @@ fn form(nodes: Vec<Node>) -> Form {
         nodes,
         choice_lists: BTreeMap::new(),
         entities: Vec::new(),
+        media: Default::default(),
     }
 }
 

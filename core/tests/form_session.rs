@@ -111,6 +111,7 @@ fn build(rows: &[Row<'_>], lists: &[List<'_>]) -> Form {
         nodes,
         choice_lists,
         entities: Vec::new(),
+        media: Default::default(),
     }
 }
 
@@ -682,4 +683,76 @@ fn a_refused_finalize_records_each_failed_check_and_forms_without_audit_record_n
     // Without track-changes, no answer is in the log.
     s.set_answer("name", json!("secreto")).unwrap();
     assert!(store.audit_events(doc).unwrap().iter().all(|e| e.old_value.is_none() && e.new_value.is_none()));
+}
+
+#[test]
+fn media_files_give_choices_lookups_and_instances_and_a_missing_one_is_named() {
+    let mut form = build(
+        &[
+            ("text", "code", &[("label", "Código")]),
+            ("calculate", "district", &[("calculation", "pulldata('places', 'district', 'code', ${code})")]),
+            (
+                "calculate",
+                "count_a",
+                &[("calculation", "count(instance('places')/root/item[district = 'a'])")],
+            ),
+        ],
+        &[],
+    );
+    let mut place = Node::new("place", "place", QuestionType::SelectOneFromFile, None);
+    place.file = Some("places.csv".into());
+    place.choice_filter = Some("district = ${district}".into());
+    form.nodes.push(place);
+    let mut crops = Node::new("crops", "crops", QuestionType::SelectMultipleFromFile, None);
+    crops.file = Some("crops.xml".into());
+    form.nodes.push(crops);
+    assert_eq!(tejido_core::form::media::needed_media(&form), ["crops.xml", "places.csv"]);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path().join("s.db")).unwrap();
+    let places = "name,label,label::English (en),district,code\np1,Uno,One,a,100\np2,Dos,Two,a,200\np3,Tres,Three,b,300\n";
+    let crops_xml = "<root><item><name>maize</name><label>Maíz</label></item><item><name>rice</name><label>Arroz</label></item></root>";
+    form.media
+        .insert("places.csv".into(), store.store_attachment(places.as_bytes(), "text/csv", false).unwrap());
+    let crops_sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(crops_xml.as_bytes()))
+    };
+    form.media.insert("crops.xml".into(), crops_sha.clone());
+
+    // The XML file has not arrived: a draft cannot be filled in, and the message names the file.
+    let doc = store.start_submission("test", "1").unwrap();
+    let err = FormSession::open(&store, &form, doc).unwrap_err();
+    assert!(matches!(&err, FormError::MissingMedia(f) if f == "crops.xml"), "{err}");
+    assert_eq!(store.store_attachment(crops_xml.as_bytes(), "application/xml", false).unwrap(), crops_sha);
+
+    let mut s = FormSession::open(&store, &form, doc).unwrap();
+    assert_eq!(s.value("count_a").unwrap(), json!("2"), "instance() reads the CSV");
+    s.set_answer("code", json!("300")).unwrap();
+    assert_eq!(s.value("district").unwrap(), json!("b"), "pulldata looks the code up");
+    let choices = |s: &FormSession<'_>, q: &str, lang: Option<&str>| -> Vec<(String, String)> {
+        s.visible_questions(lang)
+            .into_iter()
+            .find(|v| v.name == q)
+            .unwrap()
+            .choices
+            .into_iter()
+            .map(|c| (c.name, c.label))
+            .collect()
+    };
+    assert_eq!(choices(&s, "place", None), [("p3".to_owned(), "Tres".to_owned())], "filtered by district");
+    s.set_answer("code", json!("100")).unwrap();
+    assert_eq!(
+        choices(&s, "place", Some("en")),
+        [("p1".to_owned(), "One".to_owned()), ("p2".to_owned(), "Two".to_owned())]
+    );
+    assert_eq!(
+        choices(&s, "crops", None),
+        [("maize".into(), "Maíz".into()), ("rice".into(), "Arroz".into())]
+    );
+    s.set_answer("place", json!("p2")).unwrap();
+    s.set_answer("crops", json!(["maize", "rice"])).unwrap();
+    assert!(matches!(s.set_answer("place", json!("p9")), Err(FormError::NotAChoice { .. })));
+    assert!(matches!(s.set_answer("place", json!(["p1", "p2"])), Err(FormError::WrongType { .. })));
+    assert_eq!(s.value("place").unwrap(), json!("p2"), "a refused answer changes nothing");
 }

@@ -12,6 +12,7 @@ use serde_json::Value as Json;
 use uuid::Uuid;
 
 use super::expr::{self, Context, Expr, Item, Value};
+use super::media::MediaRow;
 use super::model::{language_code, translate, Form, QuestionType};
 use super::session::{ChoiceView, FormError, QuestionView, ValidationError, ValidationKind};
 
@@ -67,6 +68,8 @@ pub struct Engine {
     lang: String,
     /// Children of each node, in document order; index 0 holds the top-level nodes.
     children: Vec<Vec<usize>>,
+    /// The form version's media files that have been read, by file name (`places.csv`).
+    media: HashMap<String, Vec<MediaRow>>,
 }
 
 /// A row to add or remove so a repeat has as many rows as its `repeat_count` says.
@@ -212,6 +215,7 @@ impl Engine {
             values: HashMap::new(),
             self_irrelevant: BTreeSet::new(),
             irrelevant: BTreeSet::new(),
+            media: HashMap::new(),
             lang,
         })
     }
@@ -935,9 +939,43 @@ impl Engine {
             .collect()
     }
 
+    /// Gives the engine a media file of the form version, read with
+    /// [`parse_media`](super::media::parse_media): the choices of the questions that name it,
+    /// the table of `pulldata()`, and `instance('name')` of its name without the extension.
+    /// Call it before [`load`](Self::load), so that calculations see it.
+    pub fn set_media(&mut self, file: &str, rows: Vec<MediaRow>) {
+        self.media.insert(file.to_owned(), rows);
+    }
+
+    /// The rows of a media file given by its name without the extension (`places`), as
+    /// `pulldata('places', …)` and `instance('places')` name it.
+    fn media_by_stem(&self, stem: &str) -> Option<&Vec<MediaRow>> {
+        self.media.get(&format!("{stem}.csv")).or_else(|| {
+            self.media
+                .iter()
+                .find(|(f, _)| f.rsplit_once('.').is_some_and(|(s, _)| s == stem))
+                .map(|(_, r)| r)
+        })
+    }
+
     /// The choices a select question offers now (its choice filter applied).
     fn choices(&self, key: &Key, lang: &str) -> Vec<ChoiceView> {
         let n = &self.form.nodes[key.node];
+        if let Some(file) = &n.file {
+            let Some(rows) = self.media.get(file) else { return Vec::new() };
+            let filter = self.nodes[key.node].choice_filter.as_ref();
+            let ctx = self.ctx(key);
+            return rows
+                .iter()
+                .filter(|r| r.get("name").is_some_and(|n| !n.is_empty()))
+                .map(|r| media_item(r, lang))
+                .filter(|item| filter.is_none_or(|f| expr::evaluate_with_item(f, &ctx, item).to_bool()))
+                .map(|item| ChoiceView {
+                    name: item.get("name").cloned().unwrap_or_default(),
+                    label: item.get("label").cloned().unwrap_or_default(),
+                })
+                .collect();
+        }
         let Some(list) = n.list.as_ref().and_then(|l| self.form.choice_lists.get(l)) else {
             return Vec::new();
         };
@@ -1007,7 +1045,7 @@ impl Engine {
                     _ => return Err(wrong("a number")),
                 }
             }
-            Q::SelectOne | Q::SelectMultiple | Q::Rank => {
+            Q::SelectOne | Q::SelectMultiple | Q::SelectOneFromFile | Q::SelectMultipleFromFile | Q::Rank => {
                 let picks: Vec<String> = match value {
                     Json::String(s) => s.split_whitespace().map(str::to_owned).collect(),
                     Json::Number(x) => vec![x.to_string()],
@@ -1024,8 +1062,19 @@ impl Engine {
                     }
                     _ => return Err(wrong("choice names")),
                 };
-                if n.kind == Q::SelectOne && picks.len() > 1 {
+                if matches!(n.kind, Q::SelectOne | Q::SelectOneFromFile) && picks.len() > 1 {
                     return Err(wrong("one choice name"));
+                }
+                if let Some(rows) = n.file.as_ref().and_then(|f| self.media.get(f)) {
+                    let known = |p: &str| rows.iter().any(|r| r.get("name").is_some_and(|n| n == p));
+                    let unknown = picks.iter().filter(|p| !known(p)).count();
+                    if unknown > 0 {
+                        return Err(FormError::NotAChoice {
+                            question: n.name.clone(),
+                            list: n.file.clone().unwrap_or_default(),
+                            choice_count: unknown,
+                        });
+                    }
                 }
                 if let Some(list) = n.list.as_ref().and_then(|l| self.form.choice_lists.get(l)) {
                     let unknown = picks.iter().filter(|p| !list.iter().any(|c| &c.name == *p)).count();
@@ -1096,6 +1145,22 @@ fn valid_point(s: &str) -> bool {
         && parts.iter().all(|x| x.is_finite())
         && (-90.0..=90.0).contains(&parts[0])
         && (-180.0..=180.0).contains(&parts[1])
+}
+
+/// A media file's row as a choice filter sees it, with `label` in the session's language
+/// (`label::English (en)`, `label::en`, or `label`).
+fn media_item(row: &MediaRow, lang: &str) -> Item {
+    let mut item = row.clone();
+    let label = row
+        .get(&format!("label::{lang}"))
+        .or_else(|| language_code(lang).and_then(|code| row.get(&format!("label::{code}"))))
+        .or_else(|| row.get("label"))
+        .or_else(|| row.iter().find(|(k, _)| k.starts_with("label::")).map(|(_, v)| v))
+        .or_else(|| row.get("name"))
+        .cloned()
+        .unwrap_or_default();
+    item.insert("label".to_owned(), label);
+    item
 }
 
 fn choice_item(c: &super::model::Choice, lang: &str) -> Item {
@@ -1203,6 +1268,10 @@ impl Context for Ctx<'_> {
     fn choice_label(&self, question: &str, choice: &str) -> Option<String> {
         let e = self.engine;
         let n = e.form.node(question)?;
+        if let Some(file) = &n.file {
+            let row = e.media.get(file)?.iter().find(|r| r.get("name").is_some_and(|x| x == choice))?;
+            return media_item(row, &e.lang).remove("label");
+        }
         let list = e.form.choice_lists.get(n.list.as_ref()?)?;
         let c = list.iter().find(|c| c.name == choice)?;
         Some(translate(&c.label, &e.lang).unwrap_or(&c.name).to_owned())
@@ -1210,8 +1279,19 @@ impl Context for Ctx<'_> {
 
     fn instance(&self, list: &str) -> Option<Vec<Item>> {
         let e = self.engine;
-        let choices = e.form.choice_lists.get(list)?;
-        Some(choices.iter().map(|c| choice_item(c, &e.lang)).collect())
+        match e.form.choice_lists.get(list) {
+            Some(choices) => Some(choices.iter().map(|c| choice_item(c, &e.lang)).collect()),
+            None => Some(e.media_by_stem(list)?.iter().map(|r| media_item(r, &e.lang)).collect()),
+        }
+    }
+
+    fn pulldata(&self, file: &str, column: &str, key_column: &str, key: &str) -> String {
+        let Some(rows) = self.engine.media_by_stem(file) else { return String::new() };
+        rows.iter()
+            .find(|r| r.get(key_column).is_some_and(|v| v == key))
+            .and_then(|r| r.get(column))
+            .cloned()
+            .unwrap_or_default()
     }
 }
 

@@ -443,6 +443,10 @@ struct Parsed {
     uri: bool,
 }
 
+/// The name a list of the `external_choices` sheet is kept under in [`Form::choice_lists`]
+/// (`external_choices:places`): the `choices` sheet may hold a list of the same name.
+pub const EXTERNAL_LIST_PREFIX: &str = "external_choices:";
+
 /// The spellings of select types pyxform reads, longest first, with their kind.
 const SELECT_SPELLINGS: &[(&str, QuestionType)] = &[
     ("add select multiple prompt using", QuestionType::SelectMultiple),
@@ -452,6 +456,10 @@ const SELECT_SPELLINGS: &[(&str, QuestionType)] = &[
     ("select one from file", QuestionType::SelectOneFromFile),
     ("select_multiple_from_file", QuestionType::SelectMultipleFromFile),
     ("select_one_from_file", QuestionType::SelectOneFromFile),
+    // Choices from the `external_choices` sheet (pyxform writes them to itemsets.csv for
+    // Collect); Tejido keeps them with the form as any other list.
+    ("select_one_external", QuestionType::SelectOne),
+    ("select one external", QuestionType::SelectOne),
     ("select all that apply", QuestionType::SelectMultiple),
     ("select multiple using", QuestionType::SelectMultiple),
     ("select multiple from", QuestionType::SelectMultiple),
@@ -519,6 +527,7 @@ fn question_type(t: &str) -> Option<RowKind> {
         let words_before = spelling.split(' ').count();
         let name = original.get(words_before).copied().unwrap_or(rest).to_owned();
         let from_file = matches!(kind, Q::SelectOneFromFile | Q::SelectMultipleFromFile);
+        let name = if spelling.contains("external") { format!("{EXTERNAL_LIST_PREFIX}{name}") } else { name };
         return Some(RowKind::Question(Parsed {
             kind: *kind,
             list: (!from_file).then(|| name.clone()),
@@ -643,13 +652,16 @@ impl Importer {
         }
         let survey = by_name.remove("survey").and_then(Table::from_sheet);
         let choices = by_name.remove("choices").and_then(Table::from_sheet);
+        let external = by_name.remove("external_choices").and_then(Table::from_sheet);
         let settings = by_name.remove("settings").and_then(Table::from_sheet);
         let entities = by_name.remove("entities").and_then(Table::from_sheet);
         let Some(survey) = survey else {
             self.error("survey", 0, "", "the workbook has no survey sheet (or it is empty)");
             return Err(ImportErrors(self.errors));
         };
-        for t in [Some(&survey), choices.as_ref(), settings.as_ref(), entities.as_ref()].into_iter().flatten()
+        for t in [Some(&survey), choices.as_ref(), external.as_ref(), settings.as_ref(), entities.as_ref()]
+            .into_iter()
+            .flatten()
         {
             for h in t.duplicate_headers() {
                 self.error(&t.sheet, t.header_row, &h, format!("the column header {h} is written twice"));
@@ -664,10 +676,16 @@ impl Importer {
             Some(t) => self.choices(t, allow_choice_duplicates),
             None => BTreeMap::new(),
         };
+        if let Some(t) = &external {
+            // A list of the same name may be on both sheets (pyxform keeps them apart).
+            for (name, list) in self.choices(t, allow_choice_duplicates) {
+                choice_lists.insert(format!("{EXTERNAL_LIST_PREFIX}{name}"), list);
+            }
+        }
         let nodes = self.survey(&survey, &mut choice_lists);
         let entities = entities.map(|t| self.entities(&t)).unwrap_or_default();
         let mut languages: Vec<String> = Vec::new();
-        for t in std::iter::once(&survey).chain(choices.as_ref()) {
+        for t in std::iter::once(&survey).chain(choices.as_ref()).chain(external.as_ref()) {
             for c in &t.columns {
                 // Untranslated hints beside translated labels do not make a language of their own.
                 let l = match &c.lang {
@@ -683,7 +701,7 @@ impl Importer {
         if languages.is_empty() {
             languages.push(DEFAULT_LANGUAGE.to_owned());
         }
-        let form = Form { settings, languages, nodes, choice_lists, entities };
+        let form = Form { settings, languages, nodes, choice_lists, entities, media: BTreeMap::new() };
         self.check_expressions(&form, &survey);
         if self.errors.is_empty() {
             // The same check as every other way in (JSON publishing, the engine).

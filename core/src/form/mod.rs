@@ -5,11 +5,13 @@
 //! - [`expr`]: the ODK XPath subset: parser, printer and evaluator.
 //! - [`engine`]: a pure form engine over answers in memory, recomputing along a dependency graph.
 //! - [`validate`]: [`Form::validate`], the one check (and the limits) every form passes.
+//! - [`media`]: a form version's media files (CSV, XML, GeoJSON) read into rows.
 //! - [`session`]: a [`FormSession`] over a draft in the device store.
 
 pub mod engine;
 pub mod expr;
 pub mod import;
+pub mod media;
 pub mod model;
 pub mod report;
 pub mod session;

@@ -26,6 +26,10 @@ pub struct Form {
     /// The `entities` sheet's declarations, kept as written (shared lists are not built yet).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub entities: Vec<EntityDeclaration>,
+    /// The form version's media files (`places.csv`), by name, as SHA-256 of their bytes: set
+    /// when the server publishes the version, which carries the files to devices as blobs.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub media: BTreeMap<String, String>,
 }
 
 /// One row of the `entities` sheet: the list (`list_name`) whose entities a submission creates

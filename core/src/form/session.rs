@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use super::engine::Engine;
 use super::engine::{FieldChange, RowAction};
+use super::media;
 use super::model::{Form, QuestionType};
 use crate::crdt::DocId;
 use crate::store::{audit_csv, AuditEvent, DeviceMetadata, Store, StoreError};
@@ -38,6 +39,10 @@ pub enum FormError {
     WrongForm { doc: DocId, expected: String, found: String },
     #[error("the form cannot be run: {0}")]
     InvalidForm(String),
+    /// A media file of the form version (choices, `pulldata()` tables) has not reached the
+    /// device yet.
+    #[error("the form's media file {0} is not on this device yet: sync, then open the form again")]
+    MissingMedia(String),
     #[error("store: {0}")]
     Store(#[from] StoreError),
 }
@@ -144,6 +149,30 @@ impl std::fmt::Debug for FormSession<'_> {
 /// At most this many failed checks of one refused finalize go into the audit log.
 const MAX_ERRORS_AUDITED: usize = 50;
 
+/// Gives the engine the form version's media files that the device holds. A draft cannot be
+/// filled in without them, so one that has not arrived is an error; a finalized submission is
+/// shown with what there is.
+fn load_media(store: &Store, form: &Form, engine: &mut Engine, draft: bool) -> Result<(), FormError> {
+    use std::io::Read;
+    for file in media::needed_media(form) {
+        let Some(sha) = form.media.get(&file) else { continue };
+        let reader = match store.open_attachment(sha) {
+            Ok(r) => r,
+            Err(StoreError::UnknownAttachment(_)) if !draft => continue,
+            Err(StoreError::UnknownAttachment(_)) => return Err(FormError::MissingMedia(file)),
+            Err(e) => return Err(e.into()),
+        };
+        let mut bytes = Vec::new();
+        reader
+            .take(media::MAX_MEDIA_BYTES as u64 + 1)
+            .read_to_end(&mut bytes)
+            .map_err(|e| FormError::InvalidForm(format!("media file {file} cannot be read: {e}")))?;
+        let rows = media::parse_media(&file, &bytes).map_err(|e| FormError::InvalidForm(e.to_string()))?;
+        engine.set_media(&file, rows);
+    }
+    Ok(())
+}
+
 /// The form's `audit` question, if it has one outside repeats.
 fn session_audit(form: &Form, store: &Store) -> Result<Option<Audit>, FormError> {
     let Some(node) = form.nodes.iter().find(|n| n.kind == QuestionType::Audit) else { return Ok(None) };
@@ -176,6 +205,7 @@ impl<'s> FormSession<'s> {
             }
         }
         let mut engine = Engine::new(form)?;
+        load_media(&store, form, &mut engine, document.draft)?;
         let answers: Vec<(String, serde_json::Value)> =
             document.answers().map(|(p, v)| (p.as_str().to_owned(), v.clone())).collect();
         let mut changes = engine.load(&answers, &|repeat| document.rows(repeat));

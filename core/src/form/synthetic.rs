@@ -59,5 +59,6 @@ pub fn generated_form(questions: usize) -> Form {
         nodes,
         choice_lists: BTreeMap::from([("yn".to_owned(), yn)]),
         entities: Vec::new(),
+        media: Default::default(),
     }
 }

@@ -459,6 +459,7 @@ fn nested_form() -> Form {
         nodes,
         choice_lists: BTreeMap::new(),
         entities: Vec::new(),
+        media: Default::default(),
     }
 }
 

@@ -43,6 +43,11 @@ pub trait Context {
     fn instance(&self, _list: &str) -> Option<Vec<Item>> {
         None
     }
+    /// `pulldata('file', 'column', 'key_column', key)`: the `column` of the first row of the
+    /// form's media file `file.csv` whose `key_column` is `key`, or empty.
+    fn pulldata(&self, _file: &str, _column: &str, _key_column: &str, _key: &str) -> String {
+        String::new()
+    }
     /// The current time.
     fn now(&self) -> chrono::DateTime<chrono::Local> {
         chrono::Local::now()

@@ -73,6 +73,7 @@ pub const FUNCTIONS: &[(&str, usize, usize)] = &[
     ("indexed-repeat", 3, 7),
     ("once", 1, 1),
     ("instance", 1, 1),
+    ("pulldata", 4, 4),
     ("uuid", 0, 1),
     ("digest", 2, 3),
     ("base64-decode", 1, 1),
@@ -346,6 +347,7 @@ pub(super) fn call(name: &str, args: &[Expr], env: &Env<'_>) -> Value {
             }
         }
         "instance" => Value::Nodes(Vec::new()),
+        "pulldata" => Value::Str(env.ctx.pulldata(&s(0), &s(1), &s(2), &s(3))),
         "uuid" if args.is_empty() => Value::Str(uuid::Uuid::new_v4().to_string()),
         "uuid" => Value::Str(random_string(n(0))),
         "digest" => {
