@@ -51,6 +51,50 @@ pub trait BlobBytes: Send + Sync + 'static {
     async fn read(&self, sha256: &str) -> std::io::Result<BlobStream>;
 }
 
+/// Keeps a file from disk as a complete blob, streamed in 64 KiB chunks (hashed in a first
+/// pass, then appended as `owner`'s upload and verified); returns its SHA-256 and size. A file
+/// larger than `max_bytes` is refused before anything is kept.
+pub async fn store_file(
+    blobs: &dyn BlobBytes,
+    owner: UploadOwner,
+    path: &Path,
+    max_bytes: u64,
+) -> std::io::Result<(String, u64)> {
+    use std::io::{Error, ErrorKind};
+    let size = std::fs::metadata(path)?.len();
+    if size > max_bytes {
+        return Err(Error::new(ErrorKind::InvalidInput, format!("larger than {max_bytes} bytes")));
+    }
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    let sha256 = hex::encode(hasher.finalize());
+    if blobs.complete_size(&sha256).await?.is_some() {
+        return Ok((sha256, size));
+    }
+    blobs.discard_partial(owner, &sha256).await?;
+    let mut file = std::fs::File::open(path)?;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        blobs.append(owner, &sha256, &buf[..n]).await?;
+    }
+    blobs.sync_partial(owner, &sha256).await?;
+    if !blobs.complete(owner, &sha256).await? {
+        return Err(Error::new(ErrorKind::InvalidData, "the file changed while it was read"));
+    }
+    Ok((sha256, size))
+}
+
 /// Blob bytes as files under one folder.
 #[derive(Debug)]
 pub struct BlobStore {

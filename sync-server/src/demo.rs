@@ -97,6 +97,7 @@ pub fn run(data: &Path, database: Option<&str>, options: DemoOptions) -> Result<
                     version: form.settings.version.clone(),
                     roles: vec![*role],
                     form: value,
+                    media: Vec::new(),
                     now_ms: tejido_server::now_ms().max(0) as u64,
                 })
                 .await?;

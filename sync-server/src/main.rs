@@ -252,6 +252,11 @@ enum FormCommand {
         file: PathBuf,
         #[arg(long, value_delimiter = ',', value_parser = parse_role, default_value = "enumerator,youth")]
         roles: Vec<Role>,
+        /// A media file the form uses (`select_one_from_file places.csv`, `pulldata('places', …)`);
+        /// repeat for each. Files the form needs that are not given are taken from the folder
+        /// `<form name>-media/` beside the form, as ODK Collect keeps them.
+        #[arg(long = "media")]
+        media: Vec<PathBuf>,
     },
     /// Set a published form's indicator definitions (JSON; see docs/indicators.md), checked
     /// against its newest version. `form publish` takes `<form>.indicators.json` beside the form.
@@ -364,6 +369,19 @@ impl Admin {
             Ok::<_, Failure>(Service::new(storage).await?)
         })?;
         Ok(Admin { runtime, service })
+    }
+
+    /// [`Admin::open`], with the deployment's blob bytes too.
+    fn open_with_blobs(data: &Path, database: Option<&str>) -> Result<(Admin, Arc<dyn BlobBytes>), Failure> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
+        let (service, blobs) = runtime.block_on(async {
+            let (storage, blobs) = open_deployment(data, database).await?;
+            Ok::<_, Failure>((Service::new(storage).await?, blobs))
+        })?;
+        Ok((Admin { runtime, service }, blobs))
     }
 
     fn run<T>(&self, f: impl std::future::Future<Output = Result<T, StorageError>>) -> Result<T, Failure> {
@@ -542,16 +560,19 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
             });
             Ok(())
         }
-        Command::Form(FormCommand::Publish { project: p, file, roles }) => {
-            let admin = Admin::open(data, database)?;
+        Command::Form(FormCommand::Publish { project: p, file, roles, media }) => {
+            let (admin, blobs) = Admin::open_with_blobs(data, database)?;
             let p = admin.project(&p)?;
             let (form_id, version, form) = load_form(&file)?;
+            let media = store_media(&admin, blobs.as_ref(), p.id, &file, &form, &media)?;
+            let media_names: Vec<String> = media.iter().map(|m| m.name.clone()).collect();
             let outcome = admin.run(admin.service.publish_form(&PublishForm {
                 project: p.id,
                 form_id: form_id.clone(),
                 version: version.clone(),
                 roles: roles.clone(),
                 form,
+                media,
                 now_ms: tejido_server::now_ms().max(0) as u64,
             }))?;
             // Indicator definitions beside the form (`<name>.indicators.json`) come with it.
@@ -567,13 +588,16 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
             let roles: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             print(
                 json,
-                json!({ "doc": outcome.doc, "form_id": form_id, "version": version, "roles": roles, "published": outcome.published, "indicators": indicators }),
+                json!({ "doc": outcome.doc, "form_id": form_id, "version": version, "roles": roles, "published": outcome.published, "indicators": indicators, "media": media_names }),
                 || {
                     let mut out = if outcome.published {
                         format!("published {form_id} version {version} to {} in {}", roles.join(", "), p.name)
                     } else {
                         format!("{form_id} version {version} was already published; nothing changed")
                     };
+                    if !media_names.is_empty() {
+                        out.push_str(&format!("\nmedia files: {}", media_names.join(", ")));
+                    }
                     if indicators {
                         out.push_str(&format!("\nindicators from {} kept for {form_id}", beside.display()));
                     }
@@ -716,6 +740,47 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
 
 /// Reads a form for publishing: an XLSForm (.xlsx, .xls, .ods), imported with every problem
 /// reported, or the form model already serialised as JSON.
+/// Keeps the media files a form needs as blobs: those given with `--media`, and the others
+/// from `<form name>-media/` beside the form. Which files the form may carry is the service's
+/// rule; this only finds and stores them.
+fn store_media(
+    admin: &Admin,
+    blobs: &dyn BlobBytes,
+    project: uuid::Uuid,
+    file: &Path,
+    form: &serde_json::Value,
+    given: &[PathBuf],
+) -> Result<Vec<tejido_server::storage::MediaFile>, Failure> {
+    use tejido_core::form::media::{needed_media, MAX_MEDIA_BYTES};
+    let mut paths: Vec<(String, PathBuf)> = Vec::new();
+    for path in given {
+        let name = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| Failure(format!("{} is not a file name", path.display()), 2))?;
+        paths.push((name.to_owned(), path.clone()));
+    }
+    let needed = serde_json::from_value::<Form>(form.clone()).map(|f| needed_media(&f)).unwrap_or_default();
+    let stem = file.file_stem().and_then(|s| s.to_str()).unwrap_or("form");
+    let folder = file.with_file_name(format!("{stem}-media"));
+    for name in needed {
+        if !paths.iter().any(|(n, _)| *n == name) && folder.join(&name).is_file() {
+            paths.push((name.clone(), folder.join(&name)));
+        }
+    }
+    // Published by the server, not a device: the nil id names the upload in progress.
+    let owner = tejido_server::blobs::UploadOwner { project, device: uuid::Uuid::nil() };
+    let mut out = Vec::new();
+    for (name, path) in paths {
+        let (sha256, size) = admin
+            .runtime
+            .block_on(tejido_server::blobs::store_file(blobs, owner, &path, MAX_MEDIA_BYTES as u64))
+            .map_err(|e| Failure(format!("cannot keep media file {}: {e}", path.display()), 1))?;
+        out.push(tejido_server::storage::MediaFile { name, sha256, size });
+    }
+    Ok(out)
+}
+
 fn load_form(file: &Path) -> Result<(String, String, serde_json::Value), Failure> {
     let is_json = file.extension().and_then(|e| e.to_str()).is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let form: Form = if is_json {

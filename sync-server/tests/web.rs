@@ -426,6 +426,7 @@ async fn publish_victimization(server: &Server, project: Uuid) -> String {
             version: version.clone(),
             roles: vec![tejido_core::sync::wire::Role::Enumerator],
             form: serde_json::to_value(&form).unwrap(),
+            media: Vec::new(),
             now_ms: 1,
         })
         .await

@@ -175,6 +175,21 @@ impl TestServer {
             .unwrap_or_else(|e| panic!("tejido-server {args:?} printed no JSON ({e}): {stdout}"))
     }
 
+    /// Runs an admin command that must fail, and returns what it printed on stderr.
+    pub fn cli_fails(&self, args: &[&str]) -> String {
+        let mut cmd = Command::new(server_binary());
+        if let Some(db) = &self.database {
+            cmd.arg("--database").arg(db);
+        }
+        let out = cmd.arg("--data").arg(&self.data).args(args).output().expect("tejido-server runs");
+        assert!(
+            !out.status.success(),
+            "tejido-server {args:?} succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Adds a coordinators' web-app account to a project (`user add --password-stdin`, the way
     /// a script does it).
     pub fn add_user(&self, email: &str, project: Uuid, role: &str, password: &str) -> Value {

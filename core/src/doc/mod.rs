@@ -113,6 +113,18 @@ impl PublishedForm {
     pub const VERSION: &'static str = "version";
     pub const ROLES: &'static str = "roles";
     pub const FORM: &'static str = "form";
+    /// `media/<sha256>`: an attachment reference to one of the version's media files, so that
+    /// devices download it as any attachment (the form's `media` map gives its file name).
+    pub const MEDIA_PREFIX: &'static str = "media/";
+
+    /// The op that carries a media file's reference; `None` if `sha256` is not a SHA-256 in hex.
+    pub fn media_op(sha256: &str) -> Option<FieldOp> {
+        if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let field = FieldPath::parse(&format!("{}{sha256}", Self::MEDIA_PREFIX)).ok()?;
+        Some(FieldOp { field, value: json!(crate::store::attachment_ref(sha256)), seen: vec![] })
+    }
 
     pub fn ops(&self) -> Vec<FieldOp> {
         vec![

@@ -37,5 +37,8 @@ pub const MAX_CONCURRENT_EXPORTS: usize = 4;
 /// once would only hold more parsed batches in memory: 200 phones pushing together held 200.
 pub const MAX_CONCURRENT_PUSHES: usize = 8;
 
+/// The most media files (choice lists, lookup tables) one form version carries.
+pub const MAX_FORM_MEDIA_FILES: usize = 64;
+
 /// The largest answer a coordinator writes from the web app.
 pub const MAX_EDIT_BYTES: usize = 16 * 1024;

@@ -610,9 +610,13 @@ impl Service {
         Ok(out)
     }
 
-    /// Publishes a form version; published versions are immutable.
+    /// Publishes a form version; published versions are immutable. Its media files (whose
+    /// bytes are already blobs) must be exactly those the form needs; they go into the form
+    /// as its `media` map and onto the form document as attachment references, so every device
+    /// the version is published to may download them, and no other.
     pub async fn publish_form(&self, form: &PublishForm) -> Result<PublishOutcome> {
-        let hash = hex::encode(Sha256::digest(form.form.to_string().as_bytes()));
+        let (content, media) = with_media(&form.form, &form.media)?;
+        let hash = hex::encode(Sha256::digest(content.to_string().as_bytes()));
         let mut tx = self.write().await?;
         if tx.project(form.project).await?.is_none() {
             return Err(StorageError::NotFound(format!("project {}", form.project)));
@@ -645,10 +649,26 @@ impl Service {
             form_id: form.form_id.clone(),
             version: form.version.clone(),
             roles: form.roles.iter().map(|r| r.as_str().to_owned()).collect(),
-            form: form.form.clone(),
+            form: content,
         };
-        let change =
-            Change { doc, collection: Collection::Form, replica: self.replica, hlc, ops: published.ops() };
+        let mut ops = published.ops();
+        for m in media {
+            ops.push(doc::PublishedForm::media_op(&m.sha256).ok_or_else(|| {
+                StorageError::Invalid(format!("media file {} has no valid SHA-256", m.name))
+            })?);
+            tx.insert_blob_owner(&BlobOwner {
+                sha256: &m.sha256,
+                project: form.project,
+                // Published by the server, not uploaded by a device.
+                device: self.replica.0,
+                size: m.size,
+                media_type: blobs::allowed_media_type(media_type_of(&m.name)),
+                created_ms: form.now_ms as i64,
+            })
+            .await?;
+            tx.insert_blob_ref(&m.sha256, doc.0).await?;
+        }
+        let change = Change { doc, collection: Collection::Form, replica: self.replica, hlc, ops };
         apply_change(tx.as_mut(), form.project, None, &change, form.now_ms as i64).await?;
         tx.insert_form(
             form.project,
@@ -814,6 +834,81 @@ impl Service {
 
 /// A fresh server stamp after everything in the document (within the clock bound), read from
 /// and saved to the database in this transaction: see [`clock`].
+/// The form JSON with its `media` map set from `media`, and the files in name order, after
+/// checking that they are exactly the files the form needs.
+fn with_media<'m>(
+    form: &serde_json::Value,
+    media: &'m [MediaFile],
+) -> Result<(serde_json::Value, Vec<&'m MediaFile>)> {
+    use tejido_core::form::media::{is_media_name, needed_media, MAX_MEDIA_BYTES};
+    let bad = StorageError::Invalid;
+    if media.len() > limits::MAX_FORM_MEDIA_FILES {
+        return Err(bad(format!(
+            "a form version carries at most {} media files",
+            limits::MAX_FORM_MEDIA_FILES
+        )));
+    }
+    let mut files: Vec<&MediaFile> = media.iter().collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    for w in files.windows(2) {
+        if w[0].name == w[1].name {
+            return Err(bad(format!("media file {} is given twice", w[0].name)));
+        }
+    }
+    for m in &files {
+        if !is_media_name(&m.name) {
+            return Err(bad(format!(
+                "{:?} is not a media file name a form can use (a .csv, .xml or .geojson file name without folders)",
+                m.name
+            )));
+        }
+        if m.size > MAX_MEDIA_BYTES as u64 {
+            return Err(bad(format!("media file {} is larger than {MAX_MEDIA_BYTES} bytes", m.name)));
+        }
+        if !crate::blobs::valid_sha256(&m.sha256) {
+            return Err(bad(format!("media file {} has no valid SHA-256", m.name)));
+        }
+    }
+    let needed = match serde_json::from_value::<tejido_core::form::Form>(form.clone()) {
+        Ok(f) => needed_media(&f),
+        // Not a form model this server reads (the storage tests publish bare JSON): it can
+        // need no media file, and may be given none.
+        Err(_) if media.is_empty() => return Ok((form.clone(), files)),
+        Err(e) => return Err(bad(format!("the form cannot take media files: it is not a form model ({e})"))),
+    };
+    let missing: Vec<&str> =
+        needed.iter().filter(|n| !files.iter().any(|m| &m.name == *n)).map(String::as_str).collect();
+    if !missing.is_empty() {
+        return Err(bad(format!(
+            "the form needs the media files {} and they were not given",
+            missing.join(", ")
+        )));
+    }
+    let extra: Vec<&str> =
+        files.iter().filter(|m| !needed.contains(&m.name)).map(|m| m.name.as_str()).collect();
+    if !extra.is_empty() {
+        return Err(bad(format!("the form does not use the media files {}", extra.join(", "))));
+    }
+    let mut content = form.clone();
+    if !files.is_empty() {
+        let map: serde_json::Map<String, serde_json::Value> =
+            files.iter().map(|m| (m.name.clone(), serde_json::Value::String(m.sha256.clone()))).collect();
+        if let Some(obj) = content.as_object_mut() {
+            obj.insert("media".into(), serde_json::Value::Object(map));
+        }
+    }
+    Ok((content, files))
+}
+
+/// The media type a media file is kept under, from its name.
+fn media_type_of(name: &str) -> &'static str {
+    match name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).as_deref() {
+        Some("csv") => "text/csv",
+        Some("geojson") => "application/geo+json",
+        _ => "application/octet-stream",
+    }
+}
+
 async fn tick_after(tx: &mut dyn Tx, doc: Uuid) -> Result<Hlc> {
     let wall = crate::now_ms().max(0) as u64;
     let observed = tx.max_stamp(doc, clock::bound(wall)).await?;

@@ -160,7 +160,17 @@ pub struct PublishForm {
     pub version: String,
     pub roles: Vec<Role>,
     pub form: serde_json::Value,
+    /// The version's media files, whose bytes are already in the blob store.
+    pub media: Vec<MediaFile>,
     pub now_ms: u64,
+}
+
+/// A media file of a form version (`places.csv`), its bytes kept as a blob.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MediaFile {
+    pub name: String,
+    pub sha256: String,
+    pub size: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

@@ -549,6 +549,7 @@ async fn pull_scope_by_role(s: &Service) {
             version: "1".into(),
             roles: vec![Role::Enumerator],
             form: json!({"settings": {}}),
+            media: Vec::new(),
             now_ms: now(),
         })
         .await
@@ -720,6 +721,7 @@ async fn reviews_and_forms_are_written_by_the_server_replica(s: &Service) {
         version: "2024".into(),
         roles: vec![Role::Enumerator, Role::Youth],
         form: content,
+        media: Vec::new(),
         now_ms: now(),
     };
     let published = s.publish_form(&form(json!({"a": 1}))).await.unwrap();
@@ -1293,6 +1295,7 @@ async fn a_new_submission_row_equals_the_row_rebuilt_from_its_ops(s: &Service) {
         version: version.clone(),
         roles: vec![Role::Enumerator],
         form: serde_json::to_value(&form).unwrap(),
+        media: Vec::new(),
         now_ms: now(),
     })
     .await
