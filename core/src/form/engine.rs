@@ -233,58 +233,46 @@ impl Engine {
 
     /// The field path of an instance: `group/q`, `rep/<row>/q`.
     pub fn path_of(&self, key: &Key) -> String {
-        let n = &self.nodes[key.node];
-        let mut out = String::new();
-        let mut row = 0;
-        let mut prefix = String::new();
-        for seg in &n.segments {
-            if !out.is_empty() {
-                out.push('/');
-            }
-            out.push_str(seg);
-            if !prefix.is_empty() {
-                prefix.push('/');
-            }
-            prefix.push_str(seg);
-            if let Some(&i) = self.by_path.get(&prefix) {
-                if self.nodes[i].kind == QuestionType::Repeat {
-                    if let Some(r) = key.rows.get(row) {
-                        out.push('/');
-                        out.push_str(&r.to_string());
-                        row += 1;
-                    }
-                }
-            }
-        }
-        out
+        self.path_with(key, "", |_, _, row, out| {
+            out.push('/');
+            out.push_str(&row.to_string());
+        })
     }
 
     /// The instance's node as ODK's audit log names it: `/data/household/members[2]/age`,
     /// each repeat row by its position (from 1). A row no longer in its repeat is `[0]`.
     pub fn xpath_of(&self, key: &Key) -> String {
+        self.path_with(key, "/data", |repeat, scope, row, out| {
+            let position = self
+                .rows
+                .get(&(repeat, scope.to_vec()))
+                .and_then(|rows| rows.iter().position(|x| *x == row))
+                .map_or(0, |p| p + 1);
+            out.push_str(&format!("[{position}]"));
+        })
+    }
+
+    /// The instance's node path after `prefix`, segment by segment; `row` writes each repeat's
+    /// row (given the repeat, the rows of the repeats around it, and the row).
+    fn path_with(&self, key: &Key, prefix: &str, row: impl Fn(usize, &[Uuid], Uuid, &mut String)) -> String {
         let n = &self.nodes[key.node];
-        let mut out = String::from("/data");
-        let mut row = 0;
-        let mut prefix = String::new();
-        let mut scope_rows: Vec<Uuid> = Vec::new();
+        let mut out = String::from(prefix);
+        let mut rows_used = 0;
+        let mut node_path = String::new();
         for seg in &n.segments {
-            out.push('/');
-            out.push_str(seg);
-            if !prefix.is_empty() {
-                prefix.push('/');
+            if !out.is_empty() {
+                out.push('/');
             }
-            prefix.push_str(seg);
-            if let Some(&i) = self.by_path.get(&prefix) {
+            out.push_str(seg);
+            if !node_path.is_empty() {
+                node_path.push('/');
+            }
+            node_path.push_str(seg);
+            if let Some(&i) = self.by_path.get(&node_path) {
                 if self.nodes[i].kind == QuestionType::Repeat {
-                    if let Some(&r) = key.rows.get(row) {
-                        let position = self
-                            .rows
-                            .get(&(i, scope_rows.clone()))
-                            .and_then(|rows| rows.iter().position(|x| *x == r))
-                            .map_or(0, |p| p + 1);
-                        out.push_str(&format!("[{position}]"));
-                        scope_rows.push(r);
-                        row += 1;
+                    if let Some(&r) = key.rows.get(rows_used) {
+                        row(i, &key.rows[..rows_used], r, &mut out);
+                        rows_used += 1;
                     }
                 }
             }
