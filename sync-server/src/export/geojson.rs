@@ -75,12 +75,14 @@ where
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     out.write_all(b"{\"type\":\"FeatureCollection\",\"features\":[")?;
     let mut summary = ExportSummary::default();
-    let mut spare = Vec::new();
+    let mut spare: Vec<Cell<'static>> = Vec::new();
+    let mut values_spare: Vec<Option<&'static Value>> = Vec::new();
     for row in rows {
         let row = row?;
-        let mut cells = recycle(std::mem::take(&mut spare));
         summary.submissions += 1;
         let Some((lat, lon, alt)) = row.answers.get(path).and_then(point_of) else { continue };
+        let mut cells = recycle(std::mem::take(&mut spare));
+        let mut values = recycle(std::mem::take(&mut values_spare));
         if summary.features > 0 {
             out.write_all(b",")?;
         }
@@ -92,7 +94,7 @@ where
         let geometry = serde_json::json!({"type": "Point", "coordinates": coordinates});
         serde_json::to_writer(&mut out, &geometry).map_err(std::io::Error::from)?;
         out.write_all(b",\"properties\":{")?;
-        layout.main_cells(&row, &mut cells);
+        layout.main_cells(&row, &mut values, &mut cells);
         for (i, (name, cell)) in names.iter().zip(&cells).enumerate() {
             if i > 0 {
                 out.write_all(b",")?;
@@ -111,6 +113,7 @@ where
         out.write_all(b"}}")?;
         summary.features += 1;
         spare = recycle(cells);
+        values_spare = recycle(values);
     }
     out.write_all(b"\n]}\n")?;
     out.flush()?;

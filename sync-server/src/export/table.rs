@@ -374,16 +374,42 @@ impl<'f> Layout<'f> {
         out
     }
 
-    /// The cells of a submission's row in the main table.
-    pub fn main_cells<'a>(&'a self, row: &'a ExportRow, out: &mut Vec<Cell<'a>>) {
+    /// The cells of a submission's row in the main table. `values` is scratch space (one slot
+    /// per column), reused across rows like `out`.
+    pub fn main_cells<'a>(
+        &'a self,
+        row: &'a ExportRow,
+        values: &mut Vec<Option<&'a Value>>,
+        out: &mut Vec<Cell<'a>>,
+    ) {
+        let table = &self.tables[0];
         out.clear();
-        for col in &self.tables[0].cols {
+        values.clear();
+        values.resize(table.cols.len(), None);
+        // The answers and the table's question paths are both sorted: one merge pass places
+        // every answer (repeat rows' fields sort among them and match no column).
+        let mut cursor = 0;
+        'answers: for (field, value) in &row.answers {
+            while let Some((rel, i)) = table.by_rel.get(cursor) {
+                match rel.as_str().cmp(field.as_str()) {
+                    std::cmp::Ordering::Less => cursor += 1,
+                    std::cmp::Ordering::Equal => {
+                        if let Some(slot) = values.get_mut(*i) {
+                            *slot = Some(value);
+                        }
+                        cursor += 1;
+                        continue 'answers;
+                    }
+                    std::cmp::Ordering::Greater => continue 'answers,
+                }
+            }
+            break;
+        }
+        for (col, value) in table.cols.iter().zip(values.iter()) {
             match col {
                 Col::Key => out.push(Cell::Uuid(row.doc)),
                 Col::ParentKey | Col::RowId => out.push(Cell::Empty),
-                Col::Question { node, rel, kind } => {
-                    self.value_cells(*node, *kind, row.answers.get(rel.as_str()), out)
-                }
+                Col::Question { node, kind, .. } => self.value_cells(*node, *kind, *value, out),
                 Col::Meta(m) => out.push(self.meta_cell(*m, row)),
             }
         }
@@ -530,6 +556,7 @@ impl<'f> Layout<'f> {
         start.push_str(prefix);
         start.push('/');
         let mut values: Vec<Option<&Value>> = vec![None; table.cols.len()];
+        let mut key = String::with_capacity(parent_key.len() + table.name.len() + 8);
         let mut range =
             answers.range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded)).peekable();
         let mut n: u64 = 0;
@@ -569,7 +596,7 @@ impl<'f> Layout<'f> {
                 continue;
             }
             n += 1;
-            let mut key = String::with_capacity(parent_key.len() + table.name.len() + 8);
+            key.clear();
             key.push_str(parent_key);
             key.push('/');
             key.push_str(&table.name);
@@ -708,9 +735,10 @@ pub(crate) fn civil(secs: i64) -> (i64, u8, u8, u8, u8, u8) {
     (y, m as u8, d as u8, (rem / 3600) as u8, (rem % 3600 / 60) as u8, (rem % 60) as u8)
 }
 
-/// An empty vector of cells reusing `v`'s allocation, for the next row's borrows.
+/// An empty vector reusing `v`'s allocation, for the next row's borrows (`T` and `U` are one
+/// type under different lifetimes, so the in-place collect keeps the allocation).
 // `filter_map` (not `filter`) because the item type changes: the collect reuses the allocation.
 #[allow(clippy::unnecessary_filter_map)]
-pub(crate) fn recycle<'b>(v: Vec<Cell<'_>>) -> Vec<Cell<'b>> {
+pub(crate) fn recycle<T, U>(v: Vec<T>) -> Vec<U> {
     v.into_iter().filter_map(|_| None).collect()
 }

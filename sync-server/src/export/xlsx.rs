@@ -91,16 +91,19 @@ where
         sheets.push(sheet);
     }
     let mut summary = ExportSummary::default();
-    let mut spare = Vec::new();
+    let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut repeat_spare = Vec::new();
+    let mut values_spare: Vec<Option<&'static serde_json::Value>> = Vec::new();
     for row in rows {
         let row = row?;
         let mut cells = recycle(std::mem::take(&mut spare));
-        layout.main_cells(&row, &mut cells);
+        let mut values = recycle(std::mem::take(&mut values_spare));
+        layout.main_cells(&row, &mut values, &mut cells);
         if let Some(main) = sheets.first_mut() {
             main.row(&cells, None)?;
         }
         spare = recycle(cells);
+        values_spare = recycle(values);
         summary.submissions += 1;
         summary.repeat_rows +=
             layout.repeat_rows(&row, &mut repeat_spare, &mut |t, cells| match sheets.get_mut(t) {
