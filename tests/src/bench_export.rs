@@ -4,7 +4,8 @@
 //! export and held in memory, written with the csv crate into a zip with the same compression in
 //! the same run (the baseline), and as plain CSV.
 //!
-//! - `export.csv_submissions_per_s` and `.ratio` against the baseline (target at least 0.5):
+//! - `export.csv_submissions_per_s` and `.ratio` against the baseline (target at least 0.5;
+//!   the export and the baseline run three times each, interleaved, and each keeps its best):
 //!   the export's own rate, leaving out the time the source spends producing rows (timed around
 //!   each `next()`: the generator here, the database in production), since the baseline's rows
 //!   are already in memory; dropping each row stays in the export's time.
@@ -14,14 +15,13 @@
 //!   (target under 150 MB). The peak (VmHWM) is reset before each export through
 //!   `/proc/self/clear_refs`, so each figure is that export's own.
 
-use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io::{Cursor, Read, Write};
 use std::time::Instant;
 
 use serde_json::{json, Value};
 use tejido_core::form::{import_xlsform, Form};
-use tejido_server::export::{export, ExportMeta, ExportOptions, ExportRow, Format, Headers};
+use tejido_server::export::{export, Answers, ExportMeta, ExportOptions, ExportRow, Format, Headers};
 use uuid::Uuid;
 
 use crate::{report, report_ratio};
@@ -98,10 +98,8 @@ impl Households {
     }
 
     fn submission(&mut self, i: u64) -> ExportRow {
-        let mut a: BTreeMap<String, Value> = BTreeMap::new();
-        let mut put = |k: &str, v: Value| {
-            a.insert(k.to_owned(), v);
-        };
+        let mut a = Answers::new();
+        let mut put = |k: &str, v: Value| a.insert(k, &v);
         let day = 1 + i % 28;
         put("start", json!(format!("2026-02-{day:02}T09:{:02}:00.000-05:00", i % 60)));
         put("end", json!(format!("2026-02-{day:02}T09:{:02}:00.000-05:00", (i + 25) % 60)));
@@ -321,10 +319,38 @@ pub fn run(args: &[String]) -> Result<(), String> {
     report("export.generate_submissions_per_s", n as f64 / generate, "submissions/s");
     report("export.fields_per_submission", fields as f64 / n.max(1) as f64, "fields");
 
-    let csv = timed_export(&form, n, Format::CsvZip)?;
+    // The CSV export and its baseline (below) run three times each, interleaved, and each keeps
+    // its best run: on this noisy machine a single run of either can lose a third of its rate.
+    let mut csv_runs = vec![timed_export(&form, n, Format::CsvZip)?];
     let xlsx = timed_export(&form, n, Format::Xlsx)?;
     let own = |r: &Run| (r.secs - r.source_secs).max(1e-9);
-    report("export.csv_submissions_per_s", n as f64 / own(&csv), "submissions/s");
+
+    // The baseline: the same rows, from memory, written with the csv crate.
+    let options =
+        ExportOptions { format: Format::CsvZip, headers: Headers::Names, lang: None, geopoint: None };
+    let mut zip_bytes = Vec::new();
+    export(&form, Households::new(&form, n), &options, &mut zip_bytes).map_err(|e| e.to_string())?;
+    let tables = read_back(&zip_bytes)?;
+    drop(zip_bytes);
+    let mut baseline = f64::INFINITY;
+    for round in 0..3 {
+        if round > 0 {
+            csv_runs.push(timed_export(&form, n, Format::CsvZip)?);
+        }
+        let t = Instant::now();
+        let mut out = Counter::default();
+        write_tables(&tables, &mut out, true)?;
+        baseline = baseline.min(t.elapsed().as_secs_f64());
+    }
+    let t = Instant::now();
+    write_tables(&tables, Counter::default(), false)?;
+    let plain = t.elapsed().as_secs_f64();
+    let best = |key: fn(&Run) -> f64| csv_runs.iter().map(key).fold(f64::INFINITY, f64::min);
+    // The peak memory is the first run's: the later ones run beside the baseline's rows.
+    let csv =
+        Run { secs: best(|r| r.secs), source_secs: 0.0, bytes: csv_runs[0].bytes, peak: csv_runs[0].peak };
+    let csv_own = best(|r| (r.secs - r.source_secs).max(1e-9));
+    report("export.csv_submissions_per_s", n as f64 / csv_own, "submissions/s");
     report("export.csv_with_source_submissions_per_s", n as f64 / csv.secs, "submissions/s");
     report("export.csv_bytes", csv.bytes as f64, "bytes");
     report("export.xlsx_submissions_per_s", n as f64 / own(&xlsx), "submissions/s");
@@ -343,23 +369,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
     }
     report("export.rss_before", start_rss as f64, "bytes");
 
-    // The baseline: the same rows, from memory, written with the csv crate.
-    let options =
-        ExportOptions { format: Format::CsvZip, headers: Headers::Names, lang: None, geopoint: None };
-    let mut zip_bytes = Vec::new();
-    export(&form, Households::new(&form, n), &options, &mut zip_bytes).map_err(|e| e.to_string())?;
-    let tables = read_back(&zip_bytes)?;
-    drop(zip_bytes);
-    let t = Instant::now();
-    let mut out = Counter::default();
-    write_tables(&tables, &mut out, true)?;
-    let baseline = t.elapsed().as_secs_f64();
-    let t = Instant::now();
-    write_tables(&tables, Counter::default(), false)?;
-    let plain = t.elapsed().as_secs_f64();
     report("export.baseline_csv_zip_submissions_per_s", n as f64 / baseline, "submissions/s");
     report("export.baseline_plain_csv_submissions_per_s", n as f64 / plain, "submissions/s");
-    report_ratio("export.csv_submissions_per_s", baseline / own(&csv));
+    report_ratio("export.csv_submissions_per_s", baseline / csv_own);
     report_ratio("export.csv_with_source_submissions_per_s", baseline / csv.secs);
     Ok(())
 }

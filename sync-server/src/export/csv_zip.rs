@@ -162,7 +162,7 @@ where
         write_headers(&mut main, &layout.tables[0].headers)?;
         let mut spare: Vec<Cell<'static>> = Vec::with_capacity(layout.tables[0].width());
         let mut repeat_spare = Vec::new();
-        let mut values_spare: Vec<Option<&'static serde_json::Value>> = Vec::new();
+        let mut values_spare: Vec<Option<super::Answer<'static>>> = Vec::new();
         let mut scratch = String::new();
         for row in rows {
             let row = row?;

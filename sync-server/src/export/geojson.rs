@@ -9,7 +9,7 @@ use serde_json::Value;
 use tejido_core::form::QuestionType;
 
 use super::table::{point_of, recycle, Cell, Col, Layout};
-use super::{ExportError, ExportRow, ExportSummary};
+use super::{Answer, ExportError, ExportRow, ExportSummary};
 
 /// The node of the geopoint that places features: the one asked for (by name or path), or the
 /// form's first geopoint outside repeats.
@@ -76,7 +76,7 @@ where
     out.write_all(b"{\"type\":\"FeatureCollection\",\"features\":[")?;
     let mut summary = ExportSummary::default();
     let mut spare: Vec<Cell<'static>> = Vec::new();
-    let mut values_spare: Vec<Option<&'static Value>> = Vec::new();
+    let mut values_spare: Vec<Option<Answer<'static>>> = Vec::new();
     for row in rows {
         let row = row?;
         summary.submissions += 1;
@@ -104,7 +104,7 @@ where
             let value = match cell {
                 Cell::Empty => Value::Null,
                 Cell::Number(t, f) => json_number(t, *f),
-                Cell::Json(n) => Value::Number((*n).clone()),
+                Cell::Json(n) => serde_json::from_str(n).unwrap_or_else(|_| Value::String((*n).to_owned())),
                 Cell::Uuid(u) => Value::String(u.to_string()),
                 Cell::Text(t) => Value::String(t.to_string()),
             };

@@ -40,6 +40,7 @@
 //! advice). XLSX cells are typed strings, which spreadsheets never evaluate, and GeoJSON values
 //! are JSON strings: neither needs the prefix.
 
+mod answers;
 mod csv_zip;
 mod geojson;
 mod table;
@@ -48,13 +49,12 @@ mod xlsx;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
-use serde_json::Value;
 use tejido_core::form::Form;
 use uuid::Uuid;
 
+pub use answers::{Answer, Answers};
 pub use table::escape_formula;
 
 /// What a submission carries besides its answers.
@@ -79,7 +79,7 @@ pub struct ExportRow {
     /// `Node::path`, repeat rows as `repeat/<row>/question` with a `repeat/<row>/_row` marker
     /// (`true` while the row exists), nested repeats nesting the same way. Fields starting with
     /// `_` and fields the form does not know are ignored.
-    pub answers: BTreeMap<String, Value>,
+    pub answers: Answers,
 }
 
 /// What the header row names.

@@ -2,14 +2,14 @@
 //! how one submission's answers become their rows of cells. Shared by every format.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
-use std::ops::Bound;
+use std::collections::HashMap;
 
 use serde_json::Value;
 use tejido_core::doc::meta::ROW_MARKER;
 use tejido_core::form::model::{language_code, language_name, translate};
 use tejido_core::form::{Form, QuestionType};
 
+use super::answers::{Answer, Answers};
 use super::{ExportError, ExportOptions, ExportRow, Headers};
 
 /// One cell of a row.
@@ -18,8 +18,8 @@ pub(crate) enum Cell<'a> {
     Empty,
     /// A number, with its text as written (so CSV keeps every digit).
     Number(Cow<'a, str>, f64),
-    /// A number as the device wrote it in JSON.
-    Json(&'a serde_json::Number),
+    /// A number as the device wrote it in JSON (its JSON text).
+    Json(&'a str),
     /// A document id.
     Uuid(uuid::Uuid),
     Text(Cow<'a, str>),
@@ -33,11 +33,7 @@ impl Cell<'_> {
         match self {
             Cell::Empty => Cow::Borrowed(""),
             Cell::Number(t, _) => Cow::Borrowed(t),
-            Cell::Json(n) => {
-                scratch.clear();
-                let _ = write!(scratch, "{n}");
-                Cow::Borrowed(scratch.as_str())
-            }
+            Cell::Json(n) => Cow::Borrowed(n),
             Cell::Uuid(u) => {
                 scratch.clear();
                 let _ = write!(scratch, "{}", u.hyphenated());
@@ -379,7 +375,7 @@ impl<'f> Layout<'f> {
     pub fn main_cells<'a>(
         &'a self,
         row: &'a ExportRow,
-        values: &mut Vec<Option<&'a Value>>,
+        values: &mut Vec<Option<Answer<'a>>>,
         out: &mut Vec<Cell<'a>>,
     ) {
         let table = &self.tables[0];
@@ -389,9 +385,9 @@ impl<'f> Layout<'f> {
         // The answers and the table's question paths are both sorted: one merge pass places
         // every answer (repeat rows' fields sort among them and match no column).
         let mut cursor = 0;
-        'answers: for (field, value) in &row.answers {
+        'answers: for (field, value) in row.answers.iter() {
             while let Some((rel, i)) = table.by_rel.get(cursor) {
-                match rel.as_str().cmp(field.as_str()) {
+                match rel.as_str().cmp(field) {
                     std::cmp::Ordering::Less => cursor += 1,
                     std::cmp::Ordering::Equal => {
                         if let Some(slot) = values.get_mut(*i) {
@@ -464,7 +460,7 @@ impl<'f> Layout<'f> {
         &'a self,
         node: usize,
         kind: QuestionType,
-        value: Option<&'a Value>,
+        value: Option<Answer<'a>>,
         out: &mut Vec<Cell<'a>>,
     ) {
         if is_point(kind) {
@@ -474,20 +470,18 @@ impl<'f> Layout<'f> {
         }
     }
 
-    fn value_cell<'a>(&'a self, node: usize, kind: QuestionType, value: Option<&'a Value>) -> Cell<'a> {
+    fn value_cell<'a>(&'a self, node: usize, kind: QuestionType, value: Option<Answer<'a>>) -> Cell<'a> {
         let labels = self.headers == Headers::Labels && kind.is_select();
         match value {
-            None | Some(Value::Null) => Cell::Empty,
-            Some(Value::Number(n)) => {
+            None | Some(Answer::Null) => Cell::Empty,
+            Some(Answer::Number(n)) => {
                 if labels {
-                    let name = n.to_string();
-                    let label = self.choice_label(node, &name).to_owned();
-                    Cell::Text(Cow::Owned(label))
+                    Cell::Text(Cow::Borrowed(self.choice_label(node, n)))
                 } else {
                     Cell::Json(n)
                 }
             }
-            Some(Value::String(s)) => {
+            Some(Answer::String(s)) => {
                 if matches!(kind, QuestionType::Integer | QuestionType::Decimal | QuestionType::Range) {
                     let t = s.trim();
                     if let Some(f) = t.parse::<f64>().ok().filter(|f| f.is_finite() && is_plain_number(t)) {
@@ -502,24 +496,29 @@ impl<'f> Layout<'f> {
                     }
                     return Cell::Text(Cow::Borrowed(self.choice_label(node, s.trim())));
                 }
-                Cell::Text(Cow::Borrowed(s.as_str()))
+                Cell::Text(Cow::Borrowed(s))
             }
-            Some(Value::Array(items)) if kind.is_select() => {
-                let names: Vec<Cow<'a, str>> = items
-                    .iter()
-                    .map(|x| match x {
-                        Value::String(s) if labels => Cow::Borrowed(self.choice_label(node, s.trim())),
-                        Value::String(s) => Cow::Borrowed(s.as_str()),
-                        Value::Number(n) if labels => {
-                            Cow::Owned(self.choice_label(node, &n.to_string()).to_owned())
-                        }
-                        other => Cow::Owned(other.to_string()),
-                    })
-                    .collect();
-                Cell::Text(Cow::Owned(names.join(if labels { "; " } else { " " })))
-            }
-            Some(Value::Bool(b)) => Cell::Text(Cow::Borrowed(if *b { "true" } else { "false" })),
-            Some(other) => Cell::Text(Cow::Owned(other.to_string())),
+            Some(Answer::Json(text)) if kind.is_select() => match serde_json::from_str::<Value>(text) {
+                Ok(Value::Array(items)) => {
+                    let names: Vec<Cow<'a, str>> = items
+                        .iter()
+                        .map(|x| match x {
+                            Value::String(s) if labels => {
+                                Cow::Owned(self.choice_label(node, s.trim()).to_owned())
+                            }
+                            Value::String(s) => Cow::Owned(s.clone()),
+                            Value::Number(n) if labels => {
+                                Cow::Owned(self.choice_label(node, &n.to_string()).to_owned())
+                            }
+                            other => Cow::Owned(other.to_string()),
+                        })
+                        .collect();
+                    Cell::Text(Cow::Owned(names.join(if labels { "; " } else { " " })))
+                }
+                _ => Cell::Text(Cow::Borrowed(text)),
+            },
+            Some(Answer::Bool(b)) => Cell::Text(Cow::Borrowed(if b { "true" } else { "false" })),
+            Some(Answer::Json(text)) => Cell::Text(Cow::Borrowed(text)),
         }
     }
 
@@ -545,7 +544,7 @@ impl<'f> Layout<'f> {
     fn table_rows(
         &self,
         t: usize,
-        answers: &BTreeMap<String, Value>,
+        answers: &Answers,
         prefix: &str,
         parent_key: &str,
         spare: &mut Vec<Cell<'static>>,
@@ -555,10 +554,9 @@ impl<'f> Layout<'f> {
         let mut start = String::with_capacity(prefix.len() + 1);
         start.push_str(prefix);
         start.push('/');
-        let mut values: Vec<Option<&Value>> = vec![None; table.cols.len()];
+        let mut values: Vec<Option<Answer<'_>>> = vec![None; table.cols.len()];
         let mut key = String::with_capacity(parent_key.len() + table.name.len() + 8);
-        let mut range =
-            answers.range::<str, _>((Bound::Included(start.as_str()), Bound::Unbounded)).peekable();
+        let mut range = answers.from_key(&start).peekable();
         let mut n: u64 = 0;
         let mut count = 0;
         while let Some((first, _)) = range.peek() {
@@ -572,7 +570,7 @@ impl<'f> Layout<'f> {
                 match rest.strip_prefix(row).map(|s| s.strip_prefix('/')) {
                     Some(Some(field)) => {
                         if field == ROW_MARKER {
-                            exists = **value == Value::Bool(true);
+                            exists = *value == Answer::Bool(true);
                         } else {
                             while table.by_rel.get(cursor).is_some_and(|(rel, _)| rel.as_str() < field) {
                                 cursor += 1;
@@ -643,11 +641,11 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
 }
 
 /// A geopoint's four cells: latitude, longitude, altitude, accuracy.
-fn point_cells<'a>(value: Option<&'a Value>, out: &mut Vec<Cell<'a>>) {
+fn point_cells<'a>(value: Option<Answer<'a>>, out: &mut Vec<Cell<'a>>) {
     let start = out.len();
     match value {
-        None | Some(Value::Null) => {}
-        Some(Value::String(s)) => {
+        None | Some(Answer::Null) => {}
+        Some(Answer::String(s)) => {
             let parts: Vec<&str> = s.split_whitespace().collect();
             if parts.len() <= 4 {
                 for p in parts {
@@ -657,19 +655,26 @@ fn point_cells<'a>(value: Option<&'a Value>, out: &mut Vec<Cell<'a>>) {
                     });
                 }
             } else {
-                out.push(Cell::Text(Cow::Borrowed(s.as_str())));
+                out.push(Cell::Text(Cow::Borrowed(s)));
             }
         }
-        Some(Value::Array(items)) if items.len() <= 4 => {
-            for x in items {
-                out.push(match x {
-                    Value::Number(n) => Cell::Json(n),
-                    Value::String(s) => Cell::Text(Cow::Borrowed(s.as_str())),
-                    other => Cell::Text(Cow::Owned(other.to_string())),
-                });
+        Some(Answer::Json(text)) => match serde_json::from_str::<Value>(text) {
+            Ok(Value::Array(items)) if items.len() <= 4 => {
+                for x in items {
+                    out.push(match x {
+                        Value::Number(n) => match n.as_f64().filter(|f| f.is_finite()) {
+                            Some(f) => Cell::Number(Cow::Owned(n.to_string()), f),
+                            None => Cell::Text(Cow::Owned(n.to_string())),
+                        },
+                        Value::String(s) => Cell::Text(Cow::Owned(s)),
+                        other => Cell::Text(Cow::Owned(other.to_string())),
+                    });
+                }
             }
-        }
-        Some(other) => out.push(Cell::Text(Cow::Owned(other.to_string()))),
+            _ => out.push(Cell::Text(Cow::Borrowed(text))),
+        },
+        Some(Answer::Number(t)) => out.push(Cell::Text(Cow::Borrowed(t))),
+        Some(Answer::Bool(b)) => out.push(Cell::Text(Cow::Borrowed(if b { "true" } else { "false" }))),
     }
     while out.len() < start + 4 {
         out.push(Cell::Empty);
@@ -677,9 +682,9 @@ fn point_cells<'a>(value: Option<&'a Value>, out: &mut Vec<Cell<'a>>) {
 }
 
 /// A geopoint's coordinates, `[lat, lon, altitude?]`, when it is a valid point.
-pub(crate) fn point_of(value: &Value) -> Option<(f64, f64, Option<f64>)> {
+pub(crate) fn point_of(value: Answer<'_>) -> Option<(f64, f64, Option<f64>)> {
     let parts: Vec<f64> = match value {
-        Value::String(s) => {
+        Answer::String(s) => {
             let texts: Vec<&str> = s.split_whitespace().collect();
             let nums: Vec<f64> = texts.iter().filter_map(|t| t.parse::<f64>().ok()).collect();
             if nums.len() != texts.len() {
@@ -687,7 +692,8 @@ pub(crate) fn point_of(value: &Value) -> Option<(f64, f64, Option<f64>)> {
             }
             nums
         }
-        Value::Array(items) => {
+        Answer::Json(text) => {
+            let items: Vec<Value> = serde_json::from_str(text).ok()?;
             let nums: Vec<f64> = items.iter().filter_map(Value::as_f64).collect();
             if nums.len() != items.len() {
                 return None;
@@ -707,14 +713,39 @@ pub(crate) fn point_of(value: &Value) -> Option<(f64, f64, Option<f64>)> {
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC (`2026-01-31T12:00:00.000Z`), for years 1970 to
-/// 9999.
+/// 9999. Written digit by digit from [`civil`], since this runs for every submission
+/// (`tests::rfc3339_agrees_with_humantime`).
 pub(crate) fn rfc3339_ms(ms: i64) -> Option<String> {
     const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
     if !(0..=MAX).contains(&ms) {
         return None;
     }
-    let t = std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_millis(ms as u64))?;
-    Some(humantime::format_rfc3339_millis(t).to_string())
+    let (y, mo, d, h, mi, s) = civil(ms.div_euclid(1000));
+    let mut out = String::with_capacity(24);
+    push_padded(&mut out, y.unsigned_abs(), 4);
+    for (sep, n) in [('-', mo), ('-', d), ('T', h), (':', mi), (':', s)] {
+        out.push(sep);
+        push_padded(&mut out, u64::from(n), 2);
+    }
+    out.push('.');
+    push_padded(&mut out, ms.rem_euclid(1000).unsigned_abs(), 3);
+    out.push('Z');
+    Some(out)
+}
+
+/// Appends `n` in decimal, zero-padded to at least `width` digits.
+fn push_padded(out: &mut String, mut n: u64, width: usize) {
+    let mut digits = [b'0'; 20];
+    let mut i = digits.len();
+    while n > 0 && i > 0 {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = i.min(digits.len().saturating_sub(width));
+    for &d in digits.get(start..).unwrap_or_default() {
+        out.push(char::from(d));
+    }
 }
 
 /// The civil date and time (UTC) of `secs` since the epoch: year, month, day, hour, minute,

@@ -23,8 +23,8 @@ fn form() -> Form {
     tejido_core::form::import_xlsform(std::path::Path::new(path)).unwrap_or_else(|e| panic!("{e}"))
 }
 
-fn answers(pairs: &[(&str, Value)]) -> BTreeMap<String, Value> {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
+fn answers(pairs: &[(&str, Value)]) -> Answers {
+    pairs.iter().map(|(k, v)| (*k, v.clone())).collect()
 }
 
 /// Two households: A with a two-member roster (a third row removed), a select_multiple, a GPS
@@ -326,8 +326,8 @@ fn csv_cells_that_could_run_as_formulas_are_prefixed() {
     }
     // Any text answer, wherever it is, gets the prefix; numbers do not.
     let mut rows = submissions();
-    rows[1].answers.insert("survey/location/corregimiento".into(), json!("@evil"));
-    rows[1].answers.insert("survey/household_size".into(), json!(-3));
+    rows[1].answers.insert("survey/location/corregimiento", &json!("@evil"));
+    rows[1].answers.insert("survey/household_size", &json!(-3));
     rows[1].meta.author = Some("=cmd".into());
     let (bytes, _) = run(&form(), rows, &opts(Format::CsvZip, Headers::Names, None));
     let files = read_zip(&bytes);
@@ -631,4 +631,23 @@ fn civil_dates() {
         table::push_decimal(&mut s, n);
         assert_eq!(s, format!("x{n}"));
     }
+}
+
+proptest::proptest! {
+    /// The hand-written RFC 3339 text is humantime's, for every millisecond from 1970 to 9999.
+    #[test]
+    fn rfc3339_agrees_with_humantime(ms in 0i64..=253_402_300_799_999) {
+        let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+        let expected = humantime::format_rfc3339_millis(t).to_string();
+        proptest::prop_assert_eq!(table::rfc3339_ms(ms), Some(expected));
+    }
+}
+
+#[test]
+fn rfc3339_at_the_ends_of_its_range() {
+    assert_eq!(table::rfc3339_ms(0).as_deref(), Some("1970-01-01T00:00:00.000Z"));
+    assert_eq!(table::rfc3339_ms(253_402_300_799_999).as_deref(), Some("9999-12-31T23:59:59.999Z"));
+    assert_eq!(table::rfc3339_ms(-1), None);
+    assert_eq!(table::rfc3339_ms(253_402_300_800_000), None);
+    assert_eq!(table::rfc3339_ms(i64::MIN), None);
 }

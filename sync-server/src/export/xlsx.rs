@@ -36,7 +36,7 @@ impl Sheet {
                 Cell::Number(_, f) if f.is_finite() => {
                     self.ws.write_number(r, c, *f)?;
                 }
-                Cell::Json(n) => match n.as_f64().filter(|f| f.is_finite()) {
+                Cell::Json(n) => match n.parse::<f64>().ok().filter(|f| f.is_finite()) {
                     Some(f) => {
                         self.ws.write_number(r, c, f)?;
                     }
@@ -93,7 +93,7 @@ where
     let mut summary = ExportSummary::default();
     let mut spare: Vec<Cell<'static>> = Vec::new();
     let mut repeat_spare = Vec::new();
-    let mut values_spare: Vec<Option<&'static serde_json::Value>> = Vec::new();
+    let mut values_spare: Vec<Option<super::Answer<'static>>> = Vec::new();
     for row in rows {
         let row = row?;
         let mut cells = recycle(std::mem::take(&mut spare));

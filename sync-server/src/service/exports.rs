@@ -69,7 +69,7 @@ impl Service {
                     }
                 };
                 for row in page.rows {
-                    let answers = serde_json::from_str(&row.answers).unwrap_or_default();
+                    let answers = crate::export::Answers::from_json(&row.answers).unwrap_or_default();
                     let item = ExportRow {
                         doc: row.doc,
                         meta: ExportMeta {
