@@ -896,3 +896,100 @@ async fn the_api_edits_resolves_and_reviews_for_a_session_with_its_csrf_header_o
         "signed by her"
     );
 }
+
+/// A form whose repeat holds a photo inside a group: `visits/place`, `visits/details/photo`.
+fn visits_form() -> tejido_core::form::Form {
+    use tejido_core::form::{Form, Node, QuestionType, Settings};
+    let mut nodes = vec![
+        Node::new("name", "name", QuestionType::Text, None),
+        Node::new("visits", "visits", QuestionType::Repeat, None),
+        Node::new("place", "visits/place", QuestionType::Text, Some(1)),
+        Node::new("details", "visits/details", QuestionType::Group, Some(1)),
+        Node::new("photo", "visits/details/photo", QuestionType::Image, Some(3)),
+    ];
+    nodes[2].label.insert("default".into(), "Lugar".into());
+    nodes[4].label.insert("default".into(), "Foto del lugar".into());
+    Form {
+        settings: Settings {
+            form_id: "visits".into(),
+            version: "1".into(),
+            title: "Visitas".into(),
+            default_language: None,
+            instance_name: None,
+        },
+        languages: vec!["default".into()],
+        nodes,
+        choice_lists: Default::default(),
+        entities: Vec::new(),
+        media: Default::default(),
+    }
+}
+
+#[tokio::test]
+async fn a_photo_in_a_repeat_row_is_shown_in_the_row_and_a_removed_row_is_not() {
+    let server = start().await;
+    let a = server.project("A").await;
+    coordinator(&server, "ana@example.org", a).await;
+    server
+        .service
+        .publish_form(&tejido_server::storage::PublishForm {
+            project: a,
+            form_id: "visits".into(),
+            version: "1".into(),
+            roles: vec![tejido_core::sync::wire::Role::Enumerator],
+            form: serde_json::to_value(visits_form()).unwrap(),
+            media: Vec::new(),
+            now_ms: 1,
+        })
+        .await
+        .unwrap();
+    let enumerator = server.device(a, "enumerator").await;
+    let photo = b"\xFF\xD8\xFF\xE0 a market, in bytes".to_vec();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&photo))
+    };
+    let (status, body) = server.upload(&enumerator, &photo, 0, &photo).await;
+    assert!(status.is_success(), "{body}");
+    let (row, gone) = (Uuid::now_v7(), Uuid::now_v7());
+    let doc = DocId::new();
+    let c = change(
+        &enumerator,
+        doc,
+        Collection::Submission,
+        Hlc::new(1_000, 0).0,
+        &[
+            ("_form", json!("visits")),
+            ("_form_version", json!("1")),
+            ("_status", json!("finalized")),
+            ("name", json!("Ruta norte")),
+            (&format!("visits/{row}/_row"), json!(true)),
+            (&format!("visits/{row}/place"), json!("Mercado")),
+            (&format!("visits/{row}/details/photo"), json!(format!("sha256:{sha}"))),
+            (&format!("visits/{gone}/_row"), json!(false)),
+            (&format!("visits/{gone}/place"), json!("Borrado")),
+        ],
+    );
+    assert_eq!(server.push(&enumerator, &[c]).await.0, StatusCode::OK);
+
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let (status, page, _) = browser.get(&format!("/submissions/{}", doc.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let src = format!("/submissions/{}/attachments/{sha}", doc.0);
+    assert!(page.contains("Foto del lugar") && page.contains("Mercado"), "{page}");
+    assert!(page.contains(&format!("img class=\"photo\" src=\"{src}\"")), "the photo is in its row: {page}");
+    assert!(page.contains(&format!("data-field=\"visits/{row}/details/photo\"")), "{page}");
+    let table = page.split("data-repeat=\"visits\"").nth(1).and_then(|t| t.split("</table>").next()).unwrap();
+    assert!(table.contains("Mercado") && table.contains(&src), "{table}");
+    assert!(!table.contains("Borrado"), "a removed row is not shown: {table}");
+    let res = browser
+        .http
+        .get(format!("{}{src}", browser.url))
+        .header(COOKIE, browser.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.bytes().await.unwrap().to_vec(), photo);
+}

@@ -421,16 +421,7 @@ pub fn submission(user: &WebUser, d: &SubmissionDetail) -> Markup {
                                     th { (label(n)) }
                                     td {
                                         @if n.kind == QuestionType::Geopoint { @if let Some(m) = point_map(v) { (m) } }
-                                        @if let Some(sha) = tejido_core::store::parse_attachment_ref(v) {
-                                            @let src = format!("/submissions/{}/attachments/{sha}", s.doc);
-                                            @if matches!(n.kind, QuestionType::Image) {
-                                                a href=(src) { img.photo src=(src) alt=(label(n)) height="160"; }
-                                            } @else {
-                                                a href=(src) { (label(n)) }
-                                            }
-                                        } @else {
-                                            (show_value(form, Some(n), &language, v))
-                                        }
+                                        (answer_cell(form, s.doc, n, v, &language, &label))
                                         @if n.kind.is_shown() && !matches!(n.kind, QuestionType::Image | QuestionType::Geopoint) {
                                             details.edit {
                                                 summary { (lang.t(Key::Edit)) }
@@ -452,7 +443,7 @@ pub fn submission(user: &WebUser, d: &SubmissionDetail) -> Markup {
                     }
                 } }
                 @for r in form.map_or(&[][..], |f| &f.nodes[..]).iter().filter(|n| n.kind == QuestionType::Repeat && !in_repeat(n)) {
-                    (repeat_table(form, r, &answers, &language, &label))
+                    (repeat_table(form, s.doc, r, &answers, &language, &label))
                 }
             }
             section id="review" {
@@ -499,8 +490,36 @@ pub fn submission(user: &WebUser, d: &SubmissionDetail) -> Markup {
     )
 }
 
+/// One answer as the page shows it: a photo (image questions) or a link (other attachments),
+/// else its text.
+fn answer_cell(
+    form: Option<&Form>,
+    doc: Uuid,
+    n: &Node,
+    v: &serde_json::Value,
+    language: &str,
+    label: &dyn Fn(&Node) -> String,
+) -> Markup {
+    match tejido_core::store::parse_attachment_ref(v) {
+        Some(sha) => {
+            let src = format!("/submissions/{doc}/attachments/{sha}");
+            html! {
+                @if matches!(n.kind, QuestionType::Image) {
+                    a href=(src) { img.photo src=(src) alt=(label(n)) height="160"; }
+                } @else {
+                    a href=(src) { (label(n)) }
+                }
+            }
+        }
+        None => html! { (show_value(form, Some(n), language, v)) },
+    }
+}
+
+/// A repeat's rows as a table: one column per question of the repeat (those in groups inside it
+/// included; a repeat nested in it is not shown), photos and attachments as in the main table.
 fn repeat_table(
     form: Option<&Form>,
+    doc: Uuid,
     repeat: &Node,
     answers: &BTreeMap<String, serde_json::Value>,
     language: &str,
@@ -512,31 +531,50 @@ fn repeat_table(
     for k in answers.keys() {
         if let Some(rest) = k.strip_prefix(&prefix) {
             if let Some((row, _)) = rest.split_once('/') {
-                if Uuid::try_parse(row).is_ok() && rows.last() != Some(&row) && !rows.contains(&row) {
+                // A row is shown while its marker says it exists (a removed row keeps its fields).
+                let exists = || {
+                    answers.get(&format!("{prefix}{row}/{}", tejido_core::doc::meta::ROW_MARKER))
+                        == Some(&serde_json::Value::Bool(true))
+                };
+                if Uuid::try_parse(row).is_ok()
+                    && rows.last() != Some(&row)
+                    && !rows.contains(&row)
+                    && exists()
+                {
                     rows.push(row);
                 }
             }
         }
     }
-    let columns: Vec<&Node> = form
+    // A question belongs to this repeat's table when the nearest repeat around it is this one.
+    let nearest_repeat = |n: &Node| {
+        let mut at = n.parent;
+        while let Some(i) = at {
+            let p = form.nodes.get(i)?;
+            if p.kind == QuestionType::Repeat {
+                return Some(p.path.as_str());
+            }
+            at = p.parent;
+        }
+        None
+    };
+    let columns: Vec<(&Node, &str)> = form
         .nodes
         .iter()
-        .filter(|n| {
-            n.path.strip_prefix(&prefix).is_some_and(|r| !r.contains('/'))
-                && !n.kind.is_container()
-                && n.kind != QuestionType::Note
-        })
+        .filter(|n| !n.kind.is_container() && n.kind != QuestionType::Note)
+        .filter(|n| nearest_repeat(n) == Some(repeat.path.as_str()))
+        .filter_map(|n| n.path.strip_prefix(&prefix).map(|rel| (n, rel)))
         .collect();
     html! {
         h3 { (label(repeat)) }
         table.repeat data-repeat=(repeat.path) {
-            thead { tr { @for c in &columns { th { (label(c)) } } } }
+            thead { tr { @for (c, _) in &columns { th { (label(c)) } } } }
             tbody {
                 @for row in &rows {
                     tr {
-                        @for c in &columns {
-                            @let key = format!("{}{}/{}", prefix, row, c.name);
-                            td { @if let Some(v) = answers.get(&key) { (show_value(Some(form), Some(c), language, v)) } }
+                        @for (c, rel) in &columns {
+                            @let key = format!("{prefix}{row}/{rel}");
+                            td data-field=(key) { @if let Some(v) = answers.get(&key) { (answer_cell(Some(form), doc, c, v, language, label)) } }
                         }
                     }
                 }
