@@ -154,6 +154,10 @@ const MAX_ERRORS_AUDITED: usize = 50;
 /// shown with what there is.
 fn load_media(store: &Store, form: &Form, engine: &mut Engine, draft: bool) -> Result<(), FormError> {
     use std::io::Read;
+    // Most forms carry no media: skip parsing every expression to find the files they use.
+    if form.media.is_empty() {
+        return Ok(());
+    }
     for file in media::needed_media(form) {
         let Some(sha) = form.media.get(&file) else { continue };
         let reader = match store.open_attachment(sha) {
