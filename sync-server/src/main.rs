@@ -768,6 +768,16 @@ fn store_media(
             paths.push((name.clone(), folder.join(&name)));
         }
     }
+    // The service's rule on which files the version carries, checked by name and size before
+    // any byte is stored, so that a refused list leaves no blob behind.
+    let mut listed: Vec<(&str, u64)> = Vec::with_capacity(paths.len());
+    for (name, path) in &paths {
+        let size = std::fs::metadata(path)
+            .map_err(|e| Failure(format!("cannot read media file {}: {e}", path.display()), 1))?
+            .len();
+        listed.push((name.as_str(), size));
+    }
+    tejido_server::service::ops::check_form_media(form, &listed)?;
     // Published by the server, not a device: the nil id names the upload in progress.
     let owner = tejido_server::blobs::UploadOwner { project, device: uuid::Uuid::nil() };
     let mut out = Vec::new();

@@ -100,6 +100,11 @@ impl TestServer {
         format!("http://{}", self.addr)
     }
 
+    /// Whether the server runs on PostgreSQL (`TEJIDO_TEST_BACKEND=postgres`).
+    pub fn on_postgres(&self) -> bool {
+        self.database.is_some()
+    }
+
     pub fn data_dir(&self) -> &Path {
         &self.data
     }

@@ -56,6 +56,12 @@ async fn a_form_published_with_media_files_offers_their_choices_and_lookups_on_t
         args.iter().cloned().chain(["--media".to_owned(), extra.to_string_lossy().into_owned()]).collect();
     let refused = server.cli_fails(&with_extra.iter().map(String::as_str).collect::<Vec<_>>());
     assert!(refused.contains("does not use the media files extra.csv"), "{refused}");
+    // A refused list is refused before any byte is stored: no blob is left behind (checked in
+    // the blob folder, which the SQLite deployment keeps; PostgreSQL keeps blobs in tables).
+    if !server.on_postgres() {
+        let files = walk_files(&server.data_dir().join("blobs"));
+        assert!(files.is_empty(), "a refused publish stored {files:?}");
+    }
 
     // Published with the files of its folder (media_form-media/), to enumerators only.
     let published = server.cli(&[
@@ -128,4 +134,22 @@ async fn a_form_published_with_media_files_offers_their_choices_and_lookups_on_t
         fixture().to_str().unwrap(),
     ]);
     assert_eq!(again["published"], false);
+}
+
+/// Every file under `dir` (none when it does not exist).
+fn walk_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                todo.push(path);
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
 }

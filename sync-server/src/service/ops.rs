@@ -834,60 +834,70 @@ impl Service {
 
 /// A fresh server stamp after everything in the document (within the clock bound), read from
 /// and saved to the database in this transaction: see [`clock`].
-/// The form JSON with its `media` map set from `media`, and the files in name order, after
-/// checking that they are exactly the files the form needs.
-fn with_media<'m>(
-    form: &serde_json::Value,
-    media: &'m [MediaFile],
-) -> Result<(serde_json::Value, Vec<&'m MediaFile>)> {
+/// Checks a form version's media files by name and size alone: at most
+/// [`limits::MAX_FORM_MEDIA_FILES`], each named once with a name a form can use, none over
+/// the size bound, and exactly the files the form needs. [`Service::publish_form`] checks the
+/// same; the CLI calls this first, so that a refused list stores no bytes.
+pub fn check_form_media(form: &serde_json::Value, files: &[(&str, u64)]) -> Result<()> {
     use tejido_core::form::media::{is_media_name, needed_media, MAX_MEDIA_BYTES};
     let bad = StorageError::Invalid;
-    if media.len() > limits::MAX_FORM_MEDIA_FILES {
+    if files.len() > limits::MAX_FORM_MEDIA_FILES {
         return Err(bad(format!(
             "a form version carries at most {} media files",
             limits::MAX_FORM_MEDIA_FILES
         )));
     }
-    let mut files: Vec<&MediaFile> = media.iter().collect();
-    files.sort_by(|a, b| a.name.cmp(&b.name));
-    for w in files.windows(2) {
-        if w[0].name == w[1].name {
-            return Err(bad(format!("media file {} is given twice", w[0].name)));
+    let mut names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
+    names.sort_unstable();
+    for w in names.windows(2) {
+        if w[0] == w[1] {
+            return Err(bad(format!("media file {} is given twice", w[0])));
         }
     }
-    for m in &files {
-        if !is_media_name(&m.name) {
+    for (name, size) in files {
+        if !is_media_name(name) {
             return Err(bad(format!(
-                "{:?} is not a media file name a form can use (a .csv, .xml or .geojson file name without folders)",
-                m.name
+                "{name:?} is not a media file name a form can use (a .csv, .xml or .geojson file name without folders)"
             )));
         }
-        if m.size > MAX_MEDIA_BYTES as u64 {
-            return Err(bad(format!("media file {} is larger than {MAX_MEDIA_BYTES} bytes", m.name)));
-        }
-        if !crate::blobs::valid_sha256(&m.sha256) {
-            return Err(bad(format!("media file {} has no valid SHA-256", m.name)));
+        if *size > MAX_MEDIA_BYTES as u64 {
+            return Err(bad(format!("media file {name} is larger than {MAX_MEDIA_BYTES} bytes")));
         }
     }
     let needed = match serde_json::from_value::<tejido_core::form::Form>(form.clone()) {
         Ok(f) => needed_media(&f),
         // Not a form model this server reads (the storage tests publish bare JSON): it can
         // need no media file, and may be given none.
-        Err(_) if media.is_empty() => return Ok((form.clone(), files)),
+        Err(_) if files.is_empty() => return Ok(()),
         Err(e) => return Err(bad(format!("the form cannot take media files: it is not a form model ({e})"))),
     };
     let missing: Vec<&str> =
-        needed.iter().filter(|n| !files.iter().any(|m| &m.name == *n)).map(String::as_str).collect();
+        needed.iter().filter(|n| !names.contains(&n.as_str())).map(String::as_str).collect();
     if !missing.is_empty() {
         return Err(bad(format!(
             "the form needs the media files {} and they were not given",
             missing.join(", ")
         )));
     }
-    let extra: Vec<&str> =
-        files.iter().filter(|m| !needed.contains(&m.name)).map(|m| m.name.as_str()).collect();
+    let extra: Vec<&str> = names.iter().copied().filter(|m| !needed.iter().any(|n| n == m)).collect();
     if !extra.is_empty() {
         return Err(bad(format!("the form does not use the media files {}", extra.join(", "))));
+    }
+    Ok(())
+}
+
+/// The form JSON with its `media` map set from `media`, and the files in name order, after
+/// checking that they are exactly the files the form needs ([`check_form_media`]).
+fn with_media<'m>(
+    form: &serde_json::Value,
+    media: &'m [MediaFile],
+) -> Result<(serde_json::Value, Vec<&'m MediaFile>)> {
+    let listed: Vec<(&str, u64)> = media.iter().map(|m| (m.name.as_str(), m.size)).collect();
+    check_form_media(form, &listed)?;
+    let mut files: Vec<&MediaFile> = media.iter().collect();
+    files.sort_by(|a, b| a.name.cmp(&b.name));
+    if let Some(m) = files.iter().find(|m| !crate::blobs::valid_sha256(&m.sha256)) {
+        return Err(StorageError::Invalid(format!("media file {} has no valid SHA-256", m.name)));
     }
     let mut content = form.clone();
     if !files.is_empty() {
