@@ -182,17 +182,6 @@ pub enum ExportError {
     TooManyRows { sheet: String },
 }
 
-impl From<csv::Error> for ExportError {
-    fn from(e: csv::Error) -> ExportError {
-        // The csv writer fails only on I/O (records are written field by field, never checked
-        // against a width); its messages hold no cell content.
-        match e.into_kind() {
-            csv::ErrorKind::Io(io) => ExportError::Io(io),
-            other => ExportError::Io(std::io::Error::other(format!("{other:?}"))),
-        }
-    }
-}
-
 /// Exports `rows`, submissions of `form`, to `out` in the format `options` chose, reading the
 /// rows one at a time. A row the source fails to read stops the export with
 /// [`ExportError::Source`]. The writer gets a complete file only when this returns `Ok`.
