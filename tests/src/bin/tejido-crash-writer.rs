@@ -1,6 +1,6 @@
 //! A writer for the crash test: opens a store and writes answers forever, three fields per
-//! transaction, printing `committed <i>` after each commit. The test kills it with SIGKILL at
-//! random moments and checks what survived.
+//! transaction, printing `ready` once the store is open and `committed <i>` after each commit.
+//! The test kills it with SIGKILL at random moments and checks what survived.
 
 use std::io::Write;
 
@@ -26,6 +26,8 @@ fn run(path: &str) -> Result<(), Box<dyn std::error::Error>> {
     };
     let done = store.read_document(doc)?.fields.keys().filter(|f| f.as_str().ends_with("/a")).count();
     let mut out = std::io::stdout().lock();
+    writeln!(out, "ready")?;
+    out.flush()?;
     for i in done.. {
         let (a, b, c) = (format!("q{i}/a"), format!("q{i}/b"), format!("q{i}/c"));
         store.set_fields(doc, &[(&a, json!(i)), (&b, json!(i)), (&c, json!(format!("answer {i}")))])?;
