@@ -906,9 +906,14 @@ fn visits_form() -> tejido_core::form::Form {
         Node::new("place", "visits/place", QuestionType::Text, Some(1)),
         Node::new("details", "visits/details", QuestionType::Group, Some(1)),
         Node::new("photo", "visits/details/photo", QuestionType::Image, Some(3)),
+        Node::new("people", "visits/people", QuestionType::Repeat, Some(1)),
+        Node::new("who", "visits/people/who", QuestionType::Text, Some(5)),
     ];
+    nodes[1].label.insert("default".into(), "Visita".into());
     nodes[2].label.insert("default".into(), "Lugar".into());
     nodes[4].label.insert("default".into(), "Foto del lugar".into());
+    nodes[5].label.insert("default".into(), "Personas".into());
+    nodes[6].label.insert("default".into(), "Quién".into());
     Form {
         settings: Settings {
             form_id: "visits".into(),
@@ -983,6 +988,10 @@ async fn a_photo_in_a_repeat_row_is_shown_in_the_row_and_a_removed_row_is_not() 
     let table = page.split("data-repeat=\"visits\"").nth(1).and_then(|t| t.split("</table>").next()).unwrap();
     assert!(table.contains("Mercado") && table.contains(&src), "{table}");
     assert!(!table.contains("Borrado"), "a removed row is not shown: {table}");
+    assert!(
+        !table.contains("Quién"),
+        "a nested repeat's question is not a column of the outer table: {table}"
+    );
     let res = browser
         .http
         .get(format!("{}{src}", browser.url))
@@ -992,4 +1001,78 @@ async fn a_photo_in_a_repeat_row_is_shown_in_the_row_and_a_removed_row_is_not() 
         .unwrap();
     assert_eq!(res.status(), StatusCode::OK);
     assert_eq!(res.bytes().await.unwrap().to_vec(), photo);
+}
+
+#[tokio::test]
+async fn a_nested_repeat_is_shown_as_its_own_table_with_the_row_it_belongs_to() {
+    let server = start().await;
+    let a = server.project("A").await;
+    coordinator(&server, "ana@example.org", a).await;
+    server
+        .service
+        .publish_form(&tejido_server::storage::PublishForm {
+            project: a,
+            form_id: "visits".into(),
+            version: "1".into(),
+            roles: vec![tejido_core::sync::wire::Role::Enumerator],
+            form: serde_json::to_value(visits_form()).unwrap(),
+            media: Vec::new(),
+            now_ms: 1,
+        })
+        .await
+        .unwrap();
+    let enumerator = server.device(a, "enumerator").await;
+    // Row ids in creation order, as the device makes them.
+    let (first, second) = (Uuid::now_v7(), Uuid::now_v7());
+    let (p1, p2, p3, gone) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let doc = DocId::new();
+    let c = change(
+        &enumerator,
+        doc,
+        Collection::Submission,
+        Hlc::new(1_000, 0).0,
+        &[
+            ("_form", json!("visits")),
+            ("_form_version", json!("1")),
+            ("_status", json!("finalized")),
+            (&format!("visits/{first}/_row"), json!(true)),
+            (&format!("visits/{first}/place"), json!("Mercado")),
+            (&format!("visits/{first}/people/{p1}/_row"), json!(true)),
+            (&format!("visits/{first}/people/{p1}/who"), json!("Berta")),
+            (&format!("visits/{second}/_row"), json!(true)),
+            (&format!("visits/{second}/place"), json!("Escuela")),
+            (&format!("visits/{second}/people/{p2}/_row"), json!(true)),
+            (&format!("visits/{second}/people/{p2}/who"), json!("Carlos")),
+            (&format!("visits/{second}/people/{gone}/_row"), json!(false)),
+            (&format!("visits/{second}/people/{gone}/who"), json!("Borrada")),
+            (&format!("visits/{second}/people/{p3}/_row"), json!(true)),
+            (&format!("visits/{second}/people/{p3}/who"), json!("Dora")),
+        ],
+    );
+    assert_eq!(server.push(&enumerator, &[c]).await.0, StatusCode::OK);
+
+    let mut browser = Browser::new(&server);
+    assert_eq!(browser.login("ana@example.org", PASSWORD).await, StatusCode::SEE_OTHER);
+    let (status, page, _) = browser.get(&format!("/submissions/{}", doc.0)).await;
+    assert_eq!(status, StatusCode::OK);
+    let table = page
+        .split("data-repeat=\"visits/people\"")
+        .nth(1)
+        .and_then(|t| t.split("</table>").next())
+        .unwrap_or_else(|| panic!("the nested repeat has its table: {page}"));
+    assert!(table.contains("<th class=\"position\">Visita</th>") && table.contains("Quién"), "{table}");
+    // One line per existing person, each with the position of its visit, in the order made.
+    let positions: Vec<&str> =
+        table.split("<td class=\"position\">").skip(1).map(|c| c.split("</td>").next().unwrap()).collect();
+    assert_eq!(positions, ["1", "2", "2"], "{table}");
+    for (who, key) in [
+        ("Berta", format!("visits/{first}/people/{p1}/who")),
+        ("Carlos", format!("visits/{second}/people/{p2}/who")),
+        ("Dora", format!("visits/{second}/people/{p3}/who")),
+    ] {
+        assert!(table.contains(&format!("data-field=\"{key}\">{who}</td>")), "{who} in her row: {table}");
+    }
+    assert!(!table.contains("Borrada"), "a removed nested row is not shown: {table}");
+    let outer = page.split("data-repeat=\"visits\"").nth(1).and_then(|t| t.split("</table>").next()).unwrap();
+    assert!(outer.contains("Mercado") && outer.contains("Escuela") && !outer.contains("Berta"), "{outer}");
 }

@@ -360,17 +360,7 @@ pub fn submission(user: &WebUser, d: &SubmissionDetail) -> Markup {
         let schema: Vec<&str> = field.split('/').filter(|p| Uuid::try_parse(p).is_err()).collect();
         form.and_then(|f| f.node_at(&schema.join("/")))
     };
-    let in_repeat = |n: &Node| {
-        let mut at = n.parent;
-        while let Some(i) = at {
-            match form.and_then(|f| f.nodes.get(i)) {
-                Some(p) if p.kind == QuestionType::Repeat => return true,
-                Some(p) => at = p.parent,
-                None => return false,
-            }
-        }
-        false
-    };
+    let in_repeat = |n: &Node| form.is_some_and(|f| enclosing_repeat(f, n).is_some());
     let title = form.map_or_else(|| s.form_id.clone(), |f| f.settings.title.clone());
     layout(
         lang,
@@ -442,7 +432,7 @@ pub fn submission(user: &WebUser, d: &SubmissionDetail) -> Markup {
                         @for (k, v) in &answers { tr { th { (k) } td { (show_value(None, None, "", v)) } } }
                     }
                 } }
-                @for r in form.map_or(&[][..], |f| &f.nodes[..]).iter().filter(|n| n.kind == QuestionType::Repeat && !in_repeat(n)) {
+                @for r in form.map_or(&[][..], |f| &f.nodes[..]).iter().filter(|n| n.kind == QuestionType::Repeat) {
                     (repeat_table(form, s.doc, r, &answers, &language, &label))
                 }
             }
@@ -516,7 +506,9 @@ fn answer_cell(
 }
 
 /// A repeat's rows as a table: one column per question of the repeat (those in groups inside it
-/// included; a repeat nested in it is not shown), photos and attachments as in the main table.
+/// included; a repeat nested in it gets its own table), photos and attachments as in the main
+/// table. A nested repeat's rows start with the position of the row they belong to ("2": the
+/// second row of the repeat around it; "2.1" for a repeat two levels down).
 fn repeat_table(
     form: Option<&Form>,
     doc: Uuid,
@@ -527,37 +519,10 @@ fn repeat_table(
 ) -> Markup {
     let Some(form) = form else { return html! {} };
     let prefix = format!("{}/", repeat.path);
-    let mut rows: Vec<&str> = Vec::new();
-    for k in answers.keys() {
-        if let Some(rest) = k.strip_prefix(&prefix) {
-            if let Some((row, _)) = rest.split_once('/') {
-                // A row is shown while its marker says it exists (a removed row keeps its fields).
-                let exists = || {
-                    answers.get(&format!("{prefix}{row}/{}", tejido_core::doc::meta::ROW_MARKER))
-                        == Some(&serde_json::Value::Bool(true))
-                };
-                if Uuid::try_parse(row).is_ok()
-                    && rows.last() != Some(&row)
-                    && !rows.contains(&row)
-                    && exists()
-                {
-                    rows.push(row);
-                }
-            }
-        }
-    }
+    let chain = repeat_chain(form, repeat);
+    let rows = repeat_rows(&chain, answers);
+    let nearest_repeat = |n: &Node| enclosing_repeat(form, n).map(|r| r.path.as_str());
     // A question belongs to this repeat's table when the nearest repeat around it is this one.
-    let nearest_repeat = |n: &Node| {
-        let mut at = n.parent;
-        while let Some(i) = at {
-            let p = form.nodes.get(i)?;
-            if p.kind == QuestionType::Repeat {
-                return Some(p.path.as_str());
-            }
-            at = p.parent;
-        }
-        None
-    };
     let columns: Vec<(&Node, &str)> = form
         .nodes
         .iter()
@@ -565,15 +530,20 @@ fn repeat_table(
         .filter(|n| nearest_repeat(n) == Some(repeat.path.as_str()))
         .filter_map(|n| n.path.strip_prefix(&prefix).map(|rel| (n, rel)))
         .collect();
+    let outer = chain.len().checked_sub(2).and_then(|i| chain.get(i));
     html! {
         h3 { (label(repeat)) }
         table.repeat data-repeat=(repeat.path) {
-            thead { tr { @for (c, _) in &columns { th { (label(c)) } } } }
+            thead { tr {
+                @if let Some(o) = outer { th.position { (label(o)) } }
+                @for (c, _) in &columns { th { (label(c)) } }
+            } }
             tbody {
-                @for row in &rows {
+                @for (position, row) in &rows {
                     tr {
+                        @if outer.is_some() { td.position { (position.rsplit_once('.').map_or("", |(above, _)| above)) } }
                         @for (c, rel) in &columns {
-                            @let key = format!("{prefix}{row}/{rel}");
+                            @let key = format!("{row}{rel}");
                             td data-field=(key) { @if let Some(v) = answers.get(&key) { (answer_cell(Some(form), doc, c, v, language, label)) } }
                         }
                     }
@@ -581,6 +551,81 @@ fn repeat_table(
             }
         }
     }
+}
+
+/// The nearest repeat around a node, if any.
+fn enclosing_repeat<'f>(form: &'f Form, n: &Node) -> Option<&'f Node> {
+    let mut at = n.parent;
+    while let Some(i) = at {
+        let p = form.nodes.get(i)?;
+        if p.kind == QuestionType::Repeat {
+            return Some(p);
+        }
+        at = p.parent;
+    }
+    None
+}
+
+/// The repeats from the outermost one around `repeat` down to `repeat` itself.
+fn repeat_chain<'f>(form: &'f Form, repeat: &'f Node) -> Vec<&'f Node> {
+    let mut chain = vec![repeat];
+    while let Some(r) = chain.last().and_then(|r| enclosing_repeat(form, r)) {
+        if chain.len() > form.nodes.len() {
+            break; // a parent cycle in a corrupt form
+        }
+        chain.push(r);
+    }
+    chain.reverse();
+    chain
+}
+
+/// Every existing row of the last repeat of `chain`, in every existing row of the repeats around
+/// it: (its position, "2.1" for the first row in the second row around it, and the key prefix
+/// of its fields, `…/<row>/`).
+fn repeat_rows(chain: &[&Node], answers: &BTreeMap<String, serde_json::Value>) -> Vec<(String, String)> {
+    // (position, key prefix) of each row of the repeat above; one empty row above the outermost.
+    let mut rows = vec![(String::new(), String::new())];
+    let mut above: Option<&str> = None;
+    for r in chain {
+        // The repeat's path below the row of the repeat around it.
+        let rel = match above {
+            Some(a) => r.path.strip_prefix(a).and_then(|s| s.strip_prefix('/')).unwrap_or(&r.path),
+            None => r.path.as_str(),
+        };
+        let mut next = Vec::new();
+        for (position, base) in &rows {
+            let prefix = format!("{base}{rel}/");
+            for (i, row) in rows_under(answers, &prefix).into_iter().enumerate() {
+                let at =
+                    if position.is_empty() { (i + 1).to_string() } else { format!("{position}.{}", i + 1) };
+                next.push((at, format!("{prefix}{row}/")));
+            }
+        }
+        rows = next;
+        above = Some(&r.path);
+    }
+    rows
+}
+
+/// The ids of the rows under `prefix` (`<repeat>/`) whose marker says they exist (a removed row
+/// keeps its fields). A row's keys are contiguous in the sorted answers, so this is one pass.
+fn rows_under<'a>(answers: &'a BTreeMap<String, serde_json::Value>, prefix: &str) -> Vec<&'a str> {
+    use std::ops::Bound;
+    let mut rows = Vec::new();
+    let mut last: Option<&str> = None;
+    for k in answers.range::<str, _>((Bound::Included(prefix), Bound::Unbounded)).map(|(k, _)| k) {
+        let Some(rest) = k.strip_prefix(prefix) else { break };
+        let Some((row, _)) = rest.split_once('/') else { continue };
+        if last == Some(row) {
+            continue;
+        }
+        last = Some(row);
+        let marker = format!("{prefix}{row}/{}", tejido_core::doc::meta::ROW_MARKER);
+        if Uuid::try_parse(row).is_ok() && answers.get(&marker) == Some(&serde_json::Value::Bool(true)) {
+            rows.push(row);
+        }
+    }
+    rows
 }
 
 pub fn indicators(
