@@ -9,7 +9,7 @@ use std::io::{Seek, SeekFrom, Write};
 use zip::write::SimpleFileOptions;
 use zip::CompressionMethod;
 
-use super::table::{civil, recycle, Cell, Layout};
+use super::table::{civil, is_plain_number, rfc3339_bytes, Cell, Layout, RowSink, Scratch};
 use super::{ExportError, ExportRow, ExportSummary};
 
 /// Deflate level: the fastest of zlib's levels still shrinks CSV about fivefold.
@@ -67,9 +67,15 @@ impl<W: Write> CsvOut<W> {
     fn end_record(&mut self) -> std::io::Result<()> {
         self.buf.extend_from_slice(b"\r\n");
         if self.buf.len() >= BLOCK {
-            self.out.write_all(&self.buf)?;
-            self.buf.clear();
+            self.flush_block()?;
         }
+        Ok(())
+    }
+
+    /// Hands on what is buffered.
+    fn flush_block(&mut self) -> std::io::Result<()> {
+        self.out.write_all(&self.buf)?;
+        self.buf.clear();
         Ok(())
     }
 
@@ -103,20 +109,105 @@ fn needs_quotes(field: &[u8]) -> bool {
     chunks.remainder().iter().any(|&b| matches!(b, b',' | b'"' | b'\r' | b'\n'))
 }
 
-fn write_record<W: Write>(
-    w: &mut CsvOut<W>,
-    cells: &[Cell<'_>],
-    scratch: &mut String,
-) -> Result<(), ExportError> {
-    for (i, c) in cells.iter().enumerate() {
-        if i > 0 {
-            w.buf.push(b',');
+/// Writes a text cell: the formula-injection prefix when it needs one, quotes when it needs them.
+fn push_text(buf: &mut Vec<u8>, text: &str) {
+    let bytes = text.as_bytes();
+    let prefix =
+        matches!(bytes.first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')) && !is_plain_number(text);
+    if needs_quotes(bytes) {
+        buf.push(b'"');
+        if prefix {
+            buf.push(b'\'');
         }
-        let text = c.csv_text(scratch);
-        w.field(text.as_bytes());
+        for part in bytes.split_inclusive(|&b| b == b'"') {
+            buf.extend_from_slice(part);
+            if part.last() == Some(&b'"') {
+                buf.push(b'"');
+            }
+        }
+        buf.push(b'"');
+    } else {
+        if prefix {
+            buf.push(b'\'');
+        }
+        buf.extend_from_slice(bytes);
     }
-    w.end_record()?;
-    Ok(())
+}
+
+/// The CSV files of an export as one [`RowSink`]: the main table's (`main`) and each repeat
+/// table's spool. A row is written into `row` (the buffer of its table, swapped in at `begin`
+/// and back at `end`), so each cell goes straight to its bytes.
+struct CsvTables<M: Write> {
+    main: CsvOut<M>,
+    spools: Vec<Option<CsvOut<File>>>,
+    table: usize,
+    row: Vec<u8>,
+    first: bool,
+}
+
+impl<M: Write> CsvTables<M> {
+    fn buffer_of(&mut self, t: usize) -> Option<&mut Vec<u8>> {
+        if t == 0 {
+            Some(&mut self.main.buf)
+        } else {
+            self.spools.get_mut(t)?.as_mut().map(|w| &mut w.buf)
+        }
+    }
+}
+
+impl<M: Write> RowSink for CsvTables<M> {
+    fn begin(&mut self, table: usize) {
+        self.table = table;
+        self.first = true;
+        let mut row = std::mem::take(&mut self.row);
+        if let Some(buf) = self.buffer_of(table) {
+            std::mem::swap(buf, &mut row);
+        }
+        self.row = row;
+    }
+
+    #[inline]
+    fn cell(&mut self, cell: Cell<'_>) {
+        if !self.first {
+            self.row.push(b',');
+        }
+        self.first = false;
+        match cell {
+            Cell::Empty => {}
+            // Digits, signs, points and exponents only: nothing to quote or prefix.
+            Cell::Number(t) => self.row.extend_from_slice(t.as_bytes()),
+            Cell::Uuid(u) => {
+                let mut b = [0u8; uuid::fmt::Hyphenated::LENGTH];
+                self.row.extend_from_slice(u.hyphenated().encode_lower(&mut b).as_bytes());
+            }
+            Cell::Time(ms) => {
+                if let Some(b) = rfc3339_bytes(ms) {
+                    self.row.extend_from_slice(&b);
+                }
+            }
+            Cell::Text(t) => push_text(&mut self.row, &t),
+        }
+    }
+
+    fn end(&mut self) -> Result<(), ExportError> {
+        self.row.extend_from_slice(b"\r\n");
+        let mut row = std::mem::take(&mut self.row);
+        let table = self.table;
+        match self.buffer_of(table) {
+            Some(buf) => std::mem::swap(buf, &mut row),
+            None => row.clear(),
+        }
+        self.row = row;
+        let full = self.buffer_of(table).is_some_and(|b| b.len() >= BLOCK);
+        if full {
+            if table == 0 {
+                self.main.flush_block()?;
+            } else if let Some(Some(w)) = self.spools.get_mut(table) {
+                w.flush_block()?;
+            }
+        }
+        Ok(())
+    }
 }
 
 fn write_headers<W: Write>(w: &mut CsvOut<W>, headers: &[String]) -> Result<(), ExportError> {
@@ -157,30 +248,20 @@ where
         spools.push(Some(w));
     }
     zip.start_file(layout.tables[0].file_name.as_str(), options(true))?;
-    {
+    let spools = {
         let mut main = CsvOut::new(&mut zip);
         write_headers(&mut main, &layout.tables[0].headers)?;
-        let mut spare: Vec<Cell<'static>> = Vec::with_capacity(layout.tables[0].width());
-        let mut repeat_spare = Vec::new();
-        let mut values_spare: Vec<Option<super::Answer<'static>>> = Vec::new();
-        let mut scratch = String::new();
+        let mut sink =
+            CsvTables { main, spools, table: 0, row: Vec::with_capacity(BLOCK + 4096), first: true };
+        let mut scratch = Scratch::default();
         for row in rows {
             let row = row?;
-            let mut cells = recycle(std::mem::take(&mut spare));
-            let mut values = recycle(std::mem::take(&mut values_spare));
-            layout.main_cells(&row, &mut values, &mut cells);
-            write_record(&mut main, &cells, &mut scratch)?;
-            spare = recycle(cells);
-            values_spare = recycle(values);
+            summary.repeat_rows += layout.write_submission(&row, &mut scratch, &mut sink, true)?;
             summary.submissions += 1;
-            summary.repeat_rows +=
-                layout.repeat_rows(&row, &mut repeat_spare, &mut |t, cells| match spools.get_mut(t) {
-                    Some(Some(w)) => write_record(w, cells, &mut scratch),
-                    _ => Ok(()),
-                })?;
         }
-        main.finish()?;
-    }
+        sink.main.finish()?;
+        sink.spools
+    };
     for (t, spool) in spools.into_iter().enumerate() {
         let Some(w) = spool else { continue };
         let mut file = w.finish()?;

@@ -8,8 +8,8 @@ use std::io::{BufWriter, Write};
 use serde_json::Value;
 use tejido_core::form::QuestionType;
 
-use super::table::{point_of, recycle, Cell, Col, Layout};
-use super::{Answer, ExportError, ExportRow, ExportSummary};
+use super::table::{point_of, rfc3339_ms, Cell, Col, Layout, RowSink, Scratch};
+use super::{ExportError, ExportRow, ExportSummary};
 
 /// The node of the geopoint that places features: the one asked for (by name or path), or the
 /// form's first geopoint outside repeats.
@@ -52,9 +52,15 @@ fn property_names(headers: &[String]) -> Vec<String> {
     out
 }
 
-fn json_number(text: &str, f: f64) -> Value {
+fn json_number(text: &str) -> Value {
+    let Some(f) = text.parse::<f64>().ok().filter(|f| f.is_finite()) else {
+        return Value::String(text.to_owned());
+    };
     if let Ok(i) = text.parse::<i64>() {
         return Value::from(i);
+    }
+    if let Ok(u) = text.parse::<u64>() {
+        return Value::from(u);
     }
     serde_json::Number::from_f64(f).map(Value::Number).unwrap_or_else(|| Value::from(text))
 }
@@ -75,14 +81,11 @@ where
     let mut out = BufWriter::with_capacity(64 * 1024, out);
     out.write_all(b"{\"type\":\"FeatureCollection\",\"features\":[")?;
     let mut summary = ExportSummary::default();
-    let mut spare: Vec<Cell<'static>> = Vec::new();
-    let mut values_spare: Vec<Option<Answer<'static>>> = Vec::new();
+    let mut scratch = Scratch::default();
     for row in rows {
         let row = row?;
         summary.submissions += 1;
         let Some((lat, lon, alt)) = row.answers.get(path).and_then(point_of) else { continue };
-        let mut cells = recycle(std::mem::take(&mut spare));
-        let mut values = recycle(std::mem::take(&mut values_spare));
         if summary.features > 0 {
             out.write_all(b",")?;
         }
@@ -94,28 +97,62 @@ where
         let geometry = serde_json::json!({"type": "Point", "coordinates": coordinates});
         serde_json::to_writer(&mut out, &geometry).map_err(std::io::Error::from)?;
         out.write_all(b",\"properties\":{")?;
-        layout.main_cells(&row, &mut values, &mut cells);
-        for (i, (name, cell)) in names.iter().zip(&cells).enumerate() {
-            if i > 0 {
-                out.write_all(b",")?;
-            }
-            serde_json::to_writer(&mut out, name).map_err(std::io::Error::from)?;
-            out.write_all(b":")?;
-            let value = match cell {
-                Cell::Empty => Value::Null,
-                Cell::Number(t, f) => json_number(t, *f),
-                Cell::Json(n) => serde_json::from_str(n).unwrap_or_else(|_| Value::String((*n).to_owned())),
-                Cell::Uuid(u) => Value::String(u.to_string()),
-                Cell::Text(t) => Value::String(t.to_string()),
-            };
-            serde_json::to_writer(&mut out, &value).map_err(std::io::Error::from)?;
-        }
+        let mut sink = Properties { out: &mut out, names: &names, col: 0, err: None };
+        layout.write_submission(&row, &mut scratch, &mut sink, false)?;
         out.write_all(b"}}")?;
         summary.features += 1;
-        spare = recycle(cells);
-        values_spare = recycle(values);
     }
     out.write_all(b"\n]}\n")?;
     out.flush()?;
     Ok(summary)
+}
+
+/// Writes the main table's cells as a feature's properties, `"header":value`.
+struct Properties<'a, W: Write> {
+    out: &'a mut W,
+    names: &'a [String],
+    col: usize,
+    err: Option<std::io::Error>,
+}
+
+impl<W: Write> Properties<'_, W> {
+    fn put(&mut self, cell: Cell<'_>) -> std::io::Result<()> {
+        let Some(name) = self.names.get(self.col) else { return Ok(()) };
+        if self.col > 0 {
+            self.out.write_all(b",")?;
+        }
+        serde_json::to_writer(&mut *self.out, name)?;
+        self.out.write_all(b":")?;
+        let value = match cell {
+            Cell::Empty => Value::Null,
+            Cell::Number(t) => json_number(&t),
+            Cell::Uuid(u) => Value::String(u.to_string()),
+            Cell::Time(ms) => rfc3339_ms(ms).map_or(Value::Null, Value::String),
+            Cell::Text(t) => Value::String(t.into_owned()),
+        };
+        serde_json::to_writer(&mut *self.out, &value)?;
+        Ok(())
+    }
+}
+
+impl<W: Write> RowSink for Properties<'_, W> {
+    fn begin(&mut self, _table: usize) {
+        self.col = 0;
+    }
+
+    fn cell(&mut self, cell: Cell<'_>) {
+        if self.err.is_none() {
+            if let Err(e) = self.put(cell) {
+                self.err = Some(e);
+            }
+        }
+        self.col += 1;
+    }
+
+    fn end(&mut self) -> Result<(), ExportError> {
+        match self.err.take() {
+            Some(e) => Err(e.into()),
+            None => Ok(()),
+        }
+    }
 }

@@ -9,40 +9,54 @@ use tejido_core::doc::meta::ROW_MARKER;
 use tejido_core::form::model::{language_code, language_name, translate};
 use tejido_core::form::{Form, QuestionType};
 
-use super::answers::{Answer, Answers};
+use super::answers::{compare, equal, Answer, Answers};
 use super::{ExportError, ExportOptions, ExportRow, Headers};
 
-/// One cell of a row.
+/// One cell of a row, handed to a [`RowSink`].
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Cell<'a> {
     Empty,
-    /// A number, with its text as written (so CSV keeps every digit).
-    Number(Cow<'a, str>, f64),
-    /// A number as the device wrote it in JSON (its JSON text).
-    Json(&'a str),
+    /// A number, as written: only digits, signs, `.`, `e` and `E` (a JSON number's text, or text
+    /// that [`is_plain_number`] accepted), so CSV writes it with neither quotes nor a prefix.
+    Number(Cow<'a, str>),
     /// A document id.
     Uuid(uuid::Uuid),
+    /// A time in milliseconds since the epoch, in 1970 to 9999 ([`rfc3339_ms`]).
+    Time(i64),
+    /// Anything else: untrusted text.
     Text(Cow<'a, str>),
 }
 
-impl Cell<'_> {
-    /// The cell as CSV text, with the formula-injection prefix on text; numbers and ids are
-    /// formatted into `scratch`.
-    pub(crate) fn csv_text<'s>(&'s self, scratch: &'s mut String) -> Cow<'s, str> {
-        use std::fmt::Write;
-        match self {
-            Cell::Empty => Cow::Borrowed(""),
-            Cell::Number(t, _) => Cow::Borrowed(t),
-            Cell::Json(n) => Cow::Borrowed(n),
-            Cell::Uuid(u) => {
-                scratch.clear();
-                let _ = write!(scratch, "{}", u.hyphenated());
-                Cow::Borrowed(scratch.as_str())
-            }
-            Cell::Text(t) => escape_formula(t),
-        }
-    }
+/// Receives an export's rows cell by cell: [`begin`](RowSink::begin) with the row's table, its
+/// cells in column order, then [`end`](RowSink::end). Each format writes them straight to its
+/// output, so no row is gathered in memory first.
+pub(crate) trait RowSink {
+    fn begin(&mut self, table: usize);
+    fn cell(&mut self, cell: Cell<'_>);
+    /// Ends the row; a format whose writing failed in a cell reports it here.
+    fn end(&mut self) -> Result<(), ExportError>;
 }
+
+/// Scratch space for [`Layout::write_submission`], reused across submissions so that a
+/// submission's rows allocate nothing.
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    /// Per column of the row being read, the index of its answer (`NO_ANSWER` for none).
+    slots: Vec<u32>,
+    /// Per nesting depth of repeats: the field prefix of the rows and the key of the current row.
+    levels: Vec<Level>,
+    /// The answers of each top-level repeat of the submission: table, first and past-the-end
+    /// index.
+    ranges: Vec<(usize, usize, usize)>,
+}
+
+#[derive(Debug, Default)]
+struct Level {
+    prefix: String,
+    key: String,
+}
+
+const NO_ANSWER: u32 = u32::MAX;
 
 /// Protects a CSV cell against formula injection, as OWASP recommends: text starting with `=`,
 /// `+`, `-`, `@`, a tab or a carriage return gets a leading `'` (so a spreadsheet shows it as
@@ -56,9 +70,42 @@ pub fn escape_formula(text: &str) -> Cow<'_, str> {
     }
 }
 
-fn is_plain_number(text: &str) -> bool {
-    text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
-        && text.parse::<f64>().is_ok_and(f64::is_finite)
+/// Whether `text` is a finite number made only of digits, a sign, a point and an exponent (as
+/// `str::parse::<f64>` reads them), checked by its grammar so that the usual short number costs
+/// no float parsing (`tests::plain_numbers_are_what_f64_parses`).
+pub(crate) fn is_plain_number(text: &str) -> bool {
+    let b = text.as_bytes();
+    let digits = |mut i: usize| {
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        i
+    };
+    let mut i = usize::from(matches!(b.first(), Some(b'+' | b'-')));
+    let int_end = digits(i);
+    let mut mantissa = int_end - i;
+    i = int_end;
+    if b.get(i) == Some(&b'.') {
+        let frac_end = digits(i + 1);
+        mantissa += frac_end - i - 1;
+        i = frac_end;
+    }
+    if mantissa == 0 {
+        return false;
+    }
+    if i == b.len() {
+        // At most 300 digits, no exponent: far below f64::MAX.
+        return b.len() <= 300 || text.parse::<f64>().is_ok_and(f64::is_finite);
+    }
+    if !matches!(b.get(i), Some(b'e' | b'E')) {
+        return false;
+    }
+    i += 1;
+    if matches!(b.get(i), Some(b'+' | b'-')) {
+        i += 1;
+    }
+    let exp_end = digits(i);
+    exp_end > i && exp_end == b.len() && text.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
 /// The metadata columns of the main table.
@@ -69,9 +116,6 @@ pub(crate) enum MetaCol {
     ReviewState,
     FormVersion,
 }
-
-/// Receives each repeat row: its table and its cells.
-pub(crate) type Emit<'e> = dyn FnMut(usize, &[Cell<'_>]) -> Result<(), ExportError> + 'e;
 
 /// One column (a geopoint question spans four).
 #[derive(Debug, Clone, PartialEq)]
@@ -95,6 +139,9 @@ pub(crate) struct Table {
     pub name: String,
     /// The repeat's field path from its parent table's row (the whole path for a top-level one).
     pub rel: String,
+    /// `rel` followed by `0`, the character after `/`: every field of the repeat's rows
+    /// (`<rel>/<row>/…`) sorts before it.
+    pub rel_end: String,
     pub cols: Vec<Col>,
     /// Each question's path from the table's row and its index in `cols`, sorted by path (a
     /// row's fields arrive sorted, so one merge pass places them).
@@ -106,13 +153,6 @@ pub(crate) struct Table {
     pub file_name: String,
     /// The worksheet's name in the workbook.
     pub sheet_name: String,
-}
-
-impl Table {
-    /// How many cells a row has.
-    pub fn width(&self) -> usize {
-        self.headers.len()
-    }
 }
 
 /// The export's tables, in order (the main table first, then repeats in form order).
@@ -233,6 +273,7 @@ impl<'f> Layout<'f> {
         let main = Table {
             name: form.settings.form_id.clone(),
             rel: String::new(),
+            rel_end: String::new(),
             cols: vec![Col::Key],
             by_rel: Vec::new(),
             children: Vec::new(),
@@ -263,6 +304,7 @@ impl<'f> Layout<'f> {
             self.tables.push(Table {
                 name: node.name.clone(),
                 rel: self.rel_path(i, parent),
+                rel_end: format!("{}0", self.rel_path(i, parent)),
                 cols: vec![Col::ParentKey, Col::Key],
                 by_rel: Vec::new(),
                 children: Vec::new(),
@@ -370,45 +412,85 @@ impl<'f> Layout<'f> {
         out
     }
 
-    /// The cells of a submission's row in the main table. `values` is scratch space (one slot
-    /// per column), reused across rows like `out`.
-    pub fn main_cells<'a>(
-        &'a self,
-        row: &'a ExportRow,
-        values: &mut Vec<Option<Answer<'a>>>,
-        out: &mut Vec<Cell<'a>>,
-    ) {
+    /// Writes submission `row` to `sink`: its main-table row, then (with `repeats`) every row
+    /// of every repeat table, parents before their nested rows. Returns how many repeat rows
+    /// were written.
+    pub fn write_submission<S: RowSink>(
+        &self,
+        row: &ExportRow,
+        scratch: &mut Scratch,
+        sink: &mut S,
+        repeats: bool,
+    ) -> Result<u64, ExportError> {
         let table = &self.tables[0];
-        out.clear();
-        values.clear();
-        values.resize(table.cols.len(), None);
+        let answers = &row.answers;
+        let slots = &mut scratch.slots;
+        slots.clear();
+        slots.resize(table.cols.len(), NO_ANSWER);
+        let ranges = &mut scratch.ranges;
+        ranges.clear();
         // The answers and the table's question paths are both sorted: one merge pass places
-        // every answer (repeat rows' fields sort among them and match no column).
+        // every answer. A top-level repeat's fields sort together, so the first of them is
+        // enough to find them all and skip past them.
         let mut cursor = 0;
-        'answers: for (field, value) in row.answers.iter() {
-            while let Some((rel, i)) = table.by_rel.get(cursor) {
-                match rel.as_str().cmp(field) {
+        let mut i = 0;
+        let n = answers.len();
+        'answers: while i < n {
+            let field = answers.key_at(i);
+            while let Some((rel, col)) = table.by_rel.get(cursor) {
+                match compare(rel.as_bytes(), field.as_bytes()) {
                     std::cmp::Ordering::Less => cursor += 1,
                     std::cmp::Ordering::Equal => {
-                        if let Some(slot) = values.get_mut(*i) {
-                            *slot = Some(value);
+                        if let Some(slot) = slots.get_mut(*col) {
+                            *slot = i as u32;
                         }
                         cursor += 1;
+                        i += 1;
                         continue 'answers;
                     }
-                    std::cmp::Ordering::Greater => continue 'answers,
+                    std::cmp::Ordering::Greater => break,
                 }
             }
-            break;
+            for &child in &table.children {
+                let rel = &self.tables[child].rel;
+                let under = field.as_bytes().get(rel.len()) == Some(&b'/')
+                    && field.as_bytes().get(..rel.len()).is_some_and(|f| equal(f, rel.as_bytes()));
+                if under {
+                    let end = answers.position_in(i, n, &self.tables[child].rel_end);
+                    ranges.push((child, i, end));
+                    i = end.max(i + 1);
+                    continue 'answers;
+                }
+            }
+            i += 1;
         }
-        for (col, value) in table.cols.iter().zip(values.iter()) {
+        sink.begin(0);
+        for (col, &slot) in table.cols.iter().zip(slots.iter()) {
             match col {
-                Col::Key => out.push(Cell::Uuid(row.doc)),
-                Col::ParentKey | Col::RowId => out.push(Cell::Empty),
-                Col::Question { node, kind, .. } => self.value_cells(*node, *kind, *value, out),
-                Col::Meta(m) => out.push(self.meta_cell(*m, row)),
+                Col::Key => sink.cell(Cell::Uuid(row.doc)),
+                Col::ParentKey | Col::RowId => sink.cell(Cell::Empty),
+                Col::Question { node, kind, .. } => {
+                    self.value_cells(*node, *kind, answer_at(answers, slot), sink)
+                }
+                Col::Meta(m) => sink.cell(self.meta_cell(*m, row)),
             }
         }
+        sink.end()?;
+        if !repeats {
+            return Ok(0);
+        }
+        let mut doc = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let key = row.doc.hyphenated().encode_lower(&mut doc);
+        let levels = &mut scratch.levels;
+        if levels.is_empty() {
+            levels.resize_with(self.tables.len(), Level::default);
+        }
+        let mut count = 0;
+        for &(child, lo, hi) in ranges.iter() {
+            let rel = &self.tables[child].rel;
+            count += self.table_rows(child, answers, (lo, hi), true, rel, key, slots, levels, sink)?;
+        }
+        Ok(count)
     }
 
     fn meta_cell<'a>(&self, m: MetaCol, row: &'a ExportRow) -> Cell<'a> {
@@ -417,8 +499,8 @@ impl<'f> Layout<'f> {
             _ => Cell::Empty,
         };
         match m {
-            MetaCol::SubmissionDate => match rfc3339_ms(row.meta.received_ms) {
-                Some(s) => Cell::Text(Cow::Owned(s)),
+            MetaCol::SubmissionDate => match rfc3339_bytes(row.meta.received_ms) {
+                Some(_) => Cell::Time(row.meta.received_ms),
                 None => Cell::Empty,
             },
             MetaCol::Device => text(&row.meta.author),
@@ -456,17 +538,17 @@ impl<'f> Layout<'f> {
     }
 
     /// The cells of one question's value (four for a geopoint).
-    pub fn value_cells<'a>(
-        &'a self,
+    fn value_cells<S: RowSink>(
+        &self,
         node: usize,
         kind: QuestionType,
-        value: Option<Answer<'a>>,
-        out: &mut Vec<Cell<'a>>,
+        value: Option<Answer<'_>>,
+        sink: &mut S,
     ) {
         if is_point(kind) {
-            point_cells(value, out);
+            point_cells(value, sink);
         } else {
-            out.push(self.value_cell(node, kind, value));
+            sink.cell(self.value_cell(node, kind, value));
         }
     }
 
@@ -478,14 +560,14 @@ impl<'f> Layout<'f> {
                 if labels {
                     Cell::Text(Cow::Borrowed(self.choice_label(node, n)))
                 } else {
-                    Cell::Json(n)
+                    Cell::Number(Cow::Borrowed(n))
                 }
             }
             Some(Answer::String(s)) => {
                 if matches!(kind, QuestionType::Integer | QuestionType::Decimal | QuestionType::Range) {
                     let t = s.trim();
-                    if let Some(f) = t.parse::<f64>().ok().filter(|f| f.is_finite() && is_plain_number(t)) {
-                        return Cell::Number(Cow::Borrowed(t), f);
+                    if is_plain_number(t) {
+                        return Cell::Number(Cow::Borrowed(t));
                     }
                 }
                 if labels {
@@ -522,104 +604,153 @@ impl<'f> Layout<'f> {
         }
     }
 
-    /// Calls `emit(table, cells)` for every row of every repeat table in this submission, parents
-    /// before their nested rows; returns how many rows were emitted.
-    pub fn repeat_rows(
-        &self,
-        row: &ExportRow,
-        spare: &mut Vec<Cell<'static>>,
-        emit: &mut Emit<'_>,
-    ) -> Result<u64, ExportError> {
-        let key = row.doc.to_string();
-        let mut count = 0;
-        for &child in &self.tables[0].children {
-            let rel = &self.tables[child].rel;
-            count += self.table_rows(child, &row.answers, rel, &key, spare, emit)?;
-        }
-        Ok(count)
-    }
-
-    /// The rows of table `t` under one parent row: the repeat's fields are contiguous in the
-    /// sorted answers (`<prefix>/<row>/…`), so one pass over them groups each row's values.
-    fn table_rows(
+    /// Writes the rows of table `t` under one parent row, whose answers are those in `range`
+    /// (indices into `answers`; `exact` when they are the repeat's answers and no others): the
+    /// repeat's fields (`<prefix>/<row>/…`) are contiguous in the
+    /// sorted answers, so one pass over them groups each row's values. `levels` holds one
+    /// buffer per depth left (a form nests repeats less deeply than it has tables).
+    #[allow(clippy::too_many_arguments)]
+    fn table_rows<S: RowSink>(
         &self,
         t: usize,
         answers: &Answers,
+        range: (usize, usize),
+        exact: bool,
         prefix: &str,
         parent_key: &str,
-        spare: &mut Vec<Cell<'static>>,
-        emit: &mut Emit<'_>,
+        slots: &mut Vec<u32>,
+        levels: &mut [Level],
+        sink: &mut S,
     ) -> Result<u64, ExportError> {
+        let Some((level, deeper)) = levels.split_first_mut() else { return Ok(0) };
         let table = &self.tables[t];
-        let mut start = String::with_capacity(prefix.len() + 1);
+        let start = &mut level.prefix;
+        start.clear();
         start.push_str(prefix);
         start.push('/');
-        let mut values: Vec<Option<Answer<'_>>> = vec![None; table.cols.len()];
-        let mut key = String::with_capacity(parent_key.len() + table.name.len() + 8);
-        let mut range = answers.from_key(&start).peekable();
+        // Exactly the answers under `<prefix>/`: from the first at or after it to the first at
+        // or after `<prefix>0` (`0` follows `/`), unless `range` is already just those.
+        let (mut i, end) = if exact {
+            range
+        } else {
+            let i = answers.position_in(range.0, range.1, start);
+            start.pop();
+            start.push('0');
+            let end = answers.position_in(i, range.1, start);
+            start.pop();
+            start.push('/');
+            (i, end)
+        };
+        let skip = start.len();
         let mut n: u64 = 0;
         let mut count = 0;
-        while let Some((first, _)) = range.peek() {
-            let Some(rest) = first.strip_prefix(start.as_str()) else { break };
+        while i < end {
+            let rest = answers.key_at(i).get(skip..).unwrap_or_default();
             let row = rest.split_once('/').map_or(rest, |(r, _)| r);
-            values.iter_mut().for_each(|v| *v = None);
+            let first = i;
+            slots.clear();
+            slots.resize(table.cols.len(), NO_ANSWER);
             let mut exists = false;
             let mut cursor = 0;
-            while let Some((key, value)) = range.peek() {
-                let Some(rest) = key.strip_prefix(start.as_str()) else { break };
-                match rest.strip_prefix(row).map(|s| s.strip_prefix('/')) {
-                    Some(Some(field)) => {
+            while i < end {
+                let rest = answers.key_at(i).get(skip..).unwrap_or_default();
+                if !starts_with_row(rest.as_bytes(), row.as_bytes()) {
+                    break;
+                }
+                match rest.get(row.len()..).unwrap_or_default().strip_prefix('/') {
+                    Some(field) => {
                         if field == ROW_MARKER {
-                            exists = *value == Answer::Bool(true);
+                            exists = answers.answer_at(i) == Some(Answer::Bool(true));
                         } else {
-                            while table.by_rel.get(cursor).is_some_and(|(rel, _)| rel.as_str() < field) {
+                            while table
+                                .by_rel
+                                .get(cursor)
+                                .is_some_and(|(rel, _)| compare(rel.as_bytes(), field.as_bytes()).is_lt())
+                            {
                                 cursor += 1;
                             }
-                            if let Some((rel, i)) = table.by_rel.get(cursor) {
-                                if rel == field {
-                                    if let Some(slot) = values.get_mut(*i) {
-                                        *slot = Some(*value);
+                            if let Some((rel, col)) = table.by_rel.get(cursor) {
+                                if equal(rel.as_bytes(), field.as_bytes()) {
+                                    if let Some(slot) = slots.get_mut(*col) {
+                                        *slot = i as u32;
                                     }
                                 }
                             }
                         }
                     }
                     // The repeat's own path with a row and nothing after it: not a field.
-                    Some(None) if rest == row => {}
-                    _ => break,
+                    None if rest.len() == row.len() => {}
+                    None => break,
                 }
-                range.next();
+                i += 1;
             }
             if !exists || uuid::Uuid::try_parse(row).is_err() {
                 continue;
             }
             n += 1;
+            let key = &mut level.key;
             key.clear();
             key.push_str(parent_key);
             key.push('/');
             key.push_str(&table.name);
             key.push('[');
-            push_decimal(&mut key, n);
+            push_decimal(key, n);
             key.push(']');
-            let mut cells = recycle(std::mem::take(spare));
-            for (col, value) in table.cols.iter().zip(&values) {
+            sink.begin(t);
+            for (col, &slot) in table.cols.iter().zip(slots.iter()) {
                 match col {
-                    Col::ParentKey => cells.push(Cell::Text(Cow::Borrowed(parent_key))),
-                    Col::Key => cells.push(Cell::Text(Cow::Borrowed(key.as_str()))),
-                    Col::RowId => cells.push(Cell::Text(Cow::Borrowed(row))),
-                    Col::Question { node, kind, .. } => self.value_cells(*node, *kind, *value, &mut cells),
-                    Col::Meta(_) => cells.push(Cell::Empty),
+                    Col::ParentKey => sink.cell(Cell::Text(Cow::Borrowed(parent_key))),
+                    Col::Key => sink.cell(Cell::Text(Cow::Borrowed(key.as_str()))),
+                    Col::RowId => sink.cell(Cell::Text(Cow::Borrowed(row))),
+                    Col::Question { node, kind, .. } => {
+                        self.value_cells(*node, *kind, answer_at(answers, slot), sink)
+                    }
+                    Col::Meta(_) => sink.cell(Cell::Empty),
                 }
             }
-            emit(t, &cells)?;
-            *spare = recycle(cells);
+            sink.end()?;
             count += 1;
+            if table.children.is_empty() {
+                continue;
+            }
+            // Nested rows sit among this row's answers: `<prefix>/<row>/<nested repeat>/…`.
+            let mut row_prefix = String::with_capacity(start.len() + row.len() + 16);
             for &child in &table.children {
-                let child_prefix = format!("{start}{row}/{}", self.tables[child].rel);
-                count += self.table_rows(child, answers, &child_prefix, &key, spare, emit)?;
+                row_prefix.clear();
+                row_prefix.push_str(start);
+                row_prefix.push_str(row);
+                row_prefix.push('/');
+                row_prefix.push_str(&self.tables[child].rel);
+                count += self.table_rows(
+                    child,
+                    answers,
+                    (first, i),
+                    false,
+                    &row_prefix,
+                    key,
+                    slots,
+                    deeper,
+                    sink,
+                )?;
             }
         }
         Ok(count)
+    }
+}
+
+/// Whether `rest` starts with `row`, compared inline (this runs for every field of every repeat
+/// row).
+#[inline]
+fn starts_with_row(rest: &[u8], row: &[u8]) -> bool {
+    rest.get(..row.len()).is_some_and(|start| equal(start, row))
+}
+
+/// The answer in `slot` (an index into `answers`, or [`NO_ANSWER`]).
+fn answer_at(answers: &Answers, slot: u32) -> Option<Answer<'_>> {
+    if slot == NO_ANSWER {
+        None
+    } else {
+        answers.answer_at(slot as usize)
     }
 }
 
@@ -641,43 +772,55 @@ pub(crate) fn push_decimal(out: &mut String, mut n: u64) {
 }
 
 /// A geopoint's four cells: latitude, longitude, altitude, accuracy.
-fn point_cells<'a>(value: Option<Answer<'a>>, out: &mut Vec<Cell<'a>>) {
-    let start = out.len();
+fn point_cells<S: RowSink>(value: Option<Answer<'_>>, sink: &mut S) {
+    let mut written = 0;
     match value {
         None | Some(Answer::Null) => {}
         Some(Answer::String(s)) => {
-            let parts: Vec<&str> = s.split_whitespace().collect();
-            if parts.len() <= 4 {
-                for p in parts {
-                    out.push(match p.parse::<f64>() {
-                        Ok(f) if f.is_finite() && is_plain_number(p) => Cell::Number(Cow::Borrowed(p), f),
-                        _ => Cell::Text(Cow::Borrowed(p)),
+            if s.split_whitespace().count() <= 4 {
+                for p in s.split_whitespace() {
+                    sink.cell(if is_plain_number(p) {
+                        Cell::Number(Cow::Borrowed(p))
+                    } else {
+                        Cell::Text(Cow::Borrowed(p))
                     });
+                    written += 1;
                 }
             } else {
-                out.push(Cell::Text(Cow::Borrowed(s)));
+                sink.cell(Cell::Text(Cow::Borrowed(s)));
+                written += 1;
             }
         }
         Some(Answer::Json(text)) => match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(items)) if items.len() <= 4 => {
                 for x in items {
-                    out.push(match x {
-                        Value::Number(n) => match n.as_f64().filter(|f| f.is_finite()) {
-                            Some(f) => Cell::Number(Cow::Owned(n.to_string()), f),
-                            None => Cell::Text(Cow::Owned(n.to_string())),
-                        },
+                    sink.cell(match x {
+                        Value::Number(n) if n.as_f64().is_some_and(f64::is_finite) => {
+                            Cell::Number(Cow::Owned(n.to_string()))
+                        }
+                        Value::Number(n) => Cell::Text(Cow::Owned(n.to_string())),
                         Value::String(s) => Cell::Text(Cow::Owned(s)),
                         other => Cell::Text(Cow::Owned(other.to_string())),
                     });
+                    written += 1;
                 }
             }
-            _ => out.push(Cell::Text(Cow::Borrowed(text))),
+            _ => {
+                sink.cell(Cell::Text(Cow::Borrowed(text)));
+                written += 1;
+            }
         },
-        Some(Answer::Number(t)) => out.push(Cell::Text(Cow::Borrowed(t))),
-        Some(Answer::Bool(b)) => out.push(Cell::Text(Cow::Borrowed(if b { "true" } else { "false" }))),
+        Some(Answer::Number(t)) => {
+            sink.cell(Cell::Text(Cow::Borrowed(t)));
+            written += 1;
+        }
+        Some(Answer::Bool(b)) => {
+            sink.cell(Cell::Text(Cow::Borrowed(if b { "true" } else { "false" })));
+            written += 1;
+        }
     }
-    while out.len() < start + 4 {
-        out.push(Cell::Empty);
+    for _ in written..4 {
+        sink.cell(Cell::Empty);
     }
 }
 
@@ -713,38 +856,35 @@ pub(crate) fn point_of(value: Answer<'_>) -> Option<(f64, f64, Option<f64>)> {
 }
 
 /// Milliseconds since the epoch as RFC 3339 UTC (`2026-01-31T12:00:00.000Z`), for years 1970 to
-/// 9999. Written digit by digit from [`civil`], since this runs for every submission
-/// (`tests::rfc3339_agrees_with_humantime`).
+/// 9999 (`tests::rfc3339_agrees_with_humantime`).
 pub(crate) fn rfc3339_ms(ms: i64) -> Option<String> {
+    rfc3339_bytes(ms).map(|b| b.iter().map(|&c| char::from(c)).collect())
+}
+
+/// [`rfc3339_ms`] as ASCII bytes, written digit by digit from [`civil`] with no allocation, since
+/// this runs for every submission.
+pub(crate) fn rfc3339_bytes(ms: i64) -> Option<[u8; 24]> {
     const MAX: i64 = 253_402_300_799_999; // 9999-12-31T23:59:59.999Z
     if !(0..=MAX).contains(&ms) {
         return None;
     }
     let (y, mo, d, h, mi, s) = civil(ms.div_euclid(1000));
-    let mut out = String::with_capacity(24);
-    push_padded(&mut out, y.unsigned_abs(), 4);
-    for (sep, n) in [('-', mo), ('-', d), ('T', h), (':', mi), (':', s)] {
-        out.push(sep);
-        push_padded(&mut out, u64::from(n), 2);
-    }
-    out.push('.');
-    push_padded(&mut out, ms.rem_euclid(1000).unsigned_abs(), 3);
-    out.push('Z');
+    let mut out = *b"0000-00-00T00:00:00.000Z";
+    put_digits(&mut out[0..4], y.unsigned_abs());
+    put_digits(&mut out[5..7], u64::from(mo));
+    put_digits(&mut out[8..10], u64::from(d));
+    put_digits(&mut out[11..13], u64::from(h));
+    put_digits(&mut out[14..16], u64::from(mi));
+    put_digits(&mut out[17..19], u64::from(s));
+    put_digits(&mut out[20..23], ms.rem_euclid(1000).unsigned_abs());
     Some(out)
 }
 
-/// Appends `n` in decimal, zero-padded to at least `width` digits.
-fn push_padded(out: &mut String, mut n: u64, width: usize) {
-    let mut digits = [b'0'; 20];
-    let mut i = digits.len();
-    while n > 0 && i > 0 {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
+/// Writes the last `out.len()` decimal digits of `n` into `out`.
+fn put_digits(out: &mut [u8], mut n: u64) {
+    for d in out.iter_mut().rev() {
+        *d = b'0' + (n % 10) as u8;
         n /= 10;
-    }
-    let start = i.min(digits.len().saturating_sub(width));
-    for &d in digits.get(start..).unwrap_or_default() {
-        out.push(char::from(d));
     }
 }
 
@@ -764,12 +904,4 @@ pub(crate) fn civil(secs: i64) -> (i64, u8, u8, u8, u8, u8) {
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
     (y, m as u8, d as u8, (rem / 3600) as u8, (rem % 3600 / 60) as u8, (rem % 60) as u8)
-}
-
-/// An empty vector reusing `v`'s allocation, for the next row's borrows (`T` and `U` are one
-/// type under different lifetimes, so the in-place collect keeps the allocation).
-// `filter_map` (not `filter`) because the item type changes: the collect reuses the allocation.
-#[allow(clippy::unnecessary_filter_map)]
-pub(crate) fn recycle<T, U>(v: Vec<T>) -> Vec<U> {
-    v.into_iter().filter_map(|_| None).collect()
 }

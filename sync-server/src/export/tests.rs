@@ -651,3 +651,33 @@ fn rfc3339_at_the_ends_of_its_range() {
     assert_eq!(table::rfc3339_ms(253_402_300_800_000), None);
     assert_eq!(table::rfc3339_ms(i64::MIN), None);
 }
+
+proptest::proptest! {
+    /// The grammar check is exactly "only digits, signs, points and exponents, and a finite
+    /// `f64`", the definition it replaced, on number-like text and on anything else.
+    #[test]
+    fn plain_numbers_are_what_f64_parses(
+        text in proptest::prop_oneof![
+            "[-+]?[0-9]{0,4}[.]?[0-9]{0,4}([eE][-+]?[0-9]{0,4})?",
+            "[-+.eE0-9]{0,8}",
+            "[0-9]{290,320}([.][0-9]{0,3})?",
+            ".{0,8}",
+        ]
+    ) {
+        let by_parse = text.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'-' | b'+' | b'.' | b'e' | b'E'))
+            && text.parse::<f64>().is_ok_and(f64::is_finite);
+        proptest::prop_assert_eq!(table::is_plain_number(&text), by_parse, "{:?}", text);
+    }
+}
+
+#[test]
+fn plain_numbers_at_the_edges() {
+    for yes in ["0", "-12.5", "+3", "1.", ".5", "1e5", "1E-5", "-0.0e+0", "1e308"] {
+        assert!(table::is_plain_number(yes), "{yes}");
+    }
+    for no in
+        ["", "-", "+", ".", "e5", "1e", "1e+", "--1", "1.2.3", "1e5e5", "1e309", "-1e400", "inf", "NaN", " 1"]
+    {
+        assert!(!table::is_plain_number(no), "{no}");
+    }
+}

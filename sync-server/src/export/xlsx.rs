@@ -10,7 +10,7 @@ use std::io::Write;
 
 use rust_xlsxwriter::{Format, Workbook, Worksheet};
 
-use super::table::{recycle, Cell, Layout};
+use super::table::{rfc3339_ms, Cell, Layout, RowSink, Scratch};
 use super::{ExportError, ExportRow, ExportSummary};
 
 /// The rows a worksheet holds.
@@ -23,40 +23,75 @@ struct Sheet {
     next_row: u32,
 }
 
-impl Sheet {
-    fn row(&mut self, cells: &[Cell<'_>], bold: Option<&Format>) -> Result<(), ExportError> {
-        if self.next_row >= MAX_ROWS {
-            return Err(ExportError::TooManyRows { sheet: self.ws.name() });
-        }
-        let r = self.next_row;
-        for (c, cell) in cells.iter().enumerate() {
-            let Ok(c) = u16::try_from(c) else { break };
-            match cell {
-                Cell::Empty => {}
-                Cell::Number(_, f) if f.is_finite() => {
-                    self.ws.write_number(r, c, *f)?;
+/// The workbook's worksheets as one [`RowSink`]: each cell is written to the current row of its
+/// table's worksheet; the first error is kept and reported at the row's end.
+struct Sheets {
+    sheets: Vec<Sheet>,
+    table: usize,
+    col: u16,
+    err: Option<ExportError>,
+}
+
+impl Sheets {
+    fn put(&mut self, cell: Cell<'_>) -> Result<(), ExportError> {
+        let (c, table) = (self.col, self.table);
+        let Some(sheet) = self.sheets.get_mut(table) else { return Ok(()) };
+        let r = sheet.next_row;
+        let ws = &mut sheet.ws;
+        match cell {
+            Cell::Empty => {}
+            Cell::Number(t) => match t.parse::<f64>().ok().filter(|f| f.is_finite()) {
+                Some(f) => {
+                    ws.write_number(r, c, f)?;
                 }
-                Cell::Json(n) => match n.parse::<f64>().ok().filter(|f| f.is_finite()) {
-                    Some(f) => {
-                        self.ws.write_number(r, c, f)?;
-                    }
-                    None => {
-                        self.ws.write_string(r, c, n.to_string())?;
-                    }
-                },
-                Cell::Uuid(u) => {
-                    self.ws.write_string(r, c, u.to_string())?;
+                None => {
+                    ws.write_string(r, c, truncate(&t))?;
                 }
-                Cell::Number(t, _) | Cell::Text(t) => {
-                    let t = truncate(t);
-                    match bold {
-                        Some(f) => self.ws.write_string_with_format(r, c, t, f)?,
-                        None => self.ws.write_string(r, c, t)?,
-                    };
+            },
+            Cell::Uuid(u) => {
+                ws.write_string(r, c, u.to_string())?;
+            }
+            Cell::Time(ms) => {
+                if let Some(t) = rfc3339_ms(ms) {
+                    ws.write_string(r, c, t)?;
                 }
             }
+            Cell::Text(t) => {
+                ws.write_string(r, c, truncate(&t))?;
+            }
         }
-        self.next_row += 1;
+        Ok(())
+    }
+}
+
+impl RowSink for Sheets {
+    fn begin(&mut self, table: usize) {
+        self.table = table;
+        self.col = 0;
+        if let Some(sheet) = self.sheets.get(table) {
+            if sheet.next_row >= MAX_ROWS && self.err.is_none() {
+                self.err = Some(ExportError::TooManyRows { sheet: sheet.ws.name() });
+            }
+        }
+    }
+
+    fn cell(&mut self, cell: Cell<'_>) {
+        if self.err.is_none() {
+            if let Err(e) = self.put(cell) {
+                self.err = Some(e);
+            }
+        }
+        // A cell past the 16,384 columns a worksheet holds fails in `put`.
+        self.col = self.col.saturating_add(1);
+    }
+
+    fn end(&mut self) -> Result<(), ExportError> {
+        if let Some(e) = self.err.take() {
+            return Err(e);
+        }
+        if let Some(sheet) = self.sheets.get_mut(self.table) {
+            sheet.next_row += 1;
+        }
         Ok(())
     }
 }
@@ -83,34 +118,22 @@ where
     for table in &layout.tables {
         let mut ws = workbook.new_worksheet_with_constant_memory()?;
         ws.set_name(&table.sheet_name)?;
-        let mut sheet = Sheet { ws, next_row: 0 };
-        let header: Vec<Cell<'_>> =
-            table.headers.iter().map(|h| Cell::Text(std::borrow::Cow::Borrowed(h.as_str()))).collect();
-        sheet.row(&header, Some(&bold))?;
-        sheet.ws.set_freeze_panes(1, 0)?;
-        sheets.push(sheet);
+        for (c, h) in table.headers.iter().enumerate() {
+            let Ok(c) = u16::try_from(c) else { break };
+            ws.write_string_with_format(0, c, truncate(h), &bold)?;
+        }
+        ws.set_freeze_panes(1, 0)?;
+        sheets.push(Sheet { ws, next_row: 1 });
     }
     let mut summary = ExportSummary::default();
-    let mut spare: Vec<Cell<'static>> = Vec::new();
-    let mut repeat_spare = Vec::new();
-    let mut values_spare: Vec<Option<super::Answer<'static>>> = Vec::new();
+    let mut sink = Sheets { sheets, table: 0, col: 0, err: None };
+    let mut scratch = Scratch::default();
     for row in rows {
         let row = row?;
-        let mut cells = recycle(std::mem::take(&mut spare));
-        let mut values = recycle(std::mem::take(&mut values_spare));
-        layout.main_cells(&row, &mut values, &mut cells);
-        if let Some(main) = sheets.first_mut() {
-            main.row(&cells, None)?;
-        }
-        spare = recycle(cells);
-        values_spare = recycle(values);
+        summary.repeat_rows += layout.write_submission(&row, &mut scratch, &mut sink, true)?;
         summary.submissions += 1;
-        summary.repeat_rows +=
-            layout.repeat_rows(&row, &mut repeat_spare, &mut |t, cells| match sheets.get_mut(t) {
-                Some(s) => s.row(cells, None),
-                None => Ok(()),
-            })?;
     }
+    let sheets = sink.sheets;
     for sheet in sheets {
         workbook.push_worksheet(sheet.ws);
     }
