@@ -1,13 +1,15 @@
 //! The CSV export: a zip, written as a stream (entries with data descriptors, no seeking), of the
 //! main table's CSV, written straight into its entry as submissions arrive, then one CSV per
-//! repeat, each spooled to an anonymous temporary file while the submissions pass and copied
-//! into the zip at the end (a zip entry must be written in one piece).
+//! repeat. A zip entry must be written in one piece, so each repeat's CSV is compressed as the
+//! submissions pass into a one-entry zip in an anonymous temporary file, whose compressed entry
+//! is copied as it is into the export at the end: nothing is compressed twice, and the spool on
+//! disk is the compressed size.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
+use std::io::Write;
 
 use zip::write::SimpleFileOptions;
-use zip::CompressionMethod;
+use zip::{CompressionMethod, ZipWriter};
 
 use super::table::{civil, is_plain_number, rfc3339_bytes, Cell, Layout, RowSink, Scratch};
 use super::{ExportError, ExportRow, ExportSummary};
@@ -139,7 +141,7 @@ fn push_text(buf: &mut Vec<u8>, text: &str) {
 /// and back at `end`), so each cell goes straight to its bytes.
 struct CsvTables<M: Write> {
     main: CsvOut<M>,
-    spools: Vec<Option<CsvOut<File>>>,
+    spools: Vec<Option<CsvOut<ZipWriter<File>>>>,
     table: usize,
     row: Vec<u8>,
     first: bool,
@@ -237,13 +239,15 @@ where
     let mut zip = zip::ZipWriter::new_stream(out);
     let mut summary = ExportSummary::default();
     // Repeat tables spool to temporary files (deleted when dropped, even on error).
-    let mut spools: Vec<Option<CsvOut<File>>> = Vec::with_capacity(layout.tables.len());
+    let mut spools: Vec<Option<CsvOut<ZipWriter<File>>>> = Vec::with_capacity(layout.tables.len());
     for (t, table) in layout.tables.iter().enumerate() {
         if t == 0 {
             spools.push(None);
             continue;
         }
-        let mut w = CsvOut::new(tempfile::tempfile()?);
+        let mut spool = ZipWriter::new(tempfile::tempfile()?);
+        spool.start_file(table.file_name.as_str(), options(true))?;
+        let mut w = CsvOut::new(spool);
         write_headers(&mut w, &table.headers)?;
         spools.push(Some(w));
     }
@@ -262,13 +266,9 @@ where
         sink.main.finish()?;
         sink.spools
     };
-    for (t, spool) in spools.into_iter().enumerate() {
-        let Some(w) = spool else { continue };
-        let mut file = w.finish()?;
-        let len = file.stream_position()?;
-        file.seek(SeekFrom::Start(0))?;
-        zip.start_file(layout.tables[t].file_name.as_str(), options(len >= u32::MAX as u64 / 2))?;
-        std::io::copy(&mut file, &mut zip)?;
+    for w in spools.into_iter().flatten() {
+        let mut spool = w.finish()?.finish_into_readable()?;
+        zip.raw_copy_file(spool.by_index_raw(0)?)?;
     }
     let mut out = zip.finish()?;
     out.flush()?;

@@ -172,6 +172,18 @@ fn csv_zip_has_a_main_file_and_one_per_repeat_joined_by_keys() {
     let files = read_zip(&bytes);
     let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
     assert_eq!(names, ["victimizacion_hogares.csv", "victimizacion_hogares-roster.csv"]);
+    // Another implementation reads it too, CRCs checked: Info-ZIP's, which checks each entry's
+    // local header and data descriptor against the central directory.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("export.zip");
+    std::fs::write(&path, &bytes).unwrap();
+    let test = std::process::Command::new("unzip").arg("-tq").arg(&path).output().expect("unzip runs");
+    assert!(
+        test.status.success(),
+        "unzip -t: {}{}",
+        String::from_utf8_lossy(&test.stdout),
+        String::from_utf8_lossy(&test.stderr)
+    );
 
     let main = &files[0].1;
     assert_eq!(main.len(), 3, "a header and two submissions");
