@@ -192,23 +192,34 @@ impl Answers {
 /// comparison (`tests::compare_is_the_order_of_bytes`).
 #[inline]
 pub(crate) fn compare(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
-    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    for (x, y) in (&mut ca).zip(&mut cb) {
-        if let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) {
-            let (x, y) = (u64::from_be_bytes(x), u64::from_be_bytes(y));
-            if x != y {
-                return x.cmp(&y);
-            }
-        }
-    }
-    let done = a.len().min(b.len()) / 8 * 8;
-    let (ra, rb) = (a.get(done..).unwrap_or_default(), b.get(done..).unwrap_or_default());
-    for (x, y) in ra.iter().zip(rb) {
+    let n = a.len().min(b.len());
+    let (a8, b8) = (a.get(..n).unwrap_or_default(), b.get(..n).unwrap_or_default());
+    let mut i = 0;
+    while i + 8 <= n {
+        let (x, y) = (word(a8, i), word(b8, i));
         if x != y {
-            return x.cmp(y);
+            return x.cmp(&y);
         }
+        i += 8;
     }
-    ra.len().cmp(&rb.len())
+    while i < n {
+        let (x, y) = (a8.get(i), b8.get(i));
+        if x != y {
+            return x.cmp(&y);
+        }
+        i += 1;
+    }
+    a.len().cmp(&b.len())
+}
+
+/// The eight bytes of `s` from `i`, big-endian (so that words order as their bytes do).
+#[inline(always)]
+fn word(s: &[u8], i: usize) -> u64 {
+    let mut w = [0u8; 8];
+    if let Some(bytes) = s.get(i..i + 8) {
+        w.copy_from_slice(bytes);
+    }
+    u64::from_be_bytes(w)
 }
 
 /// `a == b`, as [`compare`] does it.

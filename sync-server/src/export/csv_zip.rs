@@ -90,6 +90,16 @@ impl<W: Write> CsvOut<W> {
     }
 }
 
+/// The bytes that make a CSV field need quotes.
+static SPECIAL: [bool; 256] = {
+    let mut t = [false; 256];
+    t[b',' as usize] = true;
+    t[b'"' as usize] = true;
+    t[b'\r' as usize] = true;
+    t[b'\n' as usize] = true;
+    t
+};
+
 /// Whether `field` holds a comma, a double quote, a carriage return or a line feed; eight bytes
 /// at a time (a byte equal to `c` is a zero byte of `word ^ c…c`, found with the classic
 /// `(x - 0x01…) & !x & 0x80…` test, which is exact for "any").
@@ -116,24 +126,44 @@ fn push_text(buf: &mut Vec<u8>, text: &str) {
     let bytes = text.as_bytes();
     let prefix =
         matches!(bytes.first(), Some(b'=' | b'+' | b'-' | b'@' | b'\t' | b'\r')) && !is_plain_number(text);
-    if needs_quotes(bytes) {
-        buf.push(b'"');
-        if prefix {
-            buf.push(b'\'');
-        }
-        for part in bytes.split_inclusive(|&b| b == b'"') {
-            buf.extend_from_slice(part);
-            if part.last() == Some(&b'"') {
-                buf.push(b'"');
-            }
-        }
-        buf.push(b'"');
-    } else {
-        if prefix {
-            buf.push(b'\'');
-        }
-        buf.extend_from_slice(bytes);
+    if prefix {
+        buf.push(b'\'');
     }
+    let start = buf.len();
+    // Most answers (choice names, short text) are short: copied a byte at a time while looking
+    // for a byte that needs quotes, in one pass; longer ones a word at a time, then copied.
+    let plain = if bytes.len() < 16 {
+        let mut special = false;
+        buf.extend(bytes.iter().map(|&b| {
+            special |= SPECIAL[usize::from(b)];
+            b
+        }));
+        !special
+    } else if needs_quotes(bytes) {
+        false
+    } else {
+        buf.extend_from_slice(bytes);
+        true
+    };
+    if plain {
+        return;
+    }
+    buf.truncate(start);
+    if prefix {
+        // The prefix goes inside the quotes.
+        buf.pop();
+    }
+    buf.push(b'"');
+    if prefix {
+        buf.push(b'\'');
+    }
+    for part in bytes.split_inclusive(|&b| b == b'"') {
+        buf.extend_from_slice(part);
+        if part.last() == Some(&b'"') {
+            buf.push(b'"');
+        }
+    }
+    buf.push(b'"');
 }
 
 /// The CSV files of an export as one [`RowSink`]: the main table's (`main`) and each repeat

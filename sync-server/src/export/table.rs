@@ -661,6 +661,18 @@ impl<'f> Layout<'f> {
                     Some(field) => {
                         if field == ROW_MARKER {
                             exists = answers.answer_at(i) == Some(Answer::Bool(true));
+                        } else if table
+                            .by_rel
+                            .get(cursor)
+                            .is_some_and(|(rel, _)| equal(rel.as_bytes(), field.as_bytes()))
+                        {
+                            // The usual case: the next column's field, as in every row before.
+                            if let Some(slot) =
+                                table.by_rel.get(cursor).and_then(|(_, col)| slots.get_mut(*col))
+                            {
+                                *slot = i as u32;
+                            }
+                            cursor += 1;
                         } else {
                             while table
                                 .by_rel
