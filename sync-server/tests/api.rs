@@ -399,6 +399,47 @@ async fn blobs_resume_where_they_stopped_and_are_verified() {
     assert_eq!(resp.bytes().await.unwrap().as_ref(), photo.as_slice());
 }
 
+/// A request that brought an upload's last bytes and ended before verifying them (its process
+/// killed, its task cancelled) leaves every byte held: the device, told so by HEAD, never sends
+/// them again, so HEAD verifies them and the blob is there to download.
+#[tokio::test]
+async fn an_upload_whose_bytes_all_arrived_unverified_is_finished_when_asked_where_it_stands() {
+    let s = start().await;
+    let p = s.project("p").await;
+    let d = s.device(p, "enumerator").await;
+    let photo: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
+    let sha = hex::encode(Sha256::digest(&photo));
+    let owner = tejido_server::blobs::UploadOwner { project: p, device: d.id };
+    // What the interrupted request left: the upload started and all its bytes on disk.
+    s.service
+        .start_upload(owner, &sha, photo.len() as u64, "image/jpeg", tejido_server::now_ms())
+        .await
+        .unwrap();
+    s.blobs.append(owner, &sha, &photo).await.unwrap();
+    s.blobs.sync_partial(owner, &sha).await.unwrap();
+    let get = || s.req(Method::GET, &format!("/v1/blobs/{sha}"), Some(&d.token)).send();
+    assert_eq!(get().await.unwrap().status(), StatusCode::NOT_FOUND, "not verified yet");
+    let resp = s.req(Method::HEAD, &format!("/v1/blobs/{sha}"), Some(&d.token)).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["upload-offset"], "20000");
+    let resp = get().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK, "HEAD verified and kept the bytes");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), photo.as_slice());
+
+    // The same, with bytes that do not hash to the name: HEAD discards them and says 0.
+    let other: Vec<u8> = photo.iter().rev().copied().collect();
+    let other_sha = hex::encode(Sha256::digest(&other));
+    s.service
+        .start_upload(owner, &other_sha, other.len() as u64, "image/jpeg", tejido_server::now_ms())
+        .await
+        .unwrap();
+    s.blobs.append(owner, &other_sha, &photo).await.unwrap();
+    let resp = s.req(Method::HEAD, &format!("/v1/blobs/{other_sha}"), Some(&d.token)).send().await.unwrap();
+    assert_eq!(resp.headers()["upload-offset"], "0", "the wrong bytes were discarded");
+    let (st, body) = s.upload(&d, &other, 0, &other).await;
+    assert_eq!((st, body["complete"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
+}
+
 #[tokio::test]
 async fn requests_and_answers_may_be_gzip_or_zstd() {
     let s = start().await;

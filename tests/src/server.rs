@@ -291,6 +291,11 @@ impl TestServer {
 impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill();
+        // A test that fails while this server runs shows what the server logged (warnings and
+        // errors by default: no answer ever appears in them).
+        if std::thread::panicking() {
+            eprintln!("--- the server's last log lines ---\n{}", self.log_tail(40));
+        }
     }
 }
 

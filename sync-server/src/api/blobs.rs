@@ -98,8 +98,29 @@ pub(crate) async fn status(
     state.service.upload_lease_settled(owner, &sha256, lease_wait()).await?;
     let name = sha256.clone();
     let upload = state.service.upload(owner, &name).await?;
-    let offset =
+    let mut offset =
         if upload.is_some() { state.blobs.partial_len(owner, &sha256).await.map_err(io_error)? } else { 0 };
+    if let Some(u) = upload.as_ref().filter(|u| u.length > 0 && offset == u.length) {
+        // Every byte arrived but the request that brought them ended (a killed process, a
+        // cancelled task) before they were verified. A device told "all held" would never send
+        // them again, so verify them now; a mismatch starts the upload afresh.
+        let (state, device, sha, length, media_type) =
+            (state.clone(), device.clone(), sha256.clone(), u.length, u.media_type.clone());
+        let finished = tokio::spawn(async move {
+            let Some(lease) = state.service.lease_upload(owner, &sha, state.upload_lease_ms).await? else {
+                // A live request holds it: that request verifies the bytes.
+                return Ok(None);
+            };
+            let done = finish(&state, &device, owner, &sha, length, &media_type).await;
+            lease.release().await?;
+            done.map(Some)
+        })
+        .await
+        .map_err(task_error)?;
+        if let Some(verified) = finished? {
+            offset = if verified { length } else { 0 };
+        }
+    }
     let mut res = StatusCode::OK.into_response();
     res.headers_mut().insert(UPLOAD_OFFSET_HEADER, offset.into());
     if let Some(u) = upload {
@@ -142,6 +163,30 @@ pub(crate) async fn upload(
     if length > MAX_BLOB_BYTES {
         return Err(ApiError::too_large(format!("a blob may have at most {MAX_BLOB_BYTES} bytes")));
     }
+    // The upload runs as a task of its own: a client that goes away mid-request cancels the
+    // handler, and the bytes being written, the verification and the lease's release would
+    // otherwise stop halfway (with file writes still running on blocking threads after the
+    // lease was given up). The task ends by itself once the body stops.
+    tokio::spawn(leased_upload(state, device, sha256, offset, length, headers, body))
+        .await
+        .map_err(task_error)?
+}
+
+fn task_error(e: tokio::task::JoinError) -> ApiError {
+    tracing::error!(error = %e, "a blob upload task failed");
+    ApiError::internal()
+}
+
+/// [`upload`] once its headers are checked: takes the upload's lease and appends under it.
+async fn leased_upload(
+    state: AppState,
+    device: Device,
+    sha256: String,
+    offset: u64,
+    length: u64,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
     let owner = UploadOwner::of(&device);
     // One writer per upload in every process: the lease lives in the database.
     let mut lease = state.service.lease_upload(owner, &sha256, state.upload_lease_ms).await?;
@@ -244,11 +289,7 @@ async fn append(
             BlobStatus { sha256, offset: received, length, complete: false },
         ));
     }
-    let verified = state.blobs.complete(owner, &sha256).await.map_err(io_error)?;
-    if !verified {
-        let name = sha256.clone();
-        state.service.end_upload(owner, &name).await?;
-        tracing::warn!(device = %device.id, blob = %sha256, "blob hash mismatch");
+    if !finish(state, &device, owner, &sha256, length, &media_type).await? {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "hash_mismatch",
@@ -256,11 +297,27 @@ async fn append(
         )
         .with_header(UPLOAD_OFFSET_HEADER, 0));
     }
-    let name = sha256.clone();
-    let device_id = device.id;
-    state.service.record_blob(&device, &name, length, &media_type, crate::now_ms()).await?;
-    tracing::info!(device = %device_id, blob = %sha256, bytes = length, "blob stored");
     Ok(status_response(StatusCode::OK, BlobStatus { sha256, offset: length, length, complete: true }))
+}
+
+/// Verifies an upload whose bytes all arrived, under its lease: kept and recorded as this
+/// device's (true), or discarded with its upload when they do not hash to the name (false).
+async fn finish(
+    state: &AppState,
+    device: &Device,
+    owner: UploadOwner,
+    sha256: &str,
+    length: u64,
+    media_type: &str,
+) -> Result<bool, ApiError> {
+    if !state.blobs.complete(owner, sha256).await.map_err(io_error)? {
+        state.service.end_upload(owner, sha256).await?;
+        tracing::warn!(device = %device.id, blob = %sha256, "blob hash mismatch");
+        return Ok(false);
+    }
+    state.service.record_blob(device, sha256, length, media_type, crate::now_ms()).await?;
+    tracing::info!(device = %device.id, blob = %sha256, bytes = length, "blob stored");
+    Ok(true)
 }
 
 /// Streams the body onto the partial file. Returns the bytes held afterwards (more than
