@@ -81,6 +81,21 @@ impl World {
         let mut auditor = Device::enroll(&self.coord_link, "auditor", test_options()).await.unwrap();
         auditor.sync_until_done(5).await;
         assert_eq!(documents(auditor.store()), reference, "the server's state is what the devices wrote");
+        // Every photo reached the server whole: the auditor downloaded each one referenced.
+        let mut photos = 0;
+        for doc in reference.values() {
+            for field in doc.fields.values() {
+                if let Some(sha) = tejido_core::store::parse_attachment_ref(&field.value) {
+                    photos += 1;
+                    assert!(
+                        auditor.store().attachment(sha).unwrap().is_some(),
+                        "photo {sha} of {} is not on the server",
+                        doc.id
+                    );
+                }
+            }
+        }
+        println!("photos on the server: {photos}");
         for d in devices {
             for (id, doc) in documents(d.store()) {
                 assert_eq!(Some(&doc), reference.get(&id), "{} agrees on {id}", d.name);
