@@ -379,7 +379,9 @@ impl Admin {
             .map_err(|e| Failure(format!("cannot start the runtime: {e}"), 1))?;
         let (service, blobs) = runtime.block_on(async {
             let (storage, blobs) = open_deployment(data, database).await?;
-            Ok::<_, Failure>((Service::new(storage).await?, blobs))
+            let service = Service::new(storage).await?;
+            service.read_media_from(blobs.clone());
+            Ok::<_, Failure>((service, blobs))
         })?;
         Ok((Admin { runtime, service }, blobs))
     }
@@ -645,7 +647,8 @@ fn run(data: &Path, database: Option<&str>, json: bool, command: Command) -> Res
             Ok(())
         }
         Command::Export { project, form, format, labels, lang, out } => {
-            let admin = Admin::open(data, database)?;
+            // With the blobs: the choices of `…_from_file` questions come from their files.
+            let (admin, _) = Admin::open_with_blobs(data, database)?;
             let p = admin.project(&project)?;
             let format = tejido_server::export::Format::parse(&format)
                 .ok_or_else(|| Failure(format!("{format:?} is not a format: csv, xlsx or geojson"), 2))?;

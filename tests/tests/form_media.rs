@@ -104,6 +104,28 @@ async fn a_form_published_with_media_files_offers_their_choices_and_lookups_on_t
     s.finalize().unwrap();
     phone.sync_until_done(5).await;
 
+    // The coordinators' export names the choices of the file questions by their labels, read
+    // from the files as published (names without `--labels`).
+    let exported = |labels: bool| {
+        let out = server.data_dir().join(format!("media-{labels}.zip"));
+        let mut args =
+            vec!["export", "--project", &pid, "--form", "media_form", "--out", out.to_str().unwrap()];
+        if labels {
+            args.push("--labels");
+        }
+        server.cli(&args);
+        let mut zip = zip::ZipArchive::new(std::fs::File::open(&out).unwrap()).unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut zip.by_name("media_form.csv").unwrap(), &mut text).unwrap();
+        text
+    };
+    let with_labels = exported(true);
+    for label in ["Arraiján", "Burunga", "Arroz", "Pozo sur"] {
+        assert!(with_labels.contains(label), "{label} in the labelled export:\n{with_labels}");
+    }
+    let with_names = exported(false);
+    assert!(!with_names.contains("Burunga") && with_names.contains(",p2"), "{with_names}");
+
     // A youth-network phone is not sent the enumerators' form, and may not fetch its files.
     let mut youth = Device::enroll(&youth_link, "Joven", test_options()).await.unwrap();
     youth.sync_until_done(5).await;

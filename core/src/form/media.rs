@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::expr::{self, Expr};
-use super::model::Form;
+use super::model::{Choice, Form, DEFAULT_LANGUAGE};
 
 /// The largest media file a form version carries (bytes).
 pub const MAX_MEDIA_BYTES: usize = 16 * 1024 * 1024;
@@ -83,6 +83,29 @@ fn kind_of(name: &str) -> Option<Kind> {
         "geojson" => Some(Kind::GeoJson),
         _ => None,
     }
+}
+
+/// A media file's rows as the choices of a `…_from_file` question, for readers that show
+/// choice labels outside a session (the server's pages and exports): rows without a name are
+/// left out, `label` is the default language's label and `label::<language>` that language's,
+/// and the other columns are kept as the choice's extra columns.
+pub fn file_choices(rows: &[MediaRow]) -> Vec<Choice> {
+    rows.iter()
+        .filter_map(|row| {
+            let name = row.get("name").filter(|n| !n.is_empty())?;
+            let mut choice = Choice { name: name.clone(), label: BTreeMap::new(), extra: BTreeMap::new() };
+            for (column, value) in row {
+                if column == "label" {
+                    choice.label.insert(DEFAULT_LANGUAGE.to_owned(), value.clone());
+                } else if let Some(lang) = column.strip_prefix("label::") {
+                    choice.label.insert(lang.to_owned(), value.clone());
+                } else if column != "name" {
+                    choice.extra.insert(column.clone(), value.clone());
+                }
+            }
+            Some(choice)
+        })
+        .collect()
 }
 
 /// Reads a media file into rows, by the kind its name gives.
@@ -279,6 +302,23 @@ fn parse_geojson(bytes: &[u8]) -> Result<Vec<MediaRow>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_files_rows_become_choices_with_their_labels_by_language() {
+        let rows = parse_media(
+            "d.csv",
+            "name,label,label::English (en),region\nd1,Distrito Uno,District One,norte\n,sin nombre,,x\n"
+                .as_bytes(),
+        )
+        .unwrap();
+        let choices = file_choices(&rows);
+        assert_eq!(choices.len(), 1, "a row without a name is no choice");
+        assert_eq!(choices[0].name, "d1");
+        assert_eq!(choices[0].label[DEFAULT_LANGUAGE], "Distrito Uno");
+        assert_eq!(choices[0].label["English (en)"], "District One");
+        assert_eq!(choices[0].extra["region"], "norte");
+        assert!(!choices[0].extra.contains_key("name"));
+    }
 
     #[test]
     fn csv_xml_and_geojson_read_into_rows() {

@@ -314,6 +314,13 @@ impl Form {
         self.nodes.iter().find(|n| n.path == path)
     }
 
+    /// A select question's choices: its list in the form, or for a `…_from_file` question the
+    /// list named by its file, when a reader outside a session has added one from the file's
+    /// rows (see [`super::media::file_choices`]).
+    pub fn choices_of(&self, node: &Node) -> Option<&Vec<Choice>> {
+        node.list.as_ref().or(node.file.as_ref()).and_then(|l| self.choice_lists.get(l))
+    }
+
     /// Picks the language key for a requested language: an exact key (`English (en)`), its code
     /// (`en`) or its name (`English`); else the default language; else the first.
     pub fn language(&self, wanted: Option<&str>) -> String {

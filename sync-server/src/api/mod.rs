@@ -46,6 +46,7 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(service: Service, blobs: Arc<dyn BlobBytes>) -> AppState {
+        service.read_media_from(blobs.clone());
         AppState {
             service,
             blobs,

@@ -531,7 +531,7 @@ impl<'f> Layout<'f> {
         self.form
             .nodes
             .get(node)
-            .and_then(|n| n.list.as_deref())
+            .and_then(|n| n.list.as_deref().or(n.file.as_deref()))
             .and_then(|l| self.choice_labels.get(l))
             .and_then(|m| m.get(name).copied())
             .unwrap_or(name)

@@ -343,7 +343,7 @@ impl Parser<'_> {
         if !node.kind.is_select() {
             return None;
         }
-        node.list.as_ref().and_then(|l| self.form.choice_lists.get(l))
+        self.form.choices_of(node)
     }
 
     fn choice_label(&self, c: &tejido_core::form::Choice) -> Text {

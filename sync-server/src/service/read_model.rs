@@ -12,6 +12,7 @@ use tejido_core::{Hlc, OpId};
 use uuid::Uuid;
 
 use super::clock;
+use crate::blobs::BlobBytes;
 use crate::storage::{Result, StorageError, StoredOp, SubmissionState, Tx, PENDING_REVIEW};
 
 /// Quality flags, computed when a change arrives.
@@ -79,6 +80,9 @@ type FormKey = (Uuid, String, String);
 #[derive(Clone, Default)]
 pub struct FormCache {
     forms: Arc<Mutex<HashMap<FormKey, Cached>>>,
+    /// Where the forms' media files are, once the server has its blobs: the choices of a
+    /// `…_from_file` question are read from its file, so that pages and exports show their labels.
+    media: Arc<std::sync::OnceLock<Arc<dyn BlobBytes>>>,
 }
 
 #[derive(Clone)]
@@ -138,9 +142,20 @@ impl FormCache {
         else {
             return Ok(None);
         };
-        let form: Form = serde_json::from_str(text)
+        let mut form: Form = serde_json::from_str(text)
             .map_err(|e| StorageError::Other(format!("a published form does not parse: {e}")))?;
+        if let Some(blobs) = self.media.get() {
+            add_file_choices(&mut form, blobs.as_ref()).await;
+        }
         Ok(Some(Arc::new(form)))
+    }
+
+    /// Reads the forms' media files from `blobs` from now on (see [`FormCache::media`]).
+    pub fn read_media_from(&self, blobs: Arc<dyn BlobBytes>) {
+        if self.media.set(blobs).is_ok() {
+            // Forms parsed before (a read model rebuilt at start-up) lack their files' choices.
+            self.lock().clear();
+        }
     }
 
     /// Forgets that a form version was missing (it has just been published).
@@ -154,6 +169,48 @@ impl FormCache {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<FormKey, Cached>> {
         self.forms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Adds to `form.choice_lists`, under the file's name, the choices of each `…_from_file`
+/// question's file (the list [`Form::choices_of`] finds). A file that cannot be read leaves its
+/// question showing choice names, as before: it is logged, never an error, so that no push or
+/// page fails for it.
+async fn add_file_choices(form: &mut Form, blobs: &dyn BlobBytes) {
+    use futures_util::StreamExt;
+    use tejido_core::form::media::{file_choices, parse_media, MAX_MEDIA_BYTES};
+    let files: std::collections::BTreeSet<String> =
+        form.nodes.iter().filter_map(|n| n.file.clone()).collect();
+    for file in files {
+        if form.choice_lists.contains_key(&file) {
+            continue;
+        }
+        let Some(sha) = form.media.get(&file).cloned() else { continue };
+        let read = async {
+            let mut stream = blobs.read(&sha).await?;
+            let mut bytes = Vec::new();
+            while let Some(chunk) = stream.next().await {
+                let chunk = chunk?;
+                if bytes.len() + chunk.len() > MAX_MEDIA_BYTES {
+                    return Err(std::io::Error::other("larger than a media file may be"));
+                }
+                bytes.extend_from_slice(&chunk);
+            }
+            Ok::<_, std::io::Error>(bytes)
+        };
+        match read.await {
+            Ok(bytes) => match parse_media(&file, &bytes) {
+                Ok(rows) => {
+                    form.choice_lists.insert(file, file_choices(&rows));
+                }
+                Err(e) => {
+                    tracing::warn!(form = %form.settings.form_id, error = %e, "a media file does not read")
+                }
+            },
+            Err(e) => {
+                tracing::warn!(form = %form.settings.form_id, file = %file, error = %e, "a media file is missing")
+            }
+        }
     }
 }
 

@@ -57,6 +57,12 @@ impl Service {
     }
 
     /// The newest published version of a form.
+    /// Reads forms' media files from `blobs`, so that the choices of `…_from_file` questions
+    /// show their labels on the pages and in exports.
+    pub fn read_media_from(&self, blobs: std::sync::Arc<dyn crate::blobs::BlobBytes>) {
+        self.forms.read_media_from(blobs);
+    }
+
     pub async fn latest_form(&self, project: Uuid, form_id: &str) -> Result<Option<Arc<Form>>> {
         let mut tx = self.read().await?;
         let versions = tx.form_versions(project).await?;

@@ -301,7 +301,7 @@ fn show_value(form: Option<&Form>, node: Option<&Node>, language: &str, value: &
     if !node.kind.is_select() {
         return text;
     }
-    let Some(list) = node.list.as_ref().and_then(|l| form.choice_lists.get(l)) else { return text };
+    let Some(list) = form.choices_of(node) else { return text };
     let label = |name: &str| {
         list.iter()
             .find(|c| c.name == name)
