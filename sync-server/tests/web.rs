@@ -475,6 +475,55 @@ async fn the_indicators_page_draws_each_table_with_small_cells_suppressed() {
     assert_eq!(browser.get(&format!("/projects/{other}/indicators")).await.0, StatusCode::NOT_FOUND);
 }
 
+/// The indicators are kept computed between changes, and any change is seen at the next view:
+/// a new submission, and the review gate.
+#[tokio::test]
+async fn computed_indicators_follow_every_change() {
+    let server = start().await;
+    let a = server.project("A").await;
+    let version = publish_victimization(&server, a).await;
+    let enumerator = &server.device(a, "enumerator").await;
+    let push = |i: u64| {
+        let c = change(
+            enumerator,
+            DocId::new(),
+            Collection::Submission,
+            Hlc::new(1_000 + i, 0).0,
+            &[
+                ("_form", json!("victimizacion_hogares")),
+                ("_form_version", json!(version)),
+                ("_status", json!("finalized")),
+                ("consent", json!("yes")),
+                ("survey/location/district", json!("panama")),
+                ("survey/victimization/crimes", json!("none")),
+            ],
+        );
+        let server = &server;
+        async move { assert_eq!(server.push(enumerator, &[c]).await.0, StatusCode::OK) }
+    };
+    // The largest count of the "total" tables.
+    let total = || async {
+        let tables = server.service.compute_indicators(a, "victimizacion_hogares").await.unwrap().unwrap();
+        tables
+            .iter()
+            .filter(|t| t.dimension == "total")
+            .flat_map(|t| &t.rows)
+            .filter_map(|r| r.denominator)
+            .max()
+    };
+    for i in 0..6 {
+        push(i).await;
+    }
+    assert_eq!(total().await, Some(6));
+    assert_eq!(total().await, Some(6), "computed again from the cache, the same");
+    push(6).await;
+    assert_eq!(total().await, Some(7), "a new submission is counted at the next view");
+    server.service.set_approved_only(a, true).await.unwrap();
+    assert_ne!(total().await, Some(7), "under the review gate only approved submissions count");
+    server.service.set_approved_only(a, false).await.unwrap();
+    assert_eq!(total().await, Some(7));
+}
+
 #[tokio::test]
 async fn an_admin_holds_the_api_to_approved_submissions_and_a_coordinator_cannot() {
     let server = start().await;

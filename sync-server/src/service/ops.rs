@@ -41,6 +41,8 @@ pub struct Service {
     pub(super) exports: Arc<tokio::sync::Semaphore>,
     /// Pushes being read or applied now, at most [`limits::MAX_CONCURRENT_PUSHES`].
     pushes: Arc<tokio::sync::Semaphore>,
+    /// The indicators last computed per (project, form): see [`Service::compute_indicators`].
+    pub(super) indicators: Arc<std::sync::Mutex<super::settings::IndicatorCache>>,
 }
 
 impl std::fmt::Debug for Service {
@@ -75,6 +77,7 @@ impl Service {
             forms: read_model::FormCache::default(),
             exports: Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONCURRENT_EXPORTS)),
             pushes: Arc::new(tokio::sync::Semaphore::new(limits::MAX_CONCURRENT_PUSHES)),
+            indicators: Arc::default(),
         };
         if !read_model_built {
             service.rebuild_read_model().await?;

@@ -21,6 +21,14 @@ pub const MAX_INDICATORS_BYTES: usize = 256 * 1024;
 /// Cells built from fewer submissions are suppressed.
 pub const MIN_CELL: u64 = 5;
 
+/// What the indicators were computed from (the log's end, the definition, the review gate)
+/// and the tables, by (project, form).
+pub(crate) type IndicatorCache =
+    std::collections::HashMap<(Uuid, String), ((i64, Option<String>, Option<String>), Vec<IndicatorTable>)>;
+
+/// Forms whose indicators are kept computed at most.
+const MAX_CACHED_INDICATORS: usize = 64;
+
 fn indicators_key(form_id: &str) -> String {
     format!("indicators/{form_id}")
 }
@@ -99,6 +107,41 @@ impl Service {
     /// only under the review gate), reading the read model a page at a time on this task while
     /// a blocking thread computes: memory holds a page or two, whatever the count.
     pub async fn compute_indicators(
+        &self,
+        project: Uuid,
+        form_id: &str,
+    ) -> Result<Option<Vec<IndicatorTable>>> {
+        // Every change to a submission, a review or a form version goes through the log, whose
+        // end moves with each commit (writers commit one at a time on either backend): the
+        // same end, definition and review gate give the same figures, so a page view between
+        // two changes computes nothing.
+        let key = {
+            let mut tx = self.read().await?;
+            let definition = tx.project_setting(project, &indicators_key(form_id)).await?;
+            let gate = tx.project_setting(project, REVIEW_GATE).await?;
+            (tx.log_end().await?, definition, gate)
+        };
+        if let Some(tables) = self.lock_indicators().get(&(project, form_id.to_owned())) {
+            if tables.0 == key {
+                return Ok(Some(tables.1.clone()));
+            }
+        }
+        let tables = self.compute_indicators_now(project, form_id).await?;
+        if let Some(t) = &tables {
+            let mut cache = self.lock_indicators();
+            if cache.len() >= MAX_CACHED_INDICATORS {
+                cache.clear();
+            }
+            cache.insert((project, form_id.to_owned()), (key, t.clone()));
+        }
+        Ok(tables)
+    }
+
+    fn lock_indicators(&self) -> std::sync::MutexGuard<'_, IndicatorCache> {
+        self.indicators.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    async fn compute_indicators_now(
         &self,
         project: Uuid,
         form_id: &str,
