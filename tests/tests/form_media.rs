@@ -106,8 +106,10 @@ async fn a_form_published_with_media_files_offers_their_choices_and_lookups_on_t
 
     // The coordinators' export names the choices of the file questions by their labels, read
     // from the files as published (names without `--labels`).
+    // Not in the data folder: on PostgreSQL there is none.
+    let exports = tempfile::tempdir().unwrap();
     let exported = |labels: bool| {
-        let out = server.data_dir().join(format!("media-{labels}.zip"));
+        let out = exports.path().join(format!("media-{labels}.zip"));
         let mut args =
             vec!["export", "--project", &pid, "--form", "media_form", "--out", out.to_str().unwrap()];
         if labels {
