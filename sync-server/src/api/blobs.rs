@@ -104,21 +104,20 @@ pub(crate) async fn status(
         // Every byte arrived but the request that brought them ended (a killed process, a
         // cancelled task) before they were verified. A device told "all held" would never send
         // them again, so verify them now; a mismatch starts the upload afresh.
-        let (state, device, sha, length, media_type) =
-            (state.clone(), device.clone(), sha256.clone(), u.length, u.media_type.clone());
+        let (state, device, sha, length) = (state.clone(), device.clone(), sha256.clone(), u.length);
         let finished = tokio::spawn(async move {
             let Some(lease) = state.service.lease_upload(owner, &sha, state.upload_lease_ms).await? else {
                 // A live request holds it: that request verifies the bytes.
                 return Ok(None);
             };
-            let done = finish(&state, &device, owner, &sha, length, &media_type).await;
+            let done = finish_if_all_held(&state, &device, owner, &sha, length).await;
             lease.release().await?;
-            done.map(Some)
+            done
         })
         .await
         .map_err(task_error)?;
-        if let Some(verified) = finished? {
-            offset = if verified { length } else { 0 };
+        if let Some(now) = finished? {
+            offset = now;
         }
     }
     let mut res = StatusCode::OK.into_response();
@@ -298,6 +297,33 @@ async fn append(
         .with_header(UPLOAD_OFFSET_HEADER, 0));
     }
     Ok(status_response(StatusCode::OK, BlobStatus { sha256, offset: length, length, complete: true }))
+}
+
+/// [`finish`] for HEAD, under the upload's lease: what was read before the lease was taken may
+/// be out of date (another request may have finished the upload, or started it afresh), so the
+/// upload is read again and verified only if it still holds all `length` bytes. Returns the
+/// offset to report.
+async fn finish_if_all_held(
+    state: &AppState,
+    device: &Device,
+    owner: UploadOwner,
+    sha256: &str,
+    length: u64,
+) -> Result<Option<u64>, ApiError> {
+    if state.service.blob_held(owner, sha256).await? {
+        if let Some(size) = state.blobs.complete_size(sha256).await.map_err(io_error)? {
+            return Ok(Some(size));
+        }
+    }
+    let Some(upload) = state.service.upload(owner, sha256).await? else {
+        return Ok(Some(0));
+    };
+    let held = state.blobs.partial_len(owner, sha256).await.map_err(io_error)?;
+    if upload.length != length || held != length {
+        return Ok(Some(held));
+    }
+    let verified = finish(state, device, owner, sha256, length, &upload.media_type).await?;
+    Ok(Some(if verified { length } else { 0 }))
 }
 
 /// Verifies an upload whose bytes all arrived, under its lease: kept and recorded as this
