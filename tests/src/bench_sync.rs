@@ -7,7 +7,14 @@
 //! throwaway cluster) it also writes the same rows with `COPY` (`sync.raw_copy_submissions_per_s`,
 //! with `.ratio` lines against it), and pushes a second set of submissions through two server
 //! processes on the one database, half the devices each (`sync.two_process_push_submissions_per_s`,
-//! with its ratio to one process).
+//! with its ratio to one process; these devices reach the servers directly, not through the
+//! proxy).
+//!
+//! `sync.push_machine_busy` (and `sync.two_process_push_machine_busy`) is the share of all the
+//! machine's cores busy during the push, whatever used them; with a local PostgreSQL,
+//! `sync.push_database_cpu_s` (and `sync.two_process_push_database_cpu_s`) is its processes'
+//! CPU seconds. Beside `sync.push_server_cpu_s` and `sync.push_devices_cpu_s` they tell whether
+//! the push waits on the CPU or on something else (one writer at a time).
 
 use std::time::Instant;
 
@@ -95,9 +102,12 @@ async fn bench(mut args: Args) -> Result<(), String> {
     // Push: every device at once.
     proxy.reset_stats();
     let cpu_before = (server.cpu_seconds(), crate::cpu_seconds(std::process::id()));
+    let machine_before = (crate::machine_ticks(), crate::local_postgres_cpu_seconds());
     let started = Instant::now();
     let devices = push_all(devices).await?;
     let push_secs = started.elapsed().as_secs_f64();
+    let machine_busy = crate::busy_share(machine_before.0, crate::machine_ticks());
+    let database_cpu = machine_before.1.zip(crate::local_postgres_cpu_seconds()).map(|(a, b)| b - a);
     let cpu_after = (server.cpu_seconds(), crate::cpu_seconds(std::process::id()));
     let push_bytes = proxy.bytes_up() + proxy.bytes_down();
     let peak = server.peak_memory_bytes();
@@ -134,6 +144,14 @@ async fn bench(mut args: Args) -> Result<(), String> {
         report("sync.push_devices_cpu_s", c1 - c0, "s");
         report("sync.push_wall_s", push_secs, "s");
     }
+    // How much of the machine was busy (a local database included): well under all of it
+    // means the push waits on something other than the CPU.
+    if let Some(b) = machine_busy {
+        report("sync.push_machine_busy", b, "of all cores");
+    }
+    if let Some(c) = database_cpu.filter(|_| args.database.is_some()) {
+        report("sync.push_database_cpu_s", c, "s");
+    }
     report("sync.wire_bytes_per_submission", push_bytes as f64 / n, "bytes");
     report("sync.pull_wire_bytes_per_submission", pull_bytes as f64 / n, "bytes");
     if let Some(p) = peak {
@@ -153,8 +171,15 @@ async fn bench(mut args: Args) -> Result<(), String> {
         report("sync.raw_copy_submissions_per_s", copy_rate, "submissions/s");
         report_ratio("sync.push_submissions_per_s.copy", push_rate / copy_rate);
         report_ratio("sync.pull_submissions_per_s.copy", pull_rate / copy_rate);
-        let two = two_processes(&server, project, url, &args, &options, tmp.path()).await?;
+        let (two, two_busy, two_db) =
+            two_processes(&server, project, url, &args, &options, tmp.path()).await?;
         report("sync.two_process_push_submissions_per_s", two, "submissions/s");
+        if let Some(b) = two_busy {
+            report("sync.two_process_push_machine_busy", b, "of all cores");
+        }
+        if let Some(c) = two_db {
+            report("sync.two_process_push_database_cpu_s", c, "s");
+        }
         report_ratio("sync.two_process_push_submissions_per_s", two / push_rate);
     }
     Ok(())
@@ -187,7 +212,8 @@ async fn filled_devices(
 
 /// A second set of submissions from fresh devices, half pushing through this server and half
 /// through a second server process on the same database, all at once. Returns submissions per
-/// second.
+/// second, the share of the machine's cores that was busy meanwhile, and a local database's
+/// CPU seconds.
 async fn two_processes(
     first: &TestServer,
     project: uuid::Uuid,
@@ -195,16 +221,19 @@ async fn two_processes(
     args: &Args,
     options: &SyncOptions,
     dir: &std::path::Path,
-) -> Result<f64, String> {
+) -> Result<(f64, Option<f64>, Option<f64>), String> {
     let second = TestServer::start_on(&dir.join("second"), None, Some(url.to_owned()));
     let links: Vec<String> = [first, &second]
         .iter()
         .map(|s| s.enrollment_code(project, "enumerator", args.devices as u32, &s.url()).1)
         .collect();
     let devices = filled_devices(&links, "bench-two", args, options, 43).await?;
+    let before = (crate::machine_ticks(), crate::local_postgres_cpu_seconds());
     let started = Instant::now();
     push_all(devices).await?;
-    Ok(args.submissions as f64 / started.elapsed().as_secs_f64())
+    let rate = args.submissions as f64 / started.elapsed().as_secs_f64();
+    let database_cpu = before.1.zip(crate::local_postgres_cpu_seconds()).map(|(a, b)| b - a);
+    Ok((rate, crate::busy_share(before.0, crate::machine_ticks()), database_cpu))
 }
 
 /// Every device pushes its outbox, all at once.
