@@ -440,6 +440,38 @@ async fn an_upload_whose_bytes_all_arrived_unverified_is_finished_when_asked_whe
     assert_eq!((st, body["complete"].as_bool()), (StatusCode::OK, Some(true)), "{body}");
 }
 
+/// Several requests asking at once where an unverified upload stands: one verifies it, and
+/// every other, whatever it read before that one finished, answers where the upload stands
+/// then (never a 500 for bytes another request already moved).
+#[tokio::test]
+async fn requests_asking_at_once_about_an_unverified_upload_all_get_where_it_stands() {
+    let s = start().await;
+    let p = s.project("p").await;
+    let d = s.device(p, "enumerator").await;
+    let owner = tejido_server::blobs::UploadOwner { project: p, device: d.id };
+    for round in 0..20u32 {
+        let photo: Vec<u8> = (0..20_000u32).map(|i| ((i * 13 + round) % 251) as u8).collect();
+        let sha = hex::encode(Sha256::digest(&photo));
+        s.service
+            .start_upload(owner, &sha, photo.len() as u64, "image/jpeg", tejido_server::now_ms())
+            .await
+            .unwrap();
+        s.blobs.append(owner, &sha, &photo).await.unwrap();
+        s.blobs.sync_partial(owner, &sha).await.unwrap();
+        let path = format!("/v1/blobs/{sha}");
+        let heads = (0..6).map(|_| s.req(Method::HEAD, &path, Some(&d.token)).send());
+        for resp in futures_util::future::join_all(heads).await {
+            let resp = resp.unwrap();
+            assert_eq!(resp.status(), StatusCode::OK, "round {round}");
+            let offset = resp.headers()["upload-offset"].to_str().unwrap().to_owned();
+            assert_eq!(offset, "20000", "round {round}: every byte is held, verified or not");
+        }
+        let resp = s.req(Method::GET, &path, Some(&d.token)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "round {round}: verified and kept");
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), photo.as_slice());
+    }
+}
+
 #[tokio::test]
 async fn requests_and_answers_may_be_gzip_or_zstd() {
     let s = start().await;

@@ -82,24 +82,27 @@ pub(crate) async fn status(
 ) -> Result<Response, ApiError> {
     check_name(&sha256)?;
     let owner = UploadOwner::of(&device);
-    let name = sha256.clone();
-    // Complete only when this device uploaded it: HEAD tells nothing of other devices' blobs.
-    let held = state.service.blob_held(owner, &name).await?;
-    if held {
-        if let Some(size) = state.blobs.complete_size(&sha256).await.map_err(io_error)? {
-            return Ok(status_response(
-                StatusCode::OK,
-                BlobStatus { sha256, offset: size, length: size, complete: true },
-            ));
-        }
+    if let Some(done) = held_status(&state, owner, &sha256).await? {
+        return Ok(done);
     }
     // A request that a cut connection left behind may still be storing its last bytes: answer
     // once it is done, so the client resumes from where the upload really stands.
-    state.service.upload_lease_settled(owner, &sha256, lease_wait()).await?;
+    let settled = state.service.upload_lease_settled(owner, &sha256, lease_wait()).await?;
     let name = sha256.clone();
     let upload = state.service.upload(owner, &name).await?;
     let mut offset =
         if upload.is_some() { state.blobs.partial_len(owner, &sha256).await.map_err(io_error)? } else { 0 };
+    if !upload.as_ref().is_some_and(|u| u.length > 0 && offset == u.length) {
+        // Another request may have finished the upload since the first look: its bytes are moved
+        // into place (none left partial), then the blob is recorded as this device's and the
+        // upload ended, all under its lease. Once that lease is released, look again.
+        if settled && upload.is_some() {
+            state.service.upload_lease_settled(owner, &sha256, lease_wait()).await?;
+        }
+        if let Some(done) = held_status(&state, owner, &sha256).await? {
+            return Ok(done);
+        }
+    }
     if let Some(u) = upload.as_ref().filter(|u| u.length > 0 && offset == u.length) {
         // Every byte arrived but the request that brought them ended (a killed process, a
         // cancelled task) before they were verified. A device told "all held" would never send
@@ -297,6 +300,24 @@ async fn append(
         .with_header(UPLOAD_OFFSET_HEADER, 0));
     }
     Ok(status_response(StatusCode::OK, BlobStatus { sha256, offset: length, length, complete: true }))
+}
+
+/// HEAD's answer for a blob this device uploaded and the server holds, if it is one.
+/// Complete only when this device uploaded it: HEAD tells nothing of other devices' blobs.
+async fn held_status(
+    state: &AppState,
+    owner: UploadOwner,
+    sha256: &str,
+) -> Result<Option<Response>, ApiError> {
+    if !state.service.blob_held(owner, sha256).await? {
+        return Ok(None);
+    }
+    let Some(size) = state.blobs.complete_size(sha256).await.map_err(io_error)? else { return Ok(None) };
+    let sha256 = sha256.to_owned();
+    Ok(Some(status_response(
+        StatusCode::OK,
+        BlobStatus { sha256, offset: size, length: size, complete: true },
+    )))
 }
 
 /// [`finish`] for HEAD, under the upload's lease: what was read before the lease was taken may
