@@ -399,6 +399,19 @@ async fn blobs_resume_where_they_stopped_and_are_verified() {
     assert_eq!(resp.bytes().await.unwrap().as_ref(), photo.as_slice());
 }
 
+/// What a request that brought an upload's last bytes and ended before verifying them leaves:
+/// the upload started and all of `bytes` held. Returns the blob's name.
+async fn unverified_upload(s: &Server, owner: tejido_server::blobs::UploadOwner, bytes: &[u8]) -> String {
+    let sha = hex::encode(Sha256::digest(bytes));
+    s.service
+        .start_upload(owner, &sha, bytes.len() as u64, "image/jpeg", tejido_server::now_ms())
+        .await
+        .unwrap();
+    s.blobs.append(owner, &sha, bytes).await.unwrap();
+    s.blobs.sync_partial(owner, &sha).await.unwrap();
+    sha
+}
+
 /// A request that brought an upload's last bytes and ended before verifying them (its process
 /// killed, its task cancelled) leaves every byte held: the device, told so by HEAD, never sends
 /// them again, so HEAD verifies them and the blob is there to download.
@@ -408,15 +421,8 @@ async fn an_upload_whose_bytes_all_arrived_unverified_is_finished_when_asked_whe
     let p = s.project("p").await;
     let d = s.device(p, "enumerator").await;
     let photo: Vec<u8> = (0..20_000u32).map(|i| (i * 13 % 251) as u8).collect();
-    let sha = hex::encode(Sha256::digest(&photo));
     let owner = tejido_server::blobs::UploadOwner { project: p, device: d.id };
-    // What the interrupted request left: the upload started and all its bytes on disk.
-    s.service
-        .start_upload(owner, &sha, photo.len() as u64, "image/jpeg", tejido_server::now_ms())
-        .await
-        .unwrap();
-    s.blobs.append(owner, &sha, &photo).await.unwrap();
-    s.blobs.sync_partial(owner, &sha).await.unwrap();
+    let sha = unverified_upload(&s, owner, &photo).await;
     let get = || s.req(Method::GET, &format!("/v1/blobs/{sha}"), Some(&d.token)).send();
     assert_eq!(get().await.unwrap().status(), StatusCode::NOT_FOUND, "not verified yet");
     let resp = s.req(Method::HEAD, &format!("/v1/blobs/{sha}"), Some(&d.token)).send().await.unwrap();
@@ -451,13 +457,7 @@ async fn requests_asking_at_once_about_an_unverified_upload_all_get_where_it_sta
     let owner = tejido_server::blobs::UploadOwner { project: p, device: d.id };
     for round in 0..20u32 {
         let photo: Vec<u8> = (0..20_000u32).map(|i| ((i * 13 + round) % 251) as u8).collect();
-        let sha = hex::encode(Sha256::digest(&photo));
-        s.service
-            .start_upload(owner, &sha, photo.len() as u64, "image/jpeg", tejido_server::now_ms())
-            .await
-            .unwrap();
-        s.blobs.append(owner, &sha, &photo).await.unwrap();
-        s.blobs.sync_partial(owner, &sha).await.unwrap();
+        let sha = unverified_upload(&s, owner, &photo).await;
         let path = format!("/v1/blobs/{sha}");
         let heads = (0..6).map(|_| s.req(Method::HEAD, &path, Some(&d.token)).send());
         for resp in futures_util::future::join_all(heads).await {
