@@ -272,13 +272,14 @@ impl Service {
         // have, are computed before taking the writer, beside another push's writes.
         let mut prepared: Vec<Prepared> =
             changes.iter().map(|c| Prepared::of(c, now_ms as i64)).collect::<Result<_>>()?;
-        let mut tx = self.write().await?;
+        let mut tx = self.storage.begin(Mode::Push).await?;
+        let docs: Vec<Uuid> = changes.iter().map(|c| c.doc.0).collect();
+        tx.lock_documents(&docs).await?;
         // Revocation is checked inside the transaction: a push racing a revoke loses.
         match tx.device(device.id).await? {
             Some(d) if !d.is_revoked() => {}
             _ => return Err(StorageError::Forbidden("the device is revoked".into())),
         }
-        let docs: Vec<Uuid> = changes.iter().map(|c| c.doc.0).collect();
         tx.prefetch_documents(&docs).await?;
         let mut outcome = PushOutcome::default();
         let mut far_future = false;

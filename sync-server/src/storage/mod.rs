@@ -344,6 +344,11 @@ pub enum Mode {
     Read,
     /// Writers are serialized (or conflict-checked) by the backend.
     Write,
+    /// A push: where the backend lets writers run at once, it runs beside other pushes and
+    /// holds only the documents it names with [`Tx::lock_documents`] (taken before it reads
+    /// them); log positions are still handed out in commit order, and every other writer waits
+    /// for the pushes in flight. Elsewhere the same as [`Mode::Write`].
+    Push,
 }
 
 /// A new device, as the service decided to enroll it.
@@ -482,6 +487,11 @@ pub trait Tx: Send {
     // Documents and their fields.
     async fn document(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>>;
     async fn insert_document(&mut self, doc: &NewDocument) -> Result<()>;
+    /// In a [`Mode::Push`] transaction, holds these documents until it ends (another push
+    /// naming one of them waits). Where writers take turns, they are held already.
+    async fn lock_documents(&mut self, _docs: &[Uuid]) -> Result<()> {
+        Ok(())
+    }
     /// Looks up many documents at once, for [`Tx::document`] to answer from (a push names up to
     /// a few hundred); a backend whose lookups are cheap does nothing.
     async fn prefetch_documents(&mut self, _docs: &[Uuid]) -> Result<()> {

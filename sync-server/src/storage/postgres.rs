@@ -2,11 +2,16 @@
 //! connections (deadpool), numbered migrations run at start-up under an advisory lock, and the
 //! primitives of [`Tx`] and nothing else.
 //!
-//! Writers take one advisory lock for the length of their transaction, as SQLite's single writer
-//! does: the service's read-then-write rules need no retries, and log positions are handed out
-//! in commit order, so a reader never sees a later position before an earlier one (a device
-//! that pulled past a gap would never see the op that fills it). Readers run at REPEATABLE READ,
-//! so every query of a pull page sees one snapshot, and never wait for writers.
+//! Pushes run at once; every other writer takes turns with them. A push holds one advisory lock
+//! shared ([`WRITE_LOCK`]) and, before it reads them, a lock on each document it names (taken in
+//! one order, so two pushes never wait on each other in a cycle); the server clock's row is
+//! locked by a push that takes a stamp. Its log entries are held back to its commit and written
+//! under a second lock ([`LOG_LOCK`]) held through `COMMIT`, so log positions are handed out in
+//! commit order: a reader never sees a later position before an earlier one (a device that
+//! pulled past a gap would never see the op that fills it). Other writers (reviews, publishing,
+//! enrollment, uploads) take [`WRITE_LOCK`] alone, for the length of their transaction, as
+//! SQLite's single writer does: their read-then-write rules need no retries. Readers run at
+//! REPEATABLE READ, so every query of a pull page sees one snapshot, and never wait for writers.
 //!
 //! A writer holds back the writes whose answer nobody reads (a new document's row, the ops of
 //! its first change, log entries, read-model rows) and sends them together, pipelined in one
@@ -40,6 +45,8 @@ const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 /// Advisory lock keys (first half 'TJSV').
 const MIGRATION_LOCK: i64 = 0x544A_5356_0000_0001;
 const WRITE_LOCK: i64 = 0x544A_5356_0000_0002;
+/// Held by a push from the moment it writes its log entries until it commits.
+const LOG_LOCK: i64 = 0x544A_5356_0000_0003;
 /// Connections per server process.
 const POOL_SIZE: usize = 16;
 
@@ -284,6 +291,14 @@ impl Storage for PostgresStorage {
                 tx.c()?.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
                 return Ok(Box::new(tx));
             }
+            Mode::Push => {
+                client.batch_execute("BEGIN").await?;
+                let mut tx = PgTx::new(client);
+                tx.concurrent = true;
+                // Shared with other pushes; every other writer waits for them, and they for it.
+                tx.c()?.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITE_LOCK]).await?;
+                return Ok(Box::new(tx));
+            }
         }
         Ok(Box::new(PgTx::new(client)))
     }
@@ -305,6 +320,9 @@ pub struct PgTx {
     new_index: HashMap<Uuid, usize>,
     /// Documents this transaction has looked up or inserted (`None`: not there).
     docs: HashMap<Uuid, Option<DocumentInfo>>,
+    /// A push beside others: its log entries are held until commit, and written under
+    /// [`LOG_LOCK`] so that positions follow commit order.
+    concurrent: bool,
 }
 
 /// A held-back write: one statement for all the rows of one kind.
@@ -366,6 +384,7 @@ impl PgTx {
             new_docs: Vec::new(),
             new_index: HashMap::new(),
             docs: HashMap::new(),
+            concurrent: false,
         }
     }
 
@@ -377,9 +396,14 @@ impl PgTx {
     /// others name), all pipelined: tokio-postgres sends requests in the order their futures
     /// are first polled, and the server runs them in that order.
     async fn send_held(&mut self) -> Result<()> {
+        self.send_held_with(!self.concurrent).await
+    }
+
+    /// As [`PgTx::send_held`], the log entries too if `log`.
+    async fn send_held_with(&mut self, log: bool) -> Result<()> {
         if self.new_docs.is_empty()
             && self.held_ops.is_empty()
-            && self.held_log.is_empty()
+            && (!log || self.held_log.is_empty())
             && self.held_states.is_empty()
         {
             return Ok(());
@@ -387,7 +411,7 @@ impl PgTx {
         let docs = std::mem::take(&mut self.new_docs);
         self.new_index.clear();
         let ops = std::mem::take(&mut self.held_ops);
-        let log = std::mem::take(&mut self.held_log);
+        let log = if log { std::mem::take(&mut self.held_log) } else { Vec::new() };
         let states = std::mem::take(&mut self.held_states);
         self.state_index.clear();
         let mut held = Vec::with_capacity(4);
@@ -560,7 +584,12 @@ impl Drop for PgTx {
 #[async_trait::async_trait]
 impl Tx for PgTx {
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        self.send_held().await?;
+        if self.concurrent && !self.held_log.is_empty() {
+            self.send_held_with(false).await?;
+            // From here to the commit one push at a time: positions in commit order.
+            self.c()?.execute("SELECT pg_advisory_xact_lock($1)", &[&LOG_LOCK]).await?;
+        }
+        self.send_held_with(true).await?;
         self.c()?.batch_execute("COMMIT").await?;
         self.open = false;
         Ok(())
@@ -579,7 +608,13 @@ impl Tx for PgTx {
     }
 
     async fn clock(&mut self) -> Result<Hlc> {
-        let v: String = self.one("SELECT value FROM meta WHERE key = 'clock'", &[]).await?.try_get(0)?;
+        // A push beside others holds the clock until it commits: no stamp is issued twice.
+        let sql = if self.concurrent {
+            "SELECT value FROM meta WHERE key = 'clock' FOR UPDATE"
+        } else {
+            "SELECT value FROM meta WHERE key = 'clock'"
+        };
+        let v: String = self.one(sql, &[]).await?.try_get(0)?;
         v.parse().map(Hlc).map_err(|_| StorageError::Other("the server's clock is corrupt".into()))
     }
 
@@ -755,6 +790,31 @@ impl Tx for PgTx {
         let info = row.map(|r| document_row(&r, doc)).transpose()?;
         self.docs.insert(doc, info.clone());
         Ok(info)
+    }
+
+    async fn lock_documents(&mut self, docs: &[Uuid]) -> Result<()> {
+        if !self.concurrent || docs.is_empty() {
+            return Ok(());
+        }
+        // Two-key advisory locks (a space apart from the one-key locks above), taken in one
+        // order by every push so that two pushes never wait on each other in a cycle.
+        let mut keys: Vec<(i32, i32)> = docs
+            .iter()
+            .map(|d| {
+                let (hi, lo) = d.as_u64_pair();
+                let h = hi ^ lo;
+                ((h >> 32) as u32 as i32, h as u32 as i32)
+            })
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let (a, b): (Vec<i32>, Vec<i32>) = keys.into_iter().unzip();
+        self.one(
+            "SELECT count(pg_advisory_xact_lock(t.a, t.b)) FROM unnest($1::int4[], $2::int4[]) AS t(a, b)",
+            &[&a, &b],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn prefetch_documents(&mut self, docs: &[Uuid]) -> Result<()> {
@@ -1578,6 +1638,13 @@ impl Tx for PgTx {
     }
 
     async fn first_received(&mut self, doc: Uuid) -> Result<Option<i64>> {
-        Ok(self.one("SELECT min(received_ms) FROM changes WHERE doc = $1", &[&doc]).await?.try_get(0)?)
+        let stored: Option<i64> =
+            self.one("SELECT min(received_ms) FROM changes WHERE doc = $1", &[&doc]).await?.try_get(0)?;
+        // A push beside others holds its log entries until commit.
+        let held = self.held_log.iter().filter(|l| l.doc == doc).map(|l| l.received_ms).min();
+        Ok(match (stored, held) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        })
     }
 }

@@ -326,7 +326,7 @@ fn may_block<T>(f: impl FnOnce() -> T) -> T {
 impl Storage for SqliteStorage {
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>> {
         let conn = match mode {
-            Mode::Write => {
+            Mode::Write | Mode::Push => {
                 let guard = self.writer.clone().lock_owned().await;
                 may_block(|| guard.execute_batch("BEGIN IMMEDIATE"))?;
                 Conn::Writer(guard, self.checkpoint.clone())

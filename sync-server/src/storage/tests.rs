@@ -43,6 +43,7 @@ macro_rules! conformance {
             a_document_past_its_bound_is_refused_and_pages_stay_bounded,
             an_upload_lease_has_one_holder_until_it_expires,
             writers_commit_in_log_order_and_no_pull_skips_a_late_commit,
+            pushes_naming_one_document_take_turns,
             users_sessions_and_login_failures_round_trip,
             the_read_model_follows_changes_and_filters_by_keyset,
             the_read_model_is_rebuilt_when_missing,
@@ -962,8 +963,15 @@ async fn an_upload_lease_has_one_holder_until_it_expires(s: &Service) {
 }
 
 /// Two writers overlap: the second starts while the first is open. Whatever order they finish
-/// in, a reader following the log never passes an op that commits after it looked.
+/// in, a reader following the log never passes an op that commits after it looked. Writers of
+/// every kind take turns here; two pushes (on a backend that runs them at once) may finish in
+/// either order, and log positions follow the order they committed in.
 async fn writers_commit_in_log_order_and_no_pull_skips_a_late_commit(s: &Service) {
+    late_commits(s, Mode::Write).await;
+    late_commits(s, Mode::Push).await;
+}
+
+async fn late_commits(s: &Service, mode: Mode) {
     let p = project(s).await;
     let coord = device(s, p, Role::Coordinator).await;
     let reader = device(s, p, Role::Coordinator).await;
@@ -986,15 +994,20 @@ async fn writers_commit_in_log_order_and_no_pull_skips_a_late_commit(s: &Service
     }
     let (_, c) = pull_all(s, &reader, cursor, 10).await;
     cursor = c;
+    let committed = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     // The first writer appends and holds its transaction open.
-    let mut first = s.storage().begin(Mode::Write).await.unwrap();
+    let mut first = s.storage().begin(mode).await.unwrap();
+    first.lock_documents(&[d1.0]).await.unwrap();
     first.append_log(&entry(d1.0, r#"{"first":1}"#)).await.unwrap();
     // The second starts meanwhile and tries to commit before the first.
     let storage = s.storage().clone();
+    let order = committed.clone();
     let second = tokio::spawn(async move {
-        let mut tx = storage.begin(Mode::Write).await.unwrap();
+        let mut tx = storage.begin(mode).await.unwrap();
+        tx.lock_documents(&[d2.0]).await.unwrap();
         tx.append_log(&entry(d2.0, r#"{"second":2}"#)).await.unwrap();
         tx.commit().await.unwrap();
+        order.lock().unwrap().push(r#"{"second":2}"#);
     });
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     // A reader now: whatever it sees, its cursor must not pass the first writer's entry.
@@ -1004,13 +1017,50 @@ async fn writers_commit_in_log_order_and_no_pull_skips_a_late_commit(s: &Service
     let (seen, _) = tx.log_page(&scope, after, 10, 1 << 20).await.unwrap();
     drop(tx);
     first.commit().await.unwrap();
+    committed.lock().unwrap().push(r#"{"first":1}"#);
     second.await.unwrap();
     let mut tx = s.storage().begin(Mode::Read).await.unwrap();
     let (all, _) = tx.log_page(&scope, after, 10, 1 << 20).await.unwrap();
     let bodies: Vec<&str> = all.iter().map(|(_, b)| b.as_str()).collect();
-    assert_eq!(bodies, [r#"{"first":1}"#, r#"{"second":2}"#], "positions follow commit order");
+    assert_eq!(bodies, *committed.lock().unwrap(), "positions follow commit order");
+    if matches!(mode, Mode::Write) {
+        assert_eq!(bodies, [r#"{"first":1}"#, r#"{"second":2}"#], "writers take turns");
+    }
     // What the reader saw mid-way is a prefix of the final order: it skipped nothing.
     assert_eq!(seen.as_slice(), &all[..seen.len()], "the reader saw a later entry before an earlier one");
+}
+
+/// Two pushes naming one document take turns on it, whatever the backend; one writer of
+/// another kind waits for the pushes in flight.
+async fn pushes_naming_one_document_take_turns(s: &Service) {
+    let p = project(s).await;
+    let coord = device(s, p, Role::Coordinator).await;
+    let doc = DocId::new();
+    s.push(&coord, &[change(&coord, doc, Collection::Entity, 5, &[("a", json!(0), vec![])])], now())
+        .await
+        .unwrap();
+    let order = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut first = s.storage().begin(Mode::Push).await.unwrap();
+    first.lock_documents(&[doc.0]).await.unwrap();
+    let spawn = |mode: Mode, docs: Vec<Uuid>, name: &'static str| {
+        let storage = s.storage().clone();
+        let order = order.clone();
+        tokio::spawn(async move {
+            let mut tx = storage.begin(mode).await.unwrap();
+            tx.lock_documents(&docs).await.unwrap();
+            tx.commit().await.unwrap();
+            order.lock().unwrap().push(name);
+        })
+    };
+    let same = spawn(Mode::Push, vec![Uuid::new_v4(), doc.0], "same document");
+    let other = spawn(Mode::Write, Vec::new(), "another writer");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(order.lock().unwrap().is_empty(), "{:?} went ahead of a push in flight", order.lock().unwrap());
+    order.lock().unwrap().push("first");
+    first.commit().await.unwrap();
+    same.await.unwrap();
+    other.await.unwrap();
+    assert_eq!(order.lock().unwrap().len(), 3);
 }
 
 async fn users_sessions_and_login_failures_round_trip(s: &Service) {
