@@ -430,6 +430,11 @@ pub struct FormRecord {
 pub trait Storage: Send + Sync + 'static {
     /// Starts a transaction. Dropping it without [`Tx::commit`] rolls it back.
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>>;
+    /// Whether two [`Mode::Push`] transactions naming different documents run at once (each
+    /// then holds only the documents it names), rather than taking turns on one writer.
+    fn concurrent_pushes(&self) -> bool {
+        false
+    }
 }
 
 /// The primitives of one transaction. Each reads or writes rows and nothing else.

@@ -302,6 +302,10 @@ impl Storage for PostgresStorage {
         }
         Ok(Box::new(PgTx::new(client)))
     }
+
+    fn concurrent_pushes(&self) -> bool {
+        true
+    }
 }
 
 /// One PostgreSQL transaction on a pooled connection.
