@@ -18,6 +18,13 @@ use tejido_server::blobs::{BlobBytes, BlobStore};
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::serve::ConnectionLimits;
 use tejido_server::service::Service;
+
+/// mimalloc instead of the system allocator: a push allocates and frees many short-lived
+/// buffers on every worker thread, and glibc's per-thread arenas hand their tops back to the
+/// kernel and fault them in again (`tejido-bench sync` showed a tenth of the server's CPU in
+/// malloc, free and page faults).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use tejido_server::storage::{
     NewEnrollmentCode, PostgresStorage, Project, PublishForm, SqliteStorage, Storage, StorageError, UserRole,
 };

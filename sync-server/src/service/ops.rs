@@ -956,11 +956,12 @@ struct Prepared {
 
 impl Prepared {
     fn of(change: &Change, now_ms: i64) -> Result<Prepared> {
+        let values: Vec<String> = change.ops.iter().map(|op| op.value.to_string()).collect();
         Ok(Prepared {
-            values: change.ops.iter().map(|op| op.value.to_string()).collect(),
             body: encode_change(change)?,
             row: (change.collection == Collection::Submission)
-                .then(|| read_model::created_parts(change, now_ms)),
+                .then(|| read_model::created_parts(change, &values, now_ms)),
+            values,
         })
     }
 }

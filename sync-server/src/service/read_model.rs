@@ -326,16 +326,18 @@ pub async fn refresh(
 /// The row of a submission that `change` creates, computed from the change alone, before the
 /// push takes the writer (so that it runs beside another push's writes): its ops are all the
 /// document will hold if the change creates it (each field once, none replaced), there is no
-/// earlier row, and it is received now. [`refresh_created`] finishes and writes it.
-pub fn created_parts(change: &tejido_core::Change, now_ms: i64) -> RowParts {
+/// earlier row, and it is received now. `values` are its ops' values as JSON text, in order.
+/// [`refresh_created`] finishes and writes it.
+pub fn created_parts(change: &tejido_core::Change, values: &[String], now_ms: i64) -> RowParts {
     let id = change.op_id();
     let mut ops: Vec<StoredOp> = change
         .ops
         .iter()
-        .map(|op| StoredOp {
+        .zip(values)
+        .map(|(op, value)| StoredOp {
             field: op.field.as_str().to_owned(),
             id,
-            value: Some(op.value.to_string()),
+            value: Some(value.clone()),
             leaf: true,
         })
         .collect();

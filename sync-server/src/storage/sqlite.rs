@@ -222,6 +222,11 @@ impl SqliteStorage {
         conn.busy_timeout(std::time::Duration::from_secs(30))?;
         // Room for every statement a push or a page uses (the default keeps 16).
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+        // 16 KiB pages for a new database (an existing one keeps its own): a push's commit
+        // writes each dirty page to the WAL with two system calls, and a push dirties a few
+        // hundred pages; larger pages also split less often. On `tejido-bench sync` this moved
+        // the push from 0.31–0.36 to 0.40–0.42 of raw inserts.
+        conn.pragma_update(None, "page_size", 16384)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a commit is on disk before the push is acknowledged.
         conn.pragma_update(None, "synchronous", "FULL")?;
@@ -230,8 +235,13 @@ impl SqliteStorage {
         // ids of submissions from many phones interleave), and SQLite's default 2 MB cache would
         // read most of those pages back from the file on every push.
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
-        // Checkpoints run on their own thread (`start_checkpointer`), not in a push.
-        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        // Checkpoints run on their own thread (`start_checkpointer`), not in a push, but only a
+        // checkpoint that finds no new frame lets the next writer start the WAL over, and under
+        // steady pushes the background one never does: the WAL then grows without end, and each
+        // frame written past its end costs the kernel a zeroed block. So the writer also
+        // checkpoints once the WAL holds 4096 frames (64 MiB); the background thread has
+        // usually copied all but the last few by then, and the WAL is reused from its start.
+        conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
         let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
         if !(app_id == APPLICATION_ID || (app_id == 0 && tables == 0)) {
