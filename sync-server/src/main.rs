@@ -18,6 +18,9 @@ use tejido_server::blobs::{BlobBytes, BlobStore};
 use tejido_server::secrets::{enrollment_link, hash_code, new_code};
 use tejido_server::serve::ConnectionLimits;
 use tejido_server::service::Service;
+use tejido_server::storage::{
+    NewEnrollmentCode, PostgresStorage, Project, PublishForm, SqliteStorage, Storage, StorageError, UserRole,
+};
 
 /// mimalloc instead of the system allocator: a push allocates and frees many short-lived
 /// buffers on every worker thread, and glibc's per-thread arenas hand their tops back to the
@@ -25,9 +28,6 @@ use tejido_server::service::Service;
 /// malloc, free and page faults).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use tejido_server::storage::{
-    NewEnrollmentCode, PostgresStorage, Project, PublishForm, SqliteStorage, Storage, StorageError, UserRole,
-};
 
 #[derive(Debug, Parser)]
 #[command(name = "tejido-server", version, about = "Tejido's sync server and admin commands")]

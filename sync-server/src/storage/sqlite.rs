@@ -235,12 +235,12 @@ impl SqliteStorage {
         // ids of submissions from many phones interleave), and SQLite's default 2 MB cache would
         // read most of those pages back from the file on every push.
         conn.pragma_update(None, "cache_size", WRITER_CACHE_KIB)?;
-        // Checkpoints run on their own thread (`start_checkpointer`), not in a push, but only a
-        // checkpoint that finds no new frame lets the next writer start the WAL over, and under
-        // steady pushes the background one never does: the WAL then grows without end, and each
-        // frame written past its end costs the kernel a zeroed block. So the writer also
-        // checkpoints once the WAL holds 4096 frames (64 MiB); the background thread has
-        // usually copied all but the last few by then, and the WAL is reused from its start.
+        // Checkpoints run on their own thread (`start_checkpointer`), not in a push. But the next
+        // writer starts the WAL over only once a checkpoint has copied every frame in it, which
+        // the background thread never manages under steady pushes: the WAL then grows without
+        // end, and each frame written past its end costs the kernel a zeroed block. So the
+        // writer also checkpoints once the WAL holds 4096 frames (64 MiB at 16 KiB pages); the
+        // background thread has usually copied all but the last few by then.
         conn.pragma_update(None, "wal_autocheckpoint", 4096)?;
         let app_id: i32 = conn.query_row("PRAGMA application_id", [], |r| r.get(0))?;
         let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
