@@ -74,3 +74,16 @@ fn xls_sheet_spanning_too_many_cells_is_refused_before_reading() {
         assert!(e.to_string().contains("sheets may span at most"), "{name}: {e}");
     }
 }
+
+/// `xlsform_import`: an .xls whose DIMENSIONS record names a first column past 255 (or past its
+/// last column). calamine then takes the first column as 0 and reserves a cell for every row
+/// and column up to the last (gigabytes, then an abort), while the check took the record at its
+/// word and saw a narrow sheet. The check now reads the record as calamine does.
+#[test]
+fn xls_dimensions_with_a_first_column_past_255_are_read_as_calamine_reads_them() {
+    let bytes = input("xlsform_import-xls-dimensions-first-column-past-255.xls");
+    for name in ["form.xls", "form"] {
+        let e = import_xlsform_bytes(&bytes, name).expect_err(name);
+        assert!(e.to_string().contains("sheets may span at most"), "{name}: {e}");
+    }
+}

@@ -215,7 +215,20 @@ fn check_sheet_extents(stream: &[u8]) -> Result<(), String> {
                         )
                     };
                     if let (Some(r0), Some(r1), Some(c0), Some(c1)) = (r0, r1, c0, c1) {
-                        let (h, w) = (u64::from(r1.saturating_sub(r0)), u64::from(c1.saturating_sub(c0)));
+                        // What calamine reserves from it: a first column past 255 or past the
+                        // last counts as 0, an empty range as one cell, and its u32 arithmetic
+                        // wraps where the record is backwards.
+                        let c0 = if c0 > 0xFF || c1 < c0 { 0 } else { u32::from(c0) };
+                        let c1 = u32::from(c1);
+                        let (h, w) = if r1 >= 1 && c1 >= 1 {
+                            (
+                                (r1 - 1).wrapping_sub(r0).wrapping_add(1),
+                                (c1 - 1).wrapping_sub(c0).wrapping_add(1),
+                            )
+                        } else {
+                            (1, 1)
+                        };
+                        let (h, w) = (u64::from(h), u64::from(w));
                         if too_big(h, w) {
                             return refuse(h, w);
                         }
