@@ -347,7 +347,7 @@ impl Storage for SqliteStorage {
                 Conn::Reader(Some(conn), self.readers.clone())
             }
         };
-        Ok(Box::new(SqliteTx { conn, open: true, created: Vec::new() }))
+        Ok(Box::new(SqliteTx { conn, open: true, created: Vec::new(), held: Vec::new() }))
     }
 }
 
@@ -364,6 +364,22 @@ pub struct SqliteTx {
     open: bool,
     /// Documents this transaction created that hold no op yet (a push creates a few hundred).
     created: Vec<Uuid>,
+    /// Rows of `documents` this transaction created, with their sizes, not yet written: a new
+    /// submission's row is written once, after its first change has grown it, instead of an
+    /// INSERT and then an UPDATE. Every method that may read `documents` writes them first
+    /// ([`SqliteTx::w`]); only those of a push's hot path that never do use [`SqliteTx::c`].
+    held: Vec<HeldDocument>,
+}
+
+struct HeldDocument {
+    doc: Uuid,
+    project: Uuid,
+    collection: &'static str,
+    author: Option<Uuid>,
+    parent: Option<Uuid>,
+    audience: Option<String>,
+    ops: i64,
+    bytes: i64,
 }
 
 /// Rows in one multi-row INSERT of a new document's ops; a change is sent in chunks of these
@@ -389,12 +405,37 @@ fn insert_ops_sql(rows: usize) -> String {
 }
 
 impl SqliteTx {
+    /// The connection, for a statement that reads nothing of `documents` (see `held`).
     fn c(&self) -> Result<&Connection> {
         match &self.conn {
             Conn::Writer(g, _) => Ok(g),
             Conn::Reader(Some(c), _) => Ok(c),
             Conn::Reader(None, _) => Err(StorageError::Other("the transaction has ended".into())),
         }
+    }
+
+    /// The connection, after writing the held rows of `documents`.
+    fn w(&mut self) -> Result<&Connection> {
+        if !self.held.is_empty() {
+            let held = std::mem::take(&mut self.held);
+            let mut stmt = self.c()?.prepare_cached(
+                "INSERT INTO documents (doc, project, collection, author_device, parent, audience, ops, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?;
+            for d in &held {
+                stmt.execute(params![
+                    b(&d.doc),
+                    b(&d.project),
+                    d.collection,
+                    d.author.map(|a| a.as_bytes().to_vec()),
+                    d.parent.map(|p| p.as_bytes().to_vec()),
+                    d.audience,
+                    d.ops,
+                    d.bytes
+                ])?;
+            }
+        }
+        self.c()
     }
 }
 
@@ -453,7 +494,7 @@ fn op_id_row(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<OpId> {
 #[async_trait::async_trait]
 impl Tx for SqliteTx {
     async fn commit(mut self: Box<Self>) -> Result<()> {
-        let c = self.c()?;
+        let c = self.w()?;
         may_block(|| c.execute_batch("COMMIT"))?;
         self.open = false;
         if let Conn::Writer(_, checkpoint) = &self.conn {
@@ -464,34 +505,34 @@ impl Tx for SqliteTx {
     }
 
     async fn server_replica(&mut self) -> Result<ReplicaId> {
-        read_replica(self.c()?)
+        read_replica(self.w()?)
     }
 
     async fn set_server_replica(&mut self, replica: ReplicaId) -> Result<()> {
-        self.c()?.execute("UPDATE meta SET value = ?1 WHERE key = 'replica'", [replica.0.to_string()])?;
+        self.w()?.execute("UPDATE meta SET value = ?1 WHERE key = 'replica'", [replica.0.to_string()])?;
         Ok(())
     }
 
     async fn clock(&mut self) -> Result<Hlc> {
-        read_clock(self.c()?)
+        read_clock(self.w()?)
     }
 
     async fn epoch(&mut self) -> Result<String> {
-        Ok(self.c()?.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?)
+        Ok(self.w()?.query_row("SELECT value FROM meta WHERE key = 'epoch'", [], |r| r.get(0))?)
     }
 
     async fn set_epoch(&mut self, epoch: &str) -> Result<()> {
-        self.c()?.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [epoch])?;
+        self.w()?.execute("UPDATE meta SET value = ?1 WHERE key = 'epoch'", [epoch])?;
         Ok(())
     }
 
     async fn set_clock(&mut self, hlc: Hlc) -> Result<()> {
-        self.c()?.execute("UPDATE meta SET value = ?1 WHERE key = 'clock'", [hlc.0.to_string()])?;
+        self.w()?.execute("UPDATE meta SET value = ?1 WHERE key = 'clock'", [hlc.0.to_string()])?;
         Ok(())
     }
 
     async fn insert_project(&mut self, p: &Project) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "INSERT INTO projects (id, name, created_ms) VALUES (?1, ?2, ?3)",
             params![b(&p.id), p.name, p.created_ms],
         )?;
@@ -500,7 +541,7 @@ impl Tx for SqliteTx {
 
     async fn project(&mut self, id: Uuid) -> Result<Option<Project>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached("SELECT id, name, created_ms FROM projects WHERE id = ?1")?
             .query_row([b(&id)], project_from_row)
             .optional()?)
@@ -508,21 +549,21 @@ impl Tx for SqliteTx {
 
     async fn project_by_name(&mut self, name: &str) -> Result<Option<Project>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached("SELECT id, name, created_ms FROM projects WHERE name = ?1")?
             .query_row([name], project_from_row)
             .optional()?)
     }
 
     async fn projects(&mut self) -> Result<Vec<Project>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare("SELECT id, name, created_ms FROM projects ORDER BY name")?;
         let rows = stmt.query_map([], project_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     async fn insert_code(&mut self, code: &NewEnrollmentCode) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "INSERT INTO enrollment_codes (code_hash, project, role, uses_left, expires_ms, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![
@@ -539,7 +580,7 @@ impl Tx for SqliteTx {
 
     async fn code(&mut self, code_hash: &[u8; 32]) -> Result<Option<(Uuid, Role, CodeState)>> {
         Ok(self
-            .c()?
+            .w()?
             .query_row(
                 "SELECT project, role, uses_left, expires_ms, created_ms FROM enrollment_codes WHERE code_hash = ?1",
                 [code_hash.as_slice()],
@@ -555,7 +596,7 @@ impl Tx for SqliteTx {
     }
 
     async fn use_code(&mut self, code_hash: &[u8; 32]) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "UPDATE enrollment_codes SET uses_left = uses_left - 1 WHERE code_hash = ?1",
             [code_hash.as_slice()],
         )?;
@@ -563,7 +604,7 @@ impl Tx for SqliteTx {
     }
 
     async fn replica_state(&mut self, replica: ReplicaId) -> Result<ReplicaState> {
-        Ok(self.c()?.query_row(
+        Ok(self.w()?.query_row(
             "SELECT EXISTS (SELECT 1 FROM devices WHERE replica = ?1 AND revoked_ms IS NULL),
                     (SELECT max(revoked_ms) FROM devices WHERE replica = ?1)",
             [b(&replica.0)],
@@ -572,7 +613,7 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_device(&mut self, d: &NewDevice) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "INSERT INTO devices (id, project, role, replica, name, token_hash, code_hash, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             params![
@@ -591,7 +632,7 @@ impl Tx for SqliteTx {
 
     async fn device(&mut self, id: Uuid) -> Result<Option<Device>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE id = ?1"))?
             .query_row([b(&id)], device_from_row)
             .optional()?)
@@ -599,14 +640,14 @@ impl Tx for SqliteTx {
 
     async fn device_by_token(&mut self, token_hash: &[u8; 32]) -> Result<Option<Device>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached(&format!("SELECT {DEVICE_COLUMNS} FROM devices WHERE token_hash = ?1"))?
             .query_row([token_hash.as_slice()], device_from_row)
             .optional()?)
     }
 
     async fn devices(&mut self, project: Uuid) -> Result<Vec<Device>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare(&format!(
             "SELECT {DEVICE_COLUMNS} FROM devices WHERE project = ?1 ORDER BY created_ms, id"
         ))?;
@@ -615,7 +656,7 @@ impl Tx for SqliteTx {
     }
 
     async fn revoke_device(&mut self, id: Uuid, now_ms: i64) -> Result<bool> {
-        let n = self.c()?.execute(
+        let n = self.w()?.execute(
             "UPDATE devices SET revoked_ms = ?2 WHERE id = ?1 AND revoked_ms IS NULL",
             params![b(&id), now_ms],
         )?;
@@ -623,13 +664,13 @@ impl Tx for SqliteTx {
     }
 
     async fn flag_far_future(&mut self, id: Uuid, now_ms: i64) -> Result<()> {
-        self.c()?.execute("UPDATE devices SET far_future_ms = ?2 WHERE id = ?1", params![b(&id), now_ms])?;
+        self.w()?.execute("UPDATE devices SET far_future_ms = ?2 WHERE id = ?1", params![b(&id), now_ms])?;
         Ok(())
     }
 
     async fn document(&mut self, doc: Uuid) -> Result<Option<DocumentInfo>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached(
                 "SELECT project, collection, author_device, parent FROM documents WHERE doc = ?1",
             )?
@@ -654,19 +695,20 @@ impl Tx for SqliteTx {
             }
             a
         });
-        self.c()?
-            .prepare_cached(
-                "INSERT INTO documents (doc, project, collection, author_device, parent, audience)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                b(&d.doc),
-                b(&d.project),
-                d.collection.as_str(),
-                d.author.map(|a| a.as_bytes().to_vec()),
-                d.parent.map(|p| p.as_bytes().to_vec()),
-                audience
-            ])?;
+        // A document this transaction holds already would fail at the INSERT; say so now.
+        if self.held.iter().any(|h| h.doc == d.doc) {
+            return Err(StorageError::Conflict(format!("document {} already exists", d.doc)));
+        }
+        self.held.push(HeldDocument {
+            doc: d.doc,
+            project: d.project,
+            collection: d.collection.as_str(),
+            author: d.author,
+            parent: d.parent,
+            audience,
+            ops: 0,
+            bytes: 0,
+        });
         self.created.push(d.doc);
         Ok(())
     }
@@ -745,6 +787,11 @@ impl Tx for SqliteTx {
     }
 
     async fn grow_document(&mut self, doc: Uuid, ops: u64, bytes: u64) -> Result<(u64, u64)> {
+        if let Some(h) = self.held.iter_mut().rev().find(|h| h.doc == doc) {
+            h.ops = h.ops.saturating_add(ops as i64);
+            h.bytes = h.bytes.saturating_add(bytes as i64);
+            return Ok((h.ops.max(0) as u64, h.bytes.max(0) as u64));
+        }
         let (ops, bytes): (i64, i64) = self
             .c()?
             .prepare_cached(
@@ -755,7 +802,7 @@ impl Tx for SqliteTx {
     }
 
     async fn field_ops(&mut self, doc: Uuid) -> Result<Vec<StoredOp>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(
             "SELECT field, hlc, replica, value, known, leaf FROM field_ops WHERE doc = ?1
              ORDER BY field, hlc DESC, replica DESC",
@@ -774,7 +821,7 @@ impl Tx for SqliteTx {
     }
 
     async fn open_values(&mut self, project: Uuid) -> Result<Vec<(DocId, String, OpId)>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare(
             "SELECT f.doc, f.field, f.hlc, f.replica FROM documents d JOIN field_ops f ON f.doc = d.doc
              WHERE d.project = ?1 AND f.leaf = 1 AND f.known = 1
@@ -804,7 +851,7 @@ impl Tx for SqliteTx {
     }
 
     async fn log_end(&mut self) -> Result<i64> {
-        Ok(max_seq(self.c()?)?)
+        Ok(max_seq(self.w()?)?)
     }
 
     async fn log_page(
@@ -815,7 +862,7 @@ impl Tx for SqliteTx {
         max_bytes: usize,
     ) -> Result<(Vec<(i64, String)>, bool)> {
         let scope = ScopeParams::of(scope);
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(&format!(
             "SELECT c.seq, c.body FROM changes c JOIN documents d ON d.doc = c.doc
              WHERE c.project = ?1 AND c.seq > ?5 AND {SCOPE} ORDER BY c.seq LIMIT ?6"
@@ -854,7 +901,7 @@ impl Tx for SqliteTx {
     ) -> Result<Vec<(Uuid, Collection)>> {
         let scope = ScopeParams::of(scope);
         let bound = if inclusive { ">=" } else { ">" };
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(&format!(
             "SELECT d.doc, d.collection FROM documents d WHERE {SCOPE} AND d.doc {bound} ?5
              ORDER BY d.doc LIMIT ?6"
@@ -875,7 +922,7 @@ impl Tx for SqliteTx {
 
     async fn form(&mut self, project: Uuid, form_id: &str, version: &str) -> Result<Option<FormRecord>> {
         Ok(self
-            .c()?
+            .w()?
             .query_row(
                 "SELECT content_hash, doc FROM forms WHERE project = ?1 AND form_id = ?2 AND version = ?3",
                 params![b(&project), form_id, version],
@@ -892,7 +939,7 @@ impl Tx for SqliteTx {
         record: &FormRecord,
         now_ms: i64,
     ) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "INSERT INTO forms (project, form_id, version, content_hash, doc, published_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![b(&project), form_id, version, record.content_hash, b(&record.doc), now_ms],
@@ -902,7 +949,7 @@ impl Tx for SqliteTx {
 
     async fn blob_media_type(&mut self, project: Uuid, sha256: &str) -> Result<Option<String>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached("SELECT media_type FROM blob_owners WHERE sha256 = ?1 AND project = ?2 LIMIT 1")?
             .query_row(params![sha256, b(&project)], |r| r.get(0))
             .optional()?)
@@ -919,7 +966,7 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_blob_owner(&mut self, o: &BlobOwner<'_>) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "INSERT OR IGNORE INTO blob_owners (sha256, project, device, size, media_type, created_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![o.sha256, b(&o.project), b(&o.device), o.size as i64, o.media_type, o.created_ms],
@@ -936,7 +983,7 @@ impl Tx for SqliteTx {
 
     async fn blob_referenced(&mut self, scope: &Scope, sha256: &str) -> Result<bool> {
         let scope = ScopeParams::of(scope);
-        Ok(self.c()?.query_row(
+        Ok(self.w()?.query_row(
             &format!(
                 "SELECT EXISTS (SELECT 1 FROM blob_refs r JOIN documents d ON d.doc = r.doc
                  WHERE r.sha256 = ?5 AND {SCOPE})"
@@ -954,7 +1001,7 @@ impl Tx for SqliteTx {
 
     async fn upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<Option<UploadInfo>> {
         Ok(self
-            .c()?
+            .w()?
             .query_row(
                 "SELECT length, media_type FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
                 params![b(&owner.project), b(&owner.device), sha256],
@@ -970,7 +1017,7 @@ impl Tx for SqliteTx {
         info: &UploadInfo,
         started_ms: i64,
     ) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "INSERT INTO uploads (project, device, sha256, length, media_type, started_ms)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6)
              ON CONFLICT (project, device, sha256) DO UPDATE
@@ -981,7 +1028,7 @@ impl Tx for SqliteTx {
     }
 
     async fn delete_upload(&mut self, owner: UploadOwner, sha256: &str) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "DELETE FROM uploads WHERE project = ?1 AND device = ?2 AND sha256 = ?3",
             params![b(&owner.project), b(&owner.device), sha256],
         )?;
@@ -996,7 +1043,7 @@ impl Tx for SqliteTx {
         now_ms: i64,
         until_ms: i64,
     ) -> Result<bool> {
-        let n = self.c()?.execute(
+        let n = self.w()?.execute(
             "INSERT INTO upload_leases (project, device, sha256, holder, until_ms) VALUES (?1, ?2, ?3, ?4, ?6)
              ON CONFLICT (project, device, sha256) DO UPDATE
              SET holder = excluded.holder, until_ms = excluded.until_ms WHERE upload_leases.until_ms <= ?5",
@@ -1006,7 +1053,7 @@ impl Tx for SqliteTx {
     }
 
     async fn release_upload_lease(&mut self, owner: UploadOwner, sha256: &str, holder: Uuid) -> Result<()> {
-        self.c()?.execute(
+        self.w()?.execute(
             "DELETE FROM upload_leases WHERE project = ?1 AND device = ?2 AND sha256 = ?3 AND holder = ?4",
             params![b(&owner.project), b(&owner.device), sha256, b(&holder)],
         )?;
@@ -1015,7 +1062,7 @@ impl Tx for SqliteTx {
 
     async fn upload_lease_held(&mut self, owner: UploadOwner, sha256: &str, now_ms: i64) -> Result<bool> {
         Ok(self
-            .c()?
+            .w()?
             .query_row(
                 "SELECT 1 FROM upload_leases WHERE project = ?1 AND device = ?2 AND sha256 = ?3 AND until_ms > ?4",
                 params![b(&owner.project), b(&owner.device), sha256, now_ms],
@@ -1026,7 +1073,7 @@ impl Tx for SqliteTx {
     }
 
     async fn upload_bytes(&mut self, device: Uuid, except_sha256: &str) -> Result<u64> {
-        let n: i64 = self.c()?.query_row(
+        let n: i64 = self.w()?.query_row(
             "SELECT coalesce(sum(length), 0) FROM uploads WHERE device = ?1 AND sha256 <> ?2",
             params![b(&device), except_sha256],
             |r| r.get(0),
@@ -1039,7 +1086,7 @@ impl Tx for SqliteTx {
         before_ms: i64,
         limit: usize,
     ) -> Result<Vec<(UploadOwner, String)>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(
             "SELECT project, device, sha256 FROM uploads WHERE started_ms < ?1 ORDER BY started_ms LIMIT ?2",
         )?;
@@ -1050,7 +1097,7 @@ impl Tx for SqliteTx {
     }
 
     async fn form_versions(&mut self, project: Uuid) -> Result<Vec<(String, String)>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(
             "SELECT form_id, version FROM forms WHERE project = ?1 ORDER BY form_id, published_ms DESC",
         )?;
@@ -1060,14 +1107,14 @@ impl Tx for SqliteTx {
 
     async fn meta_value(&mut self, key: &str) -> Result<Option<String>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
             .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
     async fn set_meta_value(&mut self, key: &str, value: &str) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached(
                 "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
             )?
@@ -1077,14 +1124,14 @@ impl Tx for SqliteTx {
 
     async fn project_setting(&mut self, project: Uuid, key: &str) -> Result<Option<String>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached("SELECT value FROM project_settings WHERE project = ?1 AND key = ?2")?
             .query_row(params![b(&project), key], |r| r.get(0))
             .optional()?)
     }
 
     async fn set_project_setting(&mut self, project: Uuid, key: &str, value: Option<&str>) -> Result<()> {
-        let c = self.c()?;
+        let c = self.w()?;
         match value {
             Some(v) => c
                 .prepare_cached(
@@ -1100,7 +1147,7 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_user(&mut self, u: &User) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached(
                 "INSERT INTO users (id, email, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -1110,7 +1157,7 @@ impl Tx for SqliteTx {
 
     async fn user(&mut self, id: Uuid) -> Result<Option<User>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1"))?
             .query_row([b(&id)], user_from_row)
             .optional()?)
@@ -1118,35 +1165,35 @@ impl Tx for SqliteTx {
 
     async fn user_by_email(&mut self, email: &str) -> Result<Option<User>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users WHERE email = ?1"))?
             .query_row([email], user_from_row)
             .optional()?)
     }
 
     async fn users(&mut self) -> Result<Vec<User>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY email"))?;
         let rows = stmt.query_map([], user_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     async fn delete_user(&mut self, id: Uuid) -> Result<bool> {
-        let c = self.c()?;
+        let c = self.w()?;
         c.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?.execute([b(&id)])?;
         c.prepare_cached("DELETE FROM memberships WHERE user_id = ?1")?.execute([b(&id)])?;
         Ok(c.prepare_cached("DELETE FROM users WHERE id = ?1")?.execute([b(&id)])? > 0)
     }
 
     async fn set_password_hash(&mut self, id: Uuid, hash: &str) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached("UPDATE users SET password_hash = ?2 WHERE id = ?1")?
             .execute(params![b(&id), hash])?;
         Ok(())
     }
 
     async fn put_membership(&mut self, user: Uuid, m: &Membership) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached(
                 "INSERT INTO memberships (user_id, project, role) VALUES (?1, ?2, ?3)
                  ON CONFLICT (user_id, project) DO UPDATE SET role = excluded.role",
@@ -1156,7 +1203,7 @@ impl Tx for SqliteTx {
     }
 
     async fn memberships(&mut self, user: Uuid) -> Result<Vec<Membership>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(
             "SELECT m.project, m.role FROM memberships m JOIN projects p ON p.id = m.project
              WHERE m.user_id = ?1 ORDER BY p.name",
@@ -1173,7 +1220,7 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_session(&mut self, s: &Session) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached(
                 "INSERT INTO sessions (token_hash, user_id, csrf, created_ms, expires_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
             )?
@@ -1183,7 +1230,7 @@ impl Tx for SqliteTx {
 
     async fn session(&mut self, token_hash: &[u8; 32]) -> Result<Option<Session>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached(
                 "SELECT token_hash, user_id, csrf, created_ms, expires_ms FROM sessions WHERE token_hash = ?1",
             )?
@@ -1200,31 +1247,31 @@ impl Tx for SqliteTx {
     }
 
     async fn delete_session(&mut self, token_hash: &[u8; 32]) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached("DELETE FROM sessions WHERE token_hash = ?1")?
             .execute([token_hash.as_slice()])?;
         Ok(())
     }
 
     async fn delete_user_sessions(&mut self, user: Uuid) -> Result<()> {
-        self.c()?.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?.execute([b(&user)])?;
+        self.w()?.prepare_cached("DELETE FROM sessions WHERE user_id = ?1")?.execute([b(&user)])?;
         Ok(())
     }
 
     async fn delete_expired_sessions(&mut self, now_ms: i64) -> Result<u64> {
-        Ok(self.c()?.prepare_cached("DELETE FROM sessions WHERE expires_ms < ?1")?.execute([now_ms])? as u64)
+        Ok(self.w()?.prepare_cached("DELETE FROM sessions WHERE expires_ms < ?1")?.execute([now_ms])? as u64)
     }
 
     async fn login_failures(&mut self, key: &str) -> Result<Option<(u32, i64)>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached("SELECT failures, last_ms FROM login_failures WHERE key = ?1")?
             .query_row([key], |r| Ok((r.get::<_, i64>(0)?.clamp(0, i64::from(u32::MAX)) as u32, r.get(1)?)))
             .optional()?)
     }
 
     async fn set_login_failures(&mut self, key: &str, failures: u32, last_ms: i64) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached(
                 "INSERT INTO login_failures (key, failures, last_ms) VALUES (?1, ?2, ?3)
                  ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, last_ms = excluded.last_ms",
@@ -1234,17 +1281,17 @@ impl Tx for SqliteTx {
     }
 
     async fn clear_login_failures(&mut self, key: &str) -> Result<()> {
-        self.c()?.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?.execute([key])?;
+        self.w()?.prepare_cached("DELETE FROM login_failures WHERE key = ?1")?.execute([key])?;
         Ok(())
     }
 
     async fn forget_login_failures(&mut self, before_ms: i64) -> Result<u64> {
-        Ok(self.c()?.prepare_cached("DELETE FROM login_failures WHERE last_ms < ?1")?.execute([before_ms])?
+        Ok(self.w()?.prepare_cached("DELETE FROM login_failures WHERE last_ms < ?1")?.execute([before_ms])?
             as u64)
     }
 
     async fn put_submission_state(&mut self, s: &SubmissionState) -> Result<()> {
-        self.c()?
+        self.w()?
             .prepare_cached(&format!(
                 "INSERT OR REPLACE INTO submission_state ({STATE_COLUMNS})
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)"
@@ -1270,7 +1317,7 @@ impl Tx for SqliteTx {
 
     async fn submission_state(&mut self, doc: Uuid) -> Result<Option<SubmissionState>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached(&format!("SELECT {STATE_COLUMNS} FROM submission_state WHERE doc = ?1"))?
             .query_row([b(&doc)], state_from_row)
             .optional()?)
@@ -1323,14 +1370,14 @@ impl Tx for SqliteTx {
             sql.push_str(&format!(" AND received_ms = ?{n}))"));
         }
         sql.push_str(&format!(" ORDER BY received_ms DESC, doc DESC LIMIT {}", limit.min(10_000)));
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), state_from_row)?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
     async fn form_durations(&mut self, project: Uuid, form_id: &str, limit: usize) -> Result<Vec<i64>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(
             "SELECT duration_s FROM submission_state WHERE project = ?1 AND form_id = ?2
              AND duration_s IS NOT NULL AND deleted = 0 ORDER BY received_ms DESC LIMIT ?3",
@@ -1340,7 +1387,7 @@ impl Tx for SqliteTx {
     }
 
     async fn child_documents(&mut self, parent: Uuid) -> Result<Vec<Uuid>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(
             "SELECT d.doc FROM documents d WHERE d.parent = ?1
              ORDER BY (SELECT min(seq) FROM changes c WHERE c.doc = d.doc), d.doc",
@@ -1354,7 +1401,7 @@ impl Tx for SqliteTx {
         after: Uuid,
         limit: usize,
     ) -> Result<Vec<(Uuid, Uuid, Option<Uuid>)>> {
-        let c = self.c()?;
+        let c = self.w()?;
         let mut stmt = c.prepare_cached(
             "SELECT doc, project, author_device FROM documents WHERE collection = 'submission' AND doc > ?1
              ORDER BY doc LIMIT ?2",
@@ -1367,7 +1414,7 @@ impl Tx for SqliteTx {
 
     async fn first_received(&mut self, doc: Uuid) -> Result<Option<i64>> {
         Ok(self
-            .c()?
+            .w()?
             .prepare_cached("SELECT min(received_ms) FROM changes WHERE doc = ?1")?
             .query_row([b(&doc)], |r| r.get(0))?)
     }

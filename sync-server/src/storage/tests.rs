@@ -49,6 +49,7 @@ macro_rules! conformance {
             the_read_model_is_rebuilt_when_missing,
             a_new_submission_row_equals_the_row_rebuilt_from_its_ops,
             a_new_document_of_many_answers_is_stored_whole,
+            a_new_document_is_seen_and_sized_within_its_transaction,
         );
     };
     ($make:path => $($name:ident),* $(,)?) => {
@@ -392,6 +393,74 @@ async fn a_new_document_of_many_answers_is_stored_whole(s: &Service) {
         PushOutcome { accepted_ops: 1, duplicate_ops: 0 }
     );
     assert!(s.conflicts(p).await.unwrap().is_empty());
+}
+
+/// A backend may hold a new document's row back (to write it once, with its sizes): within the
+/// transaction it is still seen, sized and refused a second time, and after the commit it
+/// grows from where it stood.
+async fn a_new_document_is_seen_and_sized_within_its_transaction(s: &Service) {
+    let p = project(s).await;
+    let e = device(s, p, Role::Enumerator).await;
+    let (doc, other) = (Uuid::now_v7(), Uuid::now_v7());
+    let new = |doc| NewDocument {
+        doc,
+        project: p,
+        collection: Collection::Submission,
+        author: Some(e.id),
+        parent: None,
+        audience: Vec::new(),
+    };
+    let mut tx = s.storage().begin(Mode::Push).await.unwrap();
+    tx.insert_document(&new(doc)).await.unwrap();
+    assert_eq!(tx.grow_document(doc, 3, 100).await.unwrap(), (3, 100));
+    assert_eq!(tx.grow_document(doc, 2, 50).await.unwrap(), (5, 150));
+    let seen = tx.document(doc).await.unwrap().expect("the new document is seen in its transaction");
+    assert_eq!((seen.project, seen.collection, seen.author), (p, Collection::Submission, Some(e.id)));
+    // Grown after it was seen, and beside a second held document.
+    assert_eq!(tx.grow_document(doc, 1, 10).await.unwrap(), (6, 160));
+    tx.insert_document(&new(other)).await.unwrap();
+    assert_eq!(tx.grow_document(other, 7, 70).await.unwrap(), (7, 70));
+    tx.commit().await.unwrap();
+
+    let mut tx = s.storage().begin(Mode::Push).await.unwrap();
+    assert_eq!(tx.grow_document(doc, 1, 1).await.unwrap(), (7, 161));
+    assert_eq!(tx.grow_document(other, 1, 1).await.unwrap(), (8, 71));
+    tx.commit().await.unwrap();
+    // A committed document is not created twice: refused at once, or by the commit.
+    let mut tx = s.storage().begin(Mode::Push).await.unwrap();
+    let refused = match tx.insert_document(&new(doc)).await {
+        Err(_) => true,
+        Ok(()) => tx.commit().await.is_err(),
+    };
+    assert!(refused, "a second creation of a committed document is refused");
+    // Nor twice in one transaction, before or after it was read.
+    for read_between in [false, true] {
+        let twice = Uuid::now_v7();
+        let mut tx = s.storage().begin(Mode::Push).await.unwrap();
+        tx.insert_document(&new(twice)).await.unwrap();
+        if read_between {
+            assert!(tx.document(twice).await.unwrap().is_some());
+        }
+        let refused = match tx.insert_document(&new(twice)).await {
+            Err(_) => true,
+            Ok(()) => tx.commit().await.is_err(),
+        };
+        assert!(
+            refused,
+            "a document created twice in one transaction is refused (read between: {read_between})"
+        );
+    }
+    let mut tx = s.storage().begin(Mode::Push).await.unwrap();
+    assert_eq!(tx.grow_document(doc, 0, 0).await.unwrap(), (7, 161), "the refused creation changed nothing");
+    drop(tx);
+    // A rolled-back creation leaves nothing.
+    let gone = Uuid::now_v7();
+    let mut tx = s.storage().begin(Mode::Push).await.unwrap();
+    tx.insert_document(&new(gone)).await.unwrap();
+    drop(tx);
+    let mut tx = s.storage().begin(Mode::Read).await.unwrap();
+    assert!(tx.document(gone).await.unwrap().is_none());
+    assert!(tx.document(doc).await.unwrap().is_some());
 }
 
 async fn scope_refusals_write_nothing(s: &Service) {
