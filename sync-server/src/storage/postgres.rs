@@ -48,7 +48,7 @@ const WRITE_LOCK: i64 = 0x544A_5356_0000_0002;
 /// Held by a push from the moment it writes its log entries until it commits.
 const LOG_LOCK: i64 = 0x544A_5356_0000_0003;
 /// Connections per server process.
-const POOL_SIZE: usize = 16;
+pub(crate) const POOL_SIZE: usize = 16;
 
 pub struct PostgresStorage {
     pool: Pool,
@@ -281,26 +281,27 @@ async fn migrate(pool: &Pool) -> Result<()> {
 #[async_trait::async_trait]
 impl Storage for PostgresStorage {
     async fn begin(&self, mode: Mode) -> Result<Box<dyn Tx>> {
-        let client = self.pool.get().await?;
+        // The guard exists before BEGIN is sent: a caller cancelled at any await below (a client
+        // that hangs up) drops it, and its drop rolls back. A bare connection dropped after BEGIN
+        // went out would go back to the pool inside a transaction, where the autocommit writes
+        // of the blob store would never commit, and one failed statement would leave every later
+        // user of that connection with "current transaction is aborted".
+        let mut tx = PgTx::new(self.pool.get().await?);
         match mode {
-            Mode::Read => client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
+            Mode::Read => tx.c()?.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?,
             Mode::Write => {
-                client.batch_execute("BEGIN").await?;
-                let mut tx = PgTx::new(client);
+                tx.c()?.batch_execute("BEGIN").await?;
                 // Held until commit or rollback: one writer at a time, log positions in commit order.
                 tx.c()?.execute("SELECT pg_advisory_xact_lock($1)", &[&WRITE_LOCK]).await?;
-                return Ok(Box::new(tx));
             }
             Mode::Push => {
-                client.batch_execute("BEGIN").await?;
-                let mut tx = PgTx::new(client);
+                tx.c()?.batch_execute("BEGIN").await?;
                 tx.concurrent = true;
                 // Shared with other pushes; every other writer waits for them, and they for it.
                 tx.c()?.execute("SELECT pg_advisory_xact_lock_shared($1)", &[&WRITE_LOCK]).await?;
-                return Ok(Box::new(tx));
             }
         }
-        Ok(Box::new(PgTx::new(client)))
+        Ok(Box::new(tx))
     }
 
     fn concurrent_pushes(&self) -> bool {

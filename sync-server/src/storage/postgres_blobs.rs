@@ -29,6 +29,11 @@ fn io(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(format!("blob storage: {e}"))
 }
 
+/// A database error with its code and message (tokio-postgres alone says "db error").
+fn db(e: tokio_postgres::Error) -> std::io::Error {
+    io(super::StorageError::from(e))
+}
+
 impl PgBlobs {
     pub(super) fn new(pool: Pool) -> PgBlobs {
         PgBlobs { pool }
@@ -43,7 +48,7 @@ impl PgBlobs {
 impl BlobBytes for PgBlobs {
     async fn complete_size(&self, sha256: &str) -> std::io::Result<Option<u64>> {
         let c = self.client().await?;
-        let row = c.query_opt("SELECT size FROM blobs WHERE sha256 = $1", &[&sha256]).await.map_err(io)?;
+        let row = c.query_opt("SELECT size FROM blobs WHERE sha256 = $1", &[&sha256]).await.map_err(db)?;
         Ok(row.map(|r| r.get::<_, i64>(0).max(0) as u64))
     }
 
@@ -56,7 +61,7 @@ impl BlobBytes for PgBlobs {
                 &[&owner.project, &owner.device, &sha256],
             )
             .await
-            .map_err(io)?
+            .map_err(db)?
             .get(0);
         Ok(n.max(0) as u64)
     }
@@ -70,10 +75,10 @@ impl BlobBytes for PgBlobs {
                  WHERE project = $1 AND device = $2 AND sha256 = $3",
             )
             .await
-            .map_err(io)?;
+            .map_err(db)?;
         // Each chunk is its own committed row: what arrived survives a cut connection.
         for chunk in bytes.chunks(CHUNK) {
-            c.execute(&stmt, &[&owner.project, &owner.device, &sha256, &chunk]).await.map_err(io)?;
+            c.execute(&stmt, &[&owner.project, &owner.device, &sha256, &chunk]).await.map_err(db)?;
         }
         Ok(())
     }
@@ -85,7 +90,7 @@ impl BlobBytes for PgBlobs {
 
     async fn truncate_partial(&self, owner: UploadOwner, sha256: &str, len: u64) -> std::io::Result<()> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(io)?;
+        let tx = c.transaction().await.map_err(db)?;
         let len = len as i64;
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 4] =
             [&owner.project, &owner.device, &sha256, &len];
@@ -94,15 +99,15 @@ impl BlobBytes for PgBlobs {
             &key,
         )
         .await
-        .map_err(io)?;
+        .map_err(db)?;
         tx.execute(
             "UPDATE partial_chunks SET data = substring(data FROM 1 FOR ($4 - off)::INTEGER)
              WHERE project = $1 AND device = $2 AND sha256 = $3 AND off < $4 AND off + octet_length(data) > $4",
             &key,
         )
         .await
-        .map_err(io)?;
-        tx.commit().await.map_err(io)
+        .map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     async fn discard_partial(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<()> {
@@ -112,13 +117,13 @@ impl BlobBytes for PgBlobs {
             &[&owner.project, &owner.device, &sha256],
         )
         .await
-        .map_err(io)?;
+        .map_err(db)?;
         Ok(())
     }
 
     async fn complete(&self, owner: UploadOwner, sha256: &str) -> std::io::Result<bool> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(io)?;
+        let tx = c.transaction().await.map_err(db)?;
         let key: [&(dyn tokio_postgres::types::ToSql + Sync); 3] = [&owner.project, &owner.device, &sha256];
         // Hash the upload a chunk at a time, as the rows stream in.
         let rows = tx
@@ -127,11 +132,11 @@ impl BlobBytes for PgBlobs {
                 key,
             )
             .await
-            .map_err(io)?;
+            .map_err(db)?;
         futures_util::pin_mut!(rows);
         let mut hasher = Sha256::new();
         let mut size: i64 = 0;
-        while let Some(row) = rows.try_next().await.map_err(io)? {
+        while let Some(row) = rows.try_next().await.map_err(db)? {
             let data: &[u8] = row.get(0);
             hasher.update(data);
             size += data.len() as i64;
@@ -144,7 +149,7 @@ impl BlobBytes for PgBlobs {
                     &[&sha256, &size],
                 )
                 .await
-                .map_err(io)?
+                .map_err(db)?
                 > 0;
             if new {
                 tx.execute(
@@ -153,13 +158,13 @@ impl BlobBytes for PgBlobs {
                     &key,
                 )
                 .await
-                .map_err(io)?;
+                .map_err(db)?;
             }
         }
         tx.execute("DELETE FROM partial_chunks WHERE project = $1 AND device = $2 AND sha256 = $3", &key)
             .await
-            .map_err(io)?;
-        tx.commit().await.map_err(io)?;
+            .map_err(db)?;
+        tx.commit().await.map_err(db)?;
         Ok(matches)
     }
 
@@ -177,7 +182,7 @@ impl BlobBytes for PgBlobs {
             {
                 Ok(s) => s,
                 Err(e) => {
-                    let _ = tx.send(Err(io(e))).await;
+                    let _ = tx.send(Err(db(e))).await;
                     return;
                 }
             };
@@ -187,7 +192,7 @@ impl BlobBytes for PgBlobs {
                     Ok(Some(row)) => row,
                     Ok(None) => return,
                     Err(e) => {
-                        let _ = tx.send(Err(io(e))).await;
+                        let _ = tx.send(Err(db(e))).await;
                         return;
                     }
                 };
@@ -224,5 +229,63 @@ mod tests {
         let bytes: Vec<u8> = (0..(CHUNK * 2 + 1000)).map(|i| (i % 251) as u8).collect();
         let sha = hex::encode(Sha256::digest(&bytes));
         crate::blobs::tests::blob_bytes_conformance(&blobs, owner, &bytes, &sha).await;
+    }
+
+    /// Found by the proxy fault test (a client hanging up while the server opened a
+    /// transaction): the connection went back to the pool inside a transaction, the chunks
+    /// appended on it later never committed, and once one statement failed on it every request
+    /// it served answered 500 with "current transaction is aborted".
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transaction_cancelled_while_it_begins_leaves_its_connection_clean() {
+        use futures_util::FutureExt;
+
+        use crate::storage::{Mode, Storage};
+
+        let url = crate::testing::cluster().fresh_database().await;
+        let storage = super::super::PostgresStorage::open(&url).await.unwrap();
+        let blobs = storage.blobs();
+        // Every connection of the pool open and idle, so that taking one does not wait.
+        let warm: Vec<_> = futures_util::future::join_all(
+            (0..crate::storage::postgres::POOL_SIZE).map(|_| storage.client()),
+        )
+        .await
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+        drop(warm);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let mut cancelled = 0;
+        for round in 0..crate::storage::postgres::POOL_SIZE * 2 {
+            let mode = [Mode::Read, Mode::Write, Mode::Push][round % 3];
+            // One poll sends BEGIN; dropping the future then is a client hanging up.
+            match storage.begin(mode).now_or_never() {
+                None => cancelled += 1,
+                Some(tx) => drop(tx.unwrap()),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(cancelled > 0, "no begin was cut short; the test proves nothing");
+        let owner = UploadOwner { project: Uuid::new_v4(), device: Uuid::new_v4() };
+        let n = crate::storage::postgres::POOL_SIZE * 2;
+        for i in 0..n {
+            blobs.append(owner, &format!("{i:064x}"), b"chunk").await.unwrap();
+        }
+        // Seen from a connection of its own: each appended chunk committed.
+        let (client, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.unwrap();
+        let task = tokio::spawn(conn);
+        let rows: i64 = client
+            .query_one("SELECT count(*) FROM partial_chunks WHERE device = $1", &[&owner.device])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(rows, n as i64, "chunks appended on a connection left inside a transaction");
+        // And a transaction on every connection still works.
+        for _ in 0..n {
+            let mut tx = storage.begin(Mode::Write).await.unwrap();
+            tx.set_meta_value("probe", "1").await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        drop(client);
+        let _ = task.await;
     }
 }
