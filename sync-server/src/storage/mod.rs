@@ -376,6 +376,51 @@ pub struct NewDocument {
     pub audience: Vec<Role>,
 }
 
+/// A row of `documents` that a transaction created and holds back until its first change has
+/// grown it, so it is written once with its sizes (both backends).
+pub(crate) struct DocumentRow {
+    pub doc: Uuid,
+    pub project: Uuid,
+    pub collection: &'static str,
+    pub author: Option<Uuid>,
+    pub parent: Option<Uuid>,
+    /// For forms: `,role,role,`, so a role is found as `,role,` in it.
+    pub audience: Option<String>,
+    pub ops: i64,
+    pub bytes: i64,
+}
+
+impl DocumentRow {
+    /// The row of a document not yet grown.
+    pub fn of(d: &NewDocument) -> DocumentRow {
+        let audience = (d.collection == Collection::Form).then(|| {
+            let mut a = String::from(",");
+            for r in &d.audience {
+                a.push_str(r.as_str());
+                a.push(',');
+            }
+            a
+        });
+        DocumentRow {
+            doc: d.doc,
+            project: d.project,
+            collection: d.collection.as_str(),
+            author: d.author,
+            parent: d.parent,
+            audience,
+            ops: 0,
+            bytes: 0,
+        }
+    }
+
+    /// Adds to its sizes; returns them as [`StorageTx::grow_document`] does.
+    pub fn grow(&mut self, ops: u64, bytes: u64) -> (u64, u64) {
+        self.ops = self.ops.saturating_add(ops as i64);
+        self.bytes = self.bytes.saturating_add(bytes as i64);
+        (self.ops.max(0) as u64, self.bytes.max(0) as u64)
+    }
+}
+
 /// One op of a field's history as stored: a value, or a placeholder for an op that another op
 /// saw before the server got it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -365,14 +365,7 @@ fn column<R, T: ToSql + Sync + Send + 'static>(
 
 /// A document inserted by this transaction, not yet sent.
 struct NewDocRow {
-    doc: Uuid,
-    project: Uuid,
-    collection: &'static str,
-    author: Option<Uuid>,
-    parent: Option<Uuid>,
-    audience: Option<String>,
-    ops: i64,
-    bytes: i64,
+    row: DocumentRow,
     /// No op has been merged into it yet: it holds no row of `field_ops`.
     empty: bool,
 }
@@ -428,14 +421,14 @@ impl PgTx {
                                           $6::text[], $7::bigint[], $8::bigint[])",
                 ),
                 params: vec![
-                    column(&docs, |d| d.doc),
-                    column(&docs, |d| d.project),
-                    column(&docs, |d| d.collection),
-                    column(&docs, |d| d.author),
-                    column(&docs, |d| d.parent),
-                    column(&docs, |d| d.audience.clone()),
-                    column(&docs, |d| d.ops),
-                    column(&docs, |d| d.bytes),
+                    column(&docs, |d| d.row.doc),
+                    column(&docs, |d| d.row.project),
+                    column(&docs, |d| d.row.collection),
+                    column(&docs, |d| d.row.author),
+                    column(&docs, |d| d.row.parent),
+                    column(&docs, |d| d.row.audience.clone()),
+                    column(&docs, |d| d.row.ops),
+                    column(&docs, |d| d.row.bytes),
                 ],
             });
         }
@@ -847,27 +840,9 @@ impl Tx for PgTx {
         if self.docs.get(&d.doc).is_some_and(Option::is_some) || self.new_index.contains_key(&d.doc) {
             return Err(StorageError::Conflict(format!("document {} already exists", d.doc)));
         }
-        let audience = (d.collection == Collection::Form).then(|| {
-            let mut a = String::from(",");
-            for r in &d.audience {
-                a.push_str(r.as_str());
-                a.push(',');
-            }
-            a
-        });
         // Held back, with its counters, until the next read or the commit.
         self.new_index.insert(d.doc, self.new_docs.len());
-        self.new_docs.push(NewDocRow {
-            doc: d.doc,
-            project: d.project,
-            collection: d.collection.as_str(),
-            author: d.author,
-            parent: d.parent,
-            audience,
-            ops: 0,
-            bytes: 0,
-            empty: true,
-        });
+        self.new_docs.push(NewDocRow { row: DocumentRow::of(d), empty: true });
         self.docs.insert(
             d.doc,
             Some(DocumentInfo {
@@ -1011,9 +986,7 @@ impl Tx for PgTx {
 
     async fn grow_document(&mut self, doc: Uuid, ops: u64, bytes: u64) -> Result<(u64, u64)> {
         if let Some(new_doc) = self.new_index.get(&doc).and_then(|&i| self.new_docs.get_mut(i)) {
-            new_doc.ops = new_doc.ops.saturating_add(ops as i64);
-            new_doc.bytes = new_doc.bytes.saturating_add(bytes as i64);
-            return Ok((new_doc.ops.max(0) as u64, new_doc.bytes.max(0) as u64));
+            return Ok(new_doc.row.grow(ops, bytes));
         }
         let r = self
             .one(

@@ -239,23 +239,22 @@ mod tests {
     async fn a_transaction_cancelled_while_it_begins_leaves_its_connection_clean() {
         use futures_util::FutureExt;
 
+        use crate::storage::postgres::POOL_SIZE;
         use crate::storage::{Mode, Storage};
 
         let url = crate::testing::cluster().fresh_database().await;
         let storage = super::super::PostgresStorage::open(&url).await.unwrap();
         let blobs = storage.blobs();
         // Every connection of the pool open and idle, so that taking one does not wait.
-        let warm: Vec<_> = futures_util::future::join_all(
-            (0..crate::storage::postgres::POOL_SIZE).map(|_| storage.client()),
-        )
-        .await
-        .into_iter()
-        .map(Result::unwrap)
-        .collect();
+        let warm: Vec<_> = futures_util::future::join_all((0..POOL_SIZE).map(|_| storage.client()))
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
         drop(warm);
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         let mut cancelled = 0;
-        for round in 0..crate::storage::postgres::POOL_SIZE * 2 {
+        for round in 0..POOL_SIZE * 2 {
             let mode = [Mode::Read, Mode::Write, Mode::Push][round % 3];
             // One poll sends BEGIN; dropping the future then is a client hanging up.
             match storage.begin(mode).now_or_never() {
@@ -266,7 +265,7 @@ mod tests {
         }
         assert!(cancelled > 0, "no begin was cut short; the test proves nothing");
         let owner = UploadOwner { project: Uuid::new_v4(), device: Uuid::new_v4() };
-        let n = crate::storage::postgres::POOL_SIZE * 2;
+        let n = POOL_SIZE * 2;
         for i in 0..n {
             blobs.append(owner, &format!("{i:064x}"), b"chunk").await.unwrap();
         }

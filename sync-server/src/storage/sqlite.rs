@@ -368,18 +368,7 @@ pub struct SqliteTx {
     /// submission's row is written once, after its first change has grown it, instead of an
     /// INSERT and then an UPDATE. Every method that may read `documents` writes them first
     /// ([`SqliteTx::w`]); only those of a push's hot path that never do use [`SqliteTx::c`].
-    held: Vec<HeldDocument>,
-}
-
-struct HeldDocument {
-    doc: Uuid,
-    project: Uuid,
-    collection: &'static str,
-    author: Option<Uuid>,
-    parent: Option<Uuid>,
-    audience: Option<String>,
-    ops: i64,
-    bytes: i64,
+    held: Vec<DocumentRow>,
 }
 
 /// Rows in one multi-row INSERT of a new document's ops; a change is sent in chunks of these
@@ -687,28 +676,11 @@ impl Tx for SqliteTx {
     }
 
     async fn insert_document(&mut self, d: &NewDocument) -> Result<()> {
-        let audience = (d.collection == Collection::Form).then(|| {
-            let mut a = String::from(",");
-            for r in &d.audience {
-                a.push_str(r.as_str());
-                a.push(',');
-            }
-            a
-        });
         // A document this transaction holds already would fail at the INSERT; say so now.
         if self.held.iter().any(|h| h.doc == d.doc) {
             return Err(StorageError::Conflict(format!("document {} already exists", d.doc)));
         }
-        self.held.push(HeldDocument {
-            doc: d.doc,
-            project: d.project,
-            collection: d.collection.as_str(),
-            author: d.author,
-            parent: d.parent,
-            audience,
-            ops: 0,
-            bytes: 0,
-        });
+        self.held.push(DocumentRow::of(d));
         self.created.push(d.doc);
         Ok(())
     }
@@ -788,9 +760,7 @@ impl Tx for SqliteTx {
 
     async fn grow_document(&mut self, doc: Uuid, ops: u64, bytes: u64) -> Result<(u64, u64)> {
         if let Some(h) = self.held.iter_mut().rev().find(|h| h.doc == doc) {
-            h.ops = h.ops.saturating_add(ops as i64);
-            h.bytes = h.bytes.saturating_add(bytes as i64);
-            return Ok((h.ops.max(0) as u64, h.bytes.max(0) as u64));
+            return Ok(h.grow(ops, bytes));
         }
         let (ops, bytes): (i64, i64) = self
             .c()?
