@@ -413,7 +413,7 @@ impl DocumentRow {
         }
     }
 
-    /// Adds to its sizes; returns them as [`StorageTx::grow_document`] does.
+    /// Adds to its sizes; returns them as [`Tx::grow_document`] does.
     pub fn grow(&mut self, ops: u64, bytes: u64) -> (u64, u64) {
         self.ops = self.ops.saturating_add(ops as i64);
         self.bytes = self.bytes.saturating_add(bytes as i64);
